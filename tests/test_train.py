@@ -1,0 +1,158 @@
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from torchvision.models import ResNet18_Weights
+
+from fishid import augment, evaluate, imagecache, models, train, weights
+from fishid.tables import write_table
+
+SETTINGS = {
+    "arch": "ri",
+    "dataset": "toy",
+    "image_size": 32,
+    "epochs": 6,
+    "batch_size": 8,
+    "lr": 0.01,
+    "momentum": 0.9,
+    "weight_decay": 0.0,
+    "step_size": 7,
+    "gamma": 0.1,
+    "crop_scale": [0.5, 1.0],
+    "flip": True,
+    "seed": 0,
+    "feature_views": 2,
+    "channels": [4, 8, 8],
+    "hidden": [16, 8],
+}
+
+
+@pytest.fixture
+def toy_cache(tmp_path):
+    """Two 'species' told apart by colour, with noise: easy enough that learning must show."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for label, colour in (("red fish", (200, 40, 30)), ("blue fish", (30, 60, 200))):
+        for i in range(30):
+            pixels = np.clip(rng.normal(colour, 40, size=(40, 40, 3)), 0, 255).astype(np.uint8)
+            rel = f"{label[0]}{i}.jpg"
+            Image.fromarray(pixels).save(tmp_path / rel)
+            split = "val" if i < 6 else "train"
+            rows.append(
+                {
+                    "sha256": hashlib.sha256(rel.encode()).hexdigest(),
+                    "label": label,
+                    "split": split,
+                    "derived_path": rel,
+                }
+            )
+    write_table(pd.DataFrame(rows).assign(dataset="toy", group="", taxon=""), tmp_path / "split.tsv")
+    cache = imagecache.build(tmp_path / "split.tsv", tmp_path, 32)
+    imagecache.save(cache, tmp_path / "cache.pt")
+    return imagecache.load(tmp_path / "cache.pt")
+
+
+def test_study_cnn_shapes():
+    for size in (32, 96):
+        model = models.StudyCNN(5, size)
+        assert model(torch.zeros(2, 3, size, size)).shape == (2, 5)
+
+
+def test_augmentation_keeps_shape_and_range_and_full_crop_is_identity():
+    images = torch.randint(0, 256, (4, 3, 24, 24), dtype=torch.uint8)
+    out = augment.random_resized_crop_flip(images, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (4, 3, 24, 24) and out.min() >= 0 and out.max() <= 1
+    same = augment.random_resized_crop_flip(images, scale=(1, 1), ratio=(1, 1), flip=False)
+    assert torch.allclose(same, augment.to_float(images), atol=1e-5)
+
+
+def test_cache_holds_training_statistics(toy_cache):
+    assert toy_cache["classes"] == ["blue fish", "red fish"]
+    assert toy_cache["images"].shape == (60, 3, 32, 32) and toy_cache["images"].dtype == torch.uint8
+    assert toy_cache["split"].count("val") == 12
+    # Red and blue images in equal numbers: the red and blue channel means are about equal.
+    assert abs(toy_cache["mean"][0] - toy_cache["mean"][2]) < 0.05
+
+
+def test_ri_learns_and_saves_loadable_weights(toy_cache, tmp_path):
+    result = train.train_model(SETTINGS, toy_cache)
+    weights_, history, meta = result
+    assert list(history["epoch"]) == list(range(1, 7))
+    assert history["val_acc"].iloc[-1] == 1.0
+    assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
+    assert meta["device"] == "cpu" and meta["n_train"] == 48
+    train.save(*result, tmp_path / "w.pt", tmp_path / "h.csv", tmp_path / "m.json")
+    predictions = evaluate.predict(SETTINGS, tmp_path / "w.pt", toy_cache, "val")
+    assert (predictions["label"] == predictions["predicted"]).all()
+    scores = predictions[[c for c in predictions if c.startswith("score:")]].sum(axis=1)
+    assert np.allclose(scores, 1, atol=1e-4)
+
+
+def test_same_seed_same_training_on_cpu(toy_cache):
+    settings = {**SETTINGS, "epochs": 2}
+    assert (
+        train.train_model(settings, toy_cache)[1]
+        .drop(columns="seconds")
+        .equals(train.train_model(settings, toy_cache)[1].drop(columns="seconds"))
+    )
+
+
+def test_tl_trains_only_the_new_layer_on_a_frozen_backbone(toy_cache, tmp_path):
+    pretrained = models.backbone_resnet18()
+    torch.save({"model": pretrained.state_dict()}, tmp_path / "backbone.pt")
+    settings = {**SETTINGS, "arch": "tl", "backbone": "pool", "epochs": 4}
+    weights_, history, _ = train.train_model(settings, toy_cache, tmp_path / "backbone.pt")
+    trained = weights_["model"]
+    for name, value in pretrained.state_dict().items():
+        assert torch.equal(trained[name], value), f"{name} changed although frozen"
+    assert trained["fc.weight"].shape == (2, 512)
+    assert history["val_acc"].iloc[-1] >= 0.9
+
+
+def test_pretrained_backbone_drops_its_classifier(toy_cache, tmp_path):
+    weights_, _, _ = train.pretrain_backbone({**SETTINGS, "epochs": 1}, toy_cache)
+    assert not [k for k in weights_["model"] if k.startswith("fc.")]
+    torch.save(weights_, tmp_path / "backbone.pt")
+    models.load_backbone_state(models.backbone_resnet18(), tmp_path / "backbone.pt")
+
+
+def test_confusion_and_metrics_by_hand():
+    predictions = pd.DataFrame({"label": ["a", "a", "a", "b", "b"], "predicted": ["a", "a", "b", "b", "a"]})
+    result = evaluate.metrics(predictions, ["a", "b"], train_labels=["a", "a", "b"])
+    assert result["confusion"] == [[2, 1], [1, 1]]
+    assert result["accuracy"] == pytest.approx(3 / 5)
+    assert result["per_species"]["a"] == {"n": 3, "correct": 2, "accuracy": pytest.approx(2 / 3)}
+    assert result["majority_label"] == "a" and result["majority_baseline"] == pytest.approx(3 / 5)
+
+
+class FakeWeights:
+    """A weights entry like torchvision's, pointing at a file this test makes."""
+
+    def __init__(self, url):
+        self.url = url
+
+
+def test_imagenet_weights_offline_and_missing_names_the_file_to_place(tmp_path):
+    with pytest.raises(weights.WeightsUnavailable) as error:
+        weights.ensure_imagenet_weights(tmp_path / "weights", allow_download=False)
+    message = str(error.value)
+    assert ResNet18_Weights.IMAGENET1K_V1.url in message
+    assert str(tmp_path / "weights" / "resnet18-f37072fd.pth") in message
+
+
+def test_imagenet_weights_cached_file_is_checked_then_loads(tmp_path):
+    state = models.backbone_resnet18().state_dict()
+    torch.save(state, tmp_path / "scratch.pth")
+    digest = hashlib.sha256((tmp_path / "scratch.pth").read_bytes()).hexdigest()
+    good = tmp_path / f"resnet18-{digest[:8]}.pth"
+    (tmp_path / "scratch.pth").rename(good)
+    path = weights.ensure_imagenet_weights(tmp_path, False, FakeWeights(f"https://host/models/{good.name}"))
+    models.load_backbone_state(models.backbone_resnet18(), path)
+
+    bad = tmp_path / "resnet18-00000000.pth"
+    bad.write_bytes(good.read_bytes())
+    with pytest.raises(weights.WeightsUnavailable, match="corrupt or not the expected file"):
+        weights.ensure_imagenet_weights(tmp_path, False, FakeWeights(f"https://host/models/{bad.name}"))

@@ -1,0 +1,3 @@
+from fishid.cli import main
+
+main()

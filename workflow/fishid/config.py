@@ -1,0 +1,73 @@
+"""Load and validate the configuration; resolve each model's full settings."""
+
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "(top level)"
+
+
+def _message(error: jsonschema.ValidationError, schema: dict) -> str:
+    if error.validator == "unevaluatedProperties":
+        # jsonschema also lists known keys whose values failed; name only the unknown ones.
+        known = set(error.schema.get("properties", {})) | set(schema["$defs"]["training"]["properties"])
+        unknown = sorted(set(error.instance) - known)
+        if not unknown:
+            return ""
+        return f"unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+    return error.message
+
+
+def validate(config: dict, source="config") -> dict:
+    """Raise ConfigError naming every bad key; return the config unchanged if it is good."""
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    problems = [f"  {_key_path(e)}: {m}" for e in errors if (m := _message(e, schema))]
+    if not problems:
+        problems = [f"  {p}" for p in _cross_references(config)]
+    if problems:
+        raise ConfigError(f"{source} has {len(problems)} problem(s):\n" + "\n".join(problems))
+    return config
+
+
+def _cross_references(config: dict) -> list[str]:
+    datasets, backbones = config["datasets"], config.get("backbones", {})
+    problems = []
+    for name, spec in backbones.items():
+        if spec["source"] == "pretrain" and spec.get("dataset") not in datasets:
+            problems.append(f"backbones.{name}.dataset: {spec.get('dataset')!r} is not a dataset in datasets")
+    for name, model in config["models"].items():
+        if model["dataset"] not in datasets:
+            problems.append(f"models.{name}.dataset: {model['dataset']!r} is not one of {sorted(datasets)}")
+        if model["arch"] == "tl":
+            backbone = model.get("backbone")
+            if backbone != "random" and backbone not in backbones:
+                problems.append(
+                    f"models.{name}.backbone: {backbone!r} is neither 'random' nor one of {sorted(backbones)}"
+                )
+        if model.get("control_of") and model["control_of"] not in config["models"]:
+            problems.append(f"models.{name}.control_of: {model['control_of']!r} is not a model")
+    return problems
+
+
+def model_settings(config: dict, name: str) -> dict:
+    """The training defaults overridden by the model's own keys: everything its rule needs."""
+    return {**config["training_defaults"], **config["models"][name]}
+
+
+def backbone_settings(config: dict, name: str) -> dict:
+    return {**config["training_defaults"], **config["backbones"][name]}
+
+
+def load(path) -> dict:
+    return validate(yaml.safe_load(Path(path).read_text()), source=str(path))

@@ -1,0 +1,53 @@
+"""Decode and resize a dataset's images once; every epoch then reads tensors from memory."""
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fishid.tables import SPLIT_COLUMNS, read_table
+
+
+def load_square(path, size: int) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
+
+
+def build(split_path, derived_root, size: int) -> dict:
+    split = read_table(split_path, SPLIT_COLUMNS)
+    classes = sorted(split["label"].unique())
+    images = np.stack([load_square(Path(derived_root, p), size) for p in split["derived_path"]])
+    images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    train = torch.tensor((split["split"] == "train").to_numpy())
+    pixels = images[train].float().div(255)
+    return {
+        "images": images,
+        "labels": torch.tensor([classes.index(label) for label in split["label"]]),
+        "classes": classes,
+        "sha256": list(split["sha256"]),
+        "split": list(split["split"]),
+        # The study normalises by the training set's own channel statistics.
+        "mean": pixels.mean(dim=(0, 2, 3)),
+        "std": pixels.std(dim=(0, 2, 3)),
+        # Lets meta.json name the exact dataset table a model saw.
+        "split_crc32": zlib.crc32(Path(split_path).read_bytes()),
+    }
+
+
+def save(cache: dict, path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(str(path) + ".part")
+    torch.save(cache, tmp)
+    tmp.replace(path)
+
+
+def load(path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def subset(cache: dict, role: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 images, labels) of one split role."""
+    mask = torch.tensor([s == role for s in cache["split"]], dtype=torch.bool)
+    return cache["images"][mask], cache["labels"][mask]

@@ -1,0 +1,57 @@
+"""The content-addressed image store: a photo's SHA-256 is its identity and its path."""
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+# Magic bytes decide the extension, never the URL or the server's content type.
+_SIGNATURES = [
+    (b"\xff\xd8\xff", "jpg", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "png", "image/png"),
+    (b"GIF87a", "gif", "image/gif"),
+    (b"GIF89a", "gif", "image/gif"),
+    (b"RIFF", "webp", "image/webp"),
+    (b"II*\x00", "tif", "image/tiff"),
+    (b"MM\x00*", "tif", "image/tiff"),
+    (b"BM", "bmp", "image/bmp"),
+]
+
+
+def sniff_image(data: bytes) -> tuple[str, str] | None:
+    """(extension, content type) from the leading bytes, or None if not a known image format."""
+    for magic, ext, content_type in _SIGNATURES:
+        if data.startswith(magic):
+            if ext == "webp" and data[8:12] != b"WEBP":
+                continue
+            return ext, content_type
+    return None
+
+
+def relative_path(sha256: str, ext: str) -> str:
+    return f"{sha256[:2]}/{sha256}.{ext}"
+
+
+def put(root, data: bytes, ext: str) -> tuple[str, str]:
+    """Store `data` under its hash; return (sha256, path relative to root).
+
+    Written to a temporary file and renamed, so the store never holds a partial image,
+    and storing the same bytes twice is a no-op.
+    """
+    sha256 = hashlib.sha256(data).hexdigest()
+    rel = relative_path(sha256, ext)
+    target = Path(root, rel)
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".part-", delete=False) as tmp:
+            tmp.write(data)
+        os.replace(tmp.name, target)
+    return sha256, rel
+
+
+def sha256_of_file(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

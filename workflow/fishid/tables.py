@@ -1,0 +1,77 @@
+"""The stage tables of the data model (DESIGN.md): their columns, and reading and writing them.
+
+Tables are tab-separated text with a header row, so that users can open them in a
+spreadsheet and diff them in git.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+RECORD_COLUMNS = [
+    "record_id",
+    "source",
+    "taxon",
+    "source_taxon",
+    "media_url",
+    "page_url",
+    "license",
+    "rights_holder",
+    "creator",
+    "occurrence_id",
+    "basis_of_record",
+    "dataset_key",
+    "listed_at",
+]
+DOWNLOAD_COLUMNS = [
+    "record_id",
+    "sha256",
+    "path",
+    "bytes",
+    "content_type",
+    "http_status",
+    "retrieved_at",
+    "error",
+]
+CLEAN_COLUMNS = [
+    "sha256",
+    "width",
+    "height",
+    "format",
+    "phash",
+    "kept",
+    "reason",
+    "duplicate_of",
+    "taxon",
+    "record_ids",
+    "derived_path",
+]
+SPLIT_COLUMNS = ["dataset", "sha256", "label", "split", "group", "taxon", "derived_path"]
+DECISION_COLUMNS = ["dataset", "sha256", "taxon", "decision", "reason"]
+
+
+def read_table(path, columns=None) -> pd.DataFrame:
+    """Read a stage table as strings; with `columns`, fail naming the file if any is missing."""
+    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    if columns is not None:
+        missing = [c for c in columns if c not in table.columns]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+    return table
+
+
+def write_table(table: pd.DataFrame, path, columns=None) -> None:
+    """Write atomically: a killed job never leaves a half-written table behind."""
+    if columns is not None:
+        table = table.reindex(columns=columns)
+    write_text_atomic(path, table.to_csv(sep="\t", index=False))
+
+
+def write_text_atomic(path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+        tmp.write(text)
+    os.replace(tmp.name, path)

@@ -1,0 +1,62 @@
+import json
+import re
+import sys
+from pathlib import Path
+
+PACKAGE_DIR = Path(workflow.basedir, "workflow")
+sys.path.insert(0, str(PACKAGE_DIR))
+
+from fishid.config import backbone_settings, model_settings, validate  # noqa: E402
+
+validate(
+    config,
+    source="the configuration (config/config.yaml and any --configfile/--config)",
+)
+
+# Every rule runs its step through this script (an input of each rule), so that jobs use
+# this checkout's package.
+CLI = str(PACKAGE_DIR / "fishid_cli.py")
+
+ENV = "../../envs/fishid.yaml"
+STORE = "resources/images"
+DERIVED = "results/clean/derived"
+MODELS = list(config["models"])
+DATASETS = list(config["datasets"])
+
+
+wildcard_constraints:
+    model="|".join(map(re.escape, MODELS)),
+    dataset="|".join(map(re.escape, DATASETS)),
+    backbone="[A-Za-z0-9_-]+",
+    source="|".join(config["sources"]),
+    size=r"\d+",
+
+
+def package_code(*modules):
+    """A rule's own package modules as inputs: editing one reruns the rule and what follows."""
+    return [str(PACKAGE_DIR / "fishid" / f"{m}.py") for m in modules]
+
+
+def as_json(value):
+    return json.dumps(value, sort_keys=True)
+
+
+def model_spec(name):
+    return model_settings(config, name)
+
+
+def cache_for(settings):
+    return f"results/cache/{settings['dataset']}/{settings['image_size']}px.pt"
+
+
+def backbone_file(settings):
+    """The weights a TL model starts from; none for a random (control) backbone or an RI model."""
+    name = settings.get("backbone", "random")
+    if settings["arch"] != "tl" or name == "random":
+        return []
+    spec = config["backbones"][name]
+    if spec["source"] == "imagenet":
+        return str(
+            Path(spec.get("cache", "resources/weights"), "resnet18-f37072fd.pth")
+        )
+    return f"results/backbones/{name}/weights.pt"

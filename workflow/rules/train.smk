@@ -1,0 +1,94 @@
+rule cache_images:
+    """Decode and resize a dataset's images once, for every epoch of every model to read."""
+    input:
+        split="results/splits/{dataset}.tsv",
+        derived=DERIVED,
+        cli=CLI,
+        code=package_code("imagecache"),
+    output:
+        "results/cache/{dataset}/{size}px.pt",
+    log:
+        "logs/cache_images/{dataset}-{size}px.log",
+    benchmark:
+        "benchmarks/cache_images/{dataset}-{size}px.tsv"
+    conda:
+        ENV
+    shell:
+        "python {input.cli} cache --split {input.split} --derived {input.derived} --size {wildcards.size}"
+        " --out {output} 2> {log}"
+
+
+rule pretrain_backbone:
+    """Pre-train a whole ResNet-18 on a pool of other species: the offline stand-in for
+    ImageNet weights, so that transfer learning in the demo is real."""
+    input:
+        cache=lambda wc: cache_for(backbone_settings(config, wc.backbone)),
+        cli=CLI,
+        code=package_code("train", "models", "augment"),
+    output:
+        weights="results/backbones/{backbone}/weights.pt",
+        history="results/backbones/{backbone}/history.csv",
+        meta="results/backbones/{backbone}/meta.json",
+    log:
+        "logs/pretrain_backbone/{backbone}.log",
+    benchmark:
+        "benchmarks/pretrain_backbone/{backbone}.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        gpus=1,
+    params:
+        spec=lambda wc: as_json(backbone_settings(config, wc.backbone)),
+    shell:
+        "python {input.cli} pretrain --cache {input.cache} --spec {params.spec:q} --threads {threads}"
+        " --weights {output.weights} --history {output.history} --meta {output.meta} 2> {log}"
+
+
+rule imagenet_weights:
+    """torchvision's ImageNet ResNet-18 weights, checked against their hash; offline, a
+    missing file stops the run with the place to put it."""
+    input:
+        cli=CLI,
+    output:
+        "{cache}/resnet18-f37072fd.pth",
+    log:
+        "logs/imagenet_weights/{cache}.log",
+    conda:
+        ENV
+    params:
+        offline="--offline" if config["offline"] else "",
+    shell:
+        "python {input.cli} imagenet-weights --cache-dir {wildcards.cache} {params.offline} 2> {log}"
+
+
+rule train_model:
+    """Train one model of config['models']; its settings are params, so editing one model
+    retrains that model only."""
+    input:
+        cache=lambda wc: cache_for(model_spec(wc.model)),
+        backbone=lambda wc: backbone_file(model_spec(wc.model)),
+        cli=CLI,
+        code=package_code("train", "models", "augment"),
+    output:
+        weights="results/models/{model}/weights.pt",
+        history="results/models/{model}/history.csv",
+        meta="results/models/{model}/meta.json",
+    log:
+        "logs/train_model/{model}.log",
+    benchmark:
+        "benchmarks/train_model/{model}.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        gpus=1,
+    params:
+        spec=lambda wc: as_json(model_spec(wc.model)),
+        backbone=lambda wc, input: (
+            f"--backbone {input.backbone}" if input.backbone else ""
+        ),
+    shell:
+        "python {input.cli} train --cache {input.cache} --spec {params.spec:q} {params.backbone}"
+        " --threads {threads} --weights {output.weights} --history {output.history}"
+        " --meta {output.meta} 2> {log}"
