@@ -16,6 +16,7 @@ demo: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	ruff check .
+	ruff format --check .
 	snakefmt --check .
 	snakemake --lint
 

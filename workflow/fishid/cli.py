@@ -119,9 +119,7 @@ def cmd_plot_dataset(args):
 def cmd_report(args):
     from fishid import report
 
-    counts = dict(zip(args.spec["datasets"], args.counts))
-    model_dirs = {name: Path(path).parent for name, path in zip(args.spec["models"], args.metrics)}
-    report.build(args.spec, args.clean, args.records, counts, model_dirs, args.figures, args.out)
+    report.build(args.spec, args.clean, args.records, args.counts, args.metrics, args.figures, args.out)
 
 
 def parser() -> argparse.ArgumentParser:

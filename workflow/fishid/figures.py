@@ -52,5 +52,6 @@ def dataset_table(counts: pd.DataFrame, dataset: str):
     table = ax.table(cellText=counts.values, colLabels=list(counts.columns), loc="center", cellLoc="left")
     table.auto_set_font_size(False)
     table.set_fontsize(9)
+    table.auto_set_column_width(list(range(counts.shape[1])))
     ax.set_title(f"Dataset {dataset}: images per label and split")
     return fig

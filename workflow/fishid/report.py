@@ -44,6 +44,14 @@ def model_row(name: str, settings: dict, metrics: dict) -> dict:
     }
 
 
+def per_species_table(metrics: dict) -> pd.DataFrame:
+    rows = [
+        {"label": label, "images": row["n"], "correct": row["correct"], "accuracy": f"{row['accuracy']:.3f}"}
+        for label, row in metrics["per_species"].items()
+    ]
+    return pd.DataFrame(rows)
+
+
 def sources_section(clean: pd.DataFrame, records: pd.DataFrame) -> str:
     by_source = records.groupby(["source", "license"]).size().rename("records").reset_index()
     kept = clean["kept"].astype(str) == "True"
@@ -57,12 +65,17 @@ def sources_section(clean: pd.DataFrame, records: pd.DataFrame) -> str:
     )
 
 
-def build(config: dict, clean_path, record_paths, counts_paths: dict, model_dirs: dict, figure_dir, out_path):
+def build(config: dict, clean_path, record_paths, counts_paths, metrics_paths, figure_dir, out_path):
+    """`counts_paths` are the splits' `{dataset}.counts.tsv`, `metrics_paths` the models'
+    `metrics.json`: each file names what it belongs to, so their order does not matter."""
     out_dir = Path(out_path).parent
     figure_dir = Path(figure_dir)
 
+    def link(path):
+        return html.escape(os.path.relpath(path, out_dir))
+
     def img(path, caption):
-        src, caption = html.escape(os.path.relpath(path, out_dir)), html.escape(caption)
+        src, caption = link(path), html.escape(caption)
         return f'<figure><img src="{src}" alt="{caption}"><figcaption>{caption}</figcaption></figure>'
 
     records = pd.concat([read_table(p) for p in record_paths])
@@ -70,26 +83,32 @@ def build(config: dict, clean_path, record_paths, counts_paths: dict, model_dirs
     body = [sources_section(clean, records)]
 
     body.append("<h2>Datasets</h2>")
-    for dataset, path in counts_paths.items():
+    for path in counts_paths:
+        dataset = Path(path).name.removesuffix(".counts.tsv")
+        figure = figure_dir / "datasets" / f"{dataset}.png"
         body.append(f"<h3>{html.escape(dataset)}</h3>" + table_html(pd.read_csv(path, sep="\t")))
-        body.append(img(figure_dir / "datasets" / f"{dataset}.png", f"Dataset {dataset}: images per label and split"))
+        svg = figure.with_suffix(".svg")
+        body.append(f'<p>As a figure: <a href="{link(figure)}">PNG</a>, <a href="{link(svg)}">SVG</a></p>')
 
-    rows, sections = [], []
-    backbones = config.get("backbones", {})
-    for name, model_dir in model_dirs.items():
+    rows, sections, names = [], [], []
+    for path in metrics_paths:
+        metrics = json.loads(Path(path).read_text())
+        name = metrics["model"]
+        names.append(name)
         settings = config["models"][name]
-        metrics = json.loads(Path(model_dir, "metrics.json").read_text())
         rows.append(model_row(name, settings, metrics))
         sections.append(f"<h3>{html.escape(name)}</h3>")
+        sections.append(table_html(per_species_table(metrics)))
         sections.append(img(figure_dir / name / "curves.png", f"{name}: loss and accuracy per epoch"))
         sections.append(
             img(figure_dir / name / "confusion.png", f"{name}: confusion matrix on {metrics['evaluated_on']}")
         )
     body.append("<h2>Models</h2>")
+    backbones = config.get("backbones", {})
     notes = [
         f"Backbone <b>{html.escape(b)}</b>: {html.escape(spec['description'])}"
         for b, spec in backbones.items()
-        if any(config["models"][m].get("backbone") == b for m in model_dirs)
+        if any(config["models"][m].get("backbone") == b for m in names)
     ]
     body.extend(f'<p class="note">{n}</p>' for n in notes)
     body.append(table_html(pd.DataFrame(rows)))

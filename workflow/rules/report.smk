@@ -63,7 +63,6 @@ rule report:
         spec=as_json(
             {
                 "report": config["report"],
-                "datasets": DATASETS,
                 "models": {m: model_spec(m) for m in MODELS},
                 "backbones": config.get("backbones", {}),
             }
