@@ -1,5 +1,6 @@
 """The whole DAG through Snakemake on tests/config/tiny.yaml, then its outputs' contents."""
 
+import base64
 import json
 import os
 import re
@@ -114,22 +115,30 @@ class ImageSources(HTMLParser):
             self.sources.append(dict(attrs)["src"])
 
 
-def test_report_shows_every_model_and_figure(tiny_run):
+def test_report_is_self_contained_and_shows_every_model_and_figure(tiny_run):
     workdir, config = tiny_run
     page = (workdir / "results/report/index.html").read_text()
     parser = ImageSources()
     parser.feed(page)
-    assert len(parser.sources) == 2 * len(config["models"])
+    # Eight figures per model, all inlined: the page is one file a user can mail.
+    assert len(parser.sources) == 8 * len(config["models"])
     for src in parser.sources:
-        assert (workdir / "results/report" / src).resolve().stat().st_size > 1000, src
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1]).startswith(b"\x89PNG")
     for name in config["models"]:
         metrics = json.loads((workdir / "results/models" / name / "metrics.json").read_text())
-        accuracy = f"{metrics['accuracy']:.3f} ({metrics['correct']}/{metrics['n']})"
+        low, high = metrics["accuracy_ci95"]
+        assert low <= metrics["accuracy"] <= high
         row = re.search(rf"<td>{re.escape(name)}</td>(.*?)</tr>", page, re.DOTALL).group(1)
-        assert f"<td>{accuracy}</td>" in row, (name, row)
+        assert f"<td>{metrics['accuracy']:.3f} [{low:.2f}, {high:.2f}]</td>" in row, (name, row)
+        assert f"<td>{metrics['correct']}/{metrics['n']}</td>" in row
+        assert f'id="model-{name}"' in page
     for dataset in config["datasets"]:
-        assert f'href="../figures/datasets/{dataset}.svg"' in page
+        assert f"<h3>{dataset}</h3>" in page
     assert "tiny pre-trained backbone for the test" in page
+    assert "TL3o-random: " in page  # the control's accuracy beside the model it controls
+    for section in ("Images per source and licence", "Images per species and source", "Attribution"):
+        assert section in page
 
 
 def planned_jobs(workdir, config=None) -> dict[str, int]:

@@ -119,15 +119,6 @@ def test_pretrained_backbone_drops_its_classifier(toy_cache, tmp_path):
     models.load_backbone_state(models.backbone_resnet18(), tmp_path / "backbone.pt")
 
 
-def test_confusion_and_metrics_by_hand():
-    predictions = pd.DataFrame({"label": ["a", "a", "a", "b", "b"], "predicted": ["a", "a", "b", "b", "a"]})
-    result = evaluate.metrics(predictions, ["a", "b"], train_labels=["a", "a", "b"])
-    assert result["confusion"] == [[2, 1], [1, 1]]
-    assert result["accuracy"] == pytest.approx(3 / 5)
-    assert result["per_species"]["a"] == {"n": 3, "correct": 2, "accuracy": pytest.approx(2 / 3)}
-    assert result["majority_label"] == "a" and result["majority_baseline"] == pytest.approx(3 / 5)
-
-
 class FakeWeights:
     """A weights entry like torchvision's, pointing at a file this test makes."""
 

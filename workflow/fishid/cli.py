@@ -96,17 +96,36 @@ def cmd_evaluate(args):
     from fishid import evaluate
 
     torch.set_num_threads(args.threads)
-    result = evaluate.run(args.spec, args.name, args.weights, args.cache, args.predictions, args.metrics)
+    result = evaluate.run(
+        args.spec,
+        args.name,
+        args.weights,
+        args.cache,
+        args.other_label,
+        args.predictions,
+        args.metrics,
+        args.figure_data,
+    )
     logging.info("%s accuracy on %s: %.3f", args.name, result["evaluated_on"], result["accuracy"])
 
 
 def cmd_plot_model(args):
+    import numpy as np
+
     from fishid import figures
 
     history = pd.read_csv(args.history)
     metrics = json.loads(Path(args.metrics).read_text())
-    figures.save(figures.curves(history, args.name), args.curves)
-    figures.save(figures.confusion_heatmap(metrics["confusion"], metrics["classes"], args.name), args.confusion)
+    data = np.load(args.figure_data)
+    out = Path(args.out_dir)
+    figures.save(figures.curves(history, args.name), out / "curves.png")
+    figures.save(figures.confusion_heatmap(metrics["confusion"], metrics["classes"], args.name), out / "confusion.png")
+    figures.save(figures.per_species_bars(metrics, args.name), out / "per_species.png")
+    figures.save(figures.reliability_diagram(metrics, args.name), out / "reliability.png")
+    figures.save(figures.threshold_curves(metrics, args.name), out / "thresholds.png")
+    figures.save(figures.saliency_grid(data, args.name), out / "saliency.png")
+    figures.save(figures.misclassified_grid(data, args.name), out / "misclassified.png")
+    figures.save(figures.embedding_map(data, args.name), out / "embeddings.png")
 
 
 def cmd_plot_dataset(args):
@@ -119,7 +138,8 @@ def cmd_plot_dataset(args):
 def cmd_report(args):
     from fishid import report
 
-    report.build(args.spec, args.clean, args.records, args.counts, args.metrics, args.figures, args.out)
+    model_dirs = [Path(p).parent for p in args.metrics]
+    report.build(args.spec, args.records, args.downloads, args.clean, args.counts, model_dirs, args.figures, args.out)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -199,6 +219,8 @@ def parser() -> argparse.ArgumentParser:
         (["--cache"], {"required": True}),
         (["--predictions"], {"required": True}),
         (["--metrics"], {"required": True}),
+        (["--figure-data"], {"required": True}),
+        (["--other-label"], {"default": "", "help": "the dataset's pooled 'other' label, if any"}),
         threads,
     )
     command(
@@ -207,8 +229,8 @@ def parser() -> argparse.ArgumentParser:
         (["--name"], {"required": True}),
         (["--history"], {"required": True}),
         (["--metrics"], {"required": True}),
-        (["--curves"], {"required": True}),
-        (["--confusion"], {"required": True}),
+        (["--figure-data"], {"required": True}),
+        (["--out-dir"], {"required": True}),
     )
     command("plot-dataset", cmd_plot_dataset, (["--name"], {"required": True}), (["--counts"], {"required": True}), out)
     command(
@@ -217,6 +239,7 @@ def parser() -> argparse.ArgumentParser:
         spec,
         (["--clean"], {"required": True}),
         (["--records"], {"nargs": "+", "required": True}),
+        (["--downloads"], {"nargs": "+", "required": True}),
         (["--counts"], {"nargs": "+", "required": True}),
         (["--metrics"], {"nargs": "+", "required": True}),
         (["--figures"], {"required": True}),

@@ -66,7 +66,9 @@ def model_settings(config: dict, name: str) -> dict:
 
 
 def backbone_settings(config: dict, name: str) -> dict:
-    return {**config["training_defaults"], **config["backbones"][name]}
+    """Like model_settings; the description is left out so that rewording it retrains nothing."""
+    spec = {k: v for k, v in config["backbones"][name].items() if k != "description"}
+    return {**config["training_defaults"], **spec}
 
 
 def load(path) -> dict:

@@ -1,4 +1,4 @@
-"""Evaluation: predictions on held-out images, accuracy overall and per species, confusion."""
+"""Evaluation: predictions on held-out images and every metric the report shows."""
 
 import json
 
@@ -7,6 +7,7 @@ import pandas as pd
 import torch
 
 from fishid import augment, imagecache, models
+from fishid import metrics as metric
 from fishid.train import normalise, predict_logits
 
 
@@ -37,41 +38,125 @@ def predict(settings: dict, weights_path, cache: dict, role: str) -> pd.DataFram
     return table
 
 
-def confusion(labels, predicted, classes) -> np.ndarray:
-    """Rows are true classes, columns predicted, in `classes` order."""
-    index = {c: i for i, c in enumerate(classes)}
-    matrix = np.zeros((len(classes), len(classes)), dtype=int)
-    for true, pred in zip(labels, predicted):
-        matrix[index[true], index[pred]] += 1
-    return matrix
-
-
-def metrics(predictions: pd.DataFrame, classes, train_labels) -> dict:
-    correct = predictions["label"] == predictions["predicted"]
-    per_species = {
-        c: {
-            "n": int((predictions["label"] == c).sum()),
-            "correct": int(correct[predictions["label"] == c].sum()),
+def metrics(predictions: pd.DataFrame, classes, train_labels, other_label: str = "", seed: int = 0) -> dict:
+    """Every number the report shows for one model, from its predictions on one split."""
+    labels, predicted = predictions["label"].to_numpy(), predictions["predicted"].to_numpy()
+    # A threshold model may say "other" although it has no such class.
+    classes = list(classes) + sorted((set(labels) | set(predicted)) - set(classes))
+    matrix = metric.confusion(labels, predicted, classes)
+    scores = metric.precision_recall_f1(matrix)
+    correct = labels == predicted
+    per_species = {}
+    for i, c in enumerate(classes):
+        n = int(scores["support"][i])
+        per_species[c] = {
+            "n": n,
+            "correct": int(matrix[i, i]),
+            "accuracy": matrix[i, i] / n if n else None,
+            **{k: float(scores[k][i]) for k in ("precision", "recall", "f1")},
         }
-        for c in classes
-    }
-    for row in per_species.values():
-        row["accuracy"] = row["correct"] / row["n"] if row["n"] else None
+    pairs = np.stack([labels, predicted], axis=1)
     # Predicting the most common training label for everything: what any model must beat.
     majority = pd.Series(train_labels).value_counts().idxmax()
-    return {
+    confidence = predictions["confidence"].to_numpy()
+    bins = metric.calibration_bins(confidence, correct)
+    result = {
         "n": len(predictions),
         "correct": int(correct.sum()),
         "accuracy": float(correct.mean()),
+        "accuracy_ci95": metric.bootstrap_interval(correct, seed=seed),
+        "balanced_accuracy": metric.balanced_accuracy(matrix),
+        "balanced_accuracy_ci95": metric.bootstrap_interval(
+            pairs, lambda p: metric.balanced_accuracy(metric.confusion(p[:, 0], p[:, 1], classes)), seed=seed
+        ),
+        **{f"macro_{k}": float(scores[k][scores["support"] > 0].mean()) for k in ("precision", "recall", "f1")},
         "majority_label": majority,
-        "majority_baseline": float((predictions["label"] == majority).mean()),
+        "majority_baseline": float((labels == majority).mean()),
         "per_species": per_species,
-        "classes": list(classes),
-        "confusion": confusion(predictions["label"], predictions["predicted"], classes).tolist(),
+        "classes": classes,
+        "confusion": matrix.tolist(),
+        "calibration": {"ece": metric.expected_calibration_error(bins), "bins": bins},
+        "thresholds": metric.open_set_curve(
+            predictions["known_confidence"], predicted, labels, other_label or "\0", THRESHOLDS
+        ),
+    }
+    if other_label and (labels == other_label).any():
+        known = labels != other_label
+        result["open_set"] = {
+            "other_label": other_label,
+            "known_accuracy": float(correct[known].mean()),
+            "other_accuracy": float(correct[~known].mean()),
+            "auroc_known_vs_other": metric.auroc(predictions["known_confidence"], known),
+        }
+    return result
+
+
+THRESHOLDS = np.round(np.linspace(0, 1, 21), 2)
+
+
+def add_confidences(predictions: pd.DataFrame, other_label: str) -> pd.DataFrame:
+    """The top score (calibration) and the top score among known species (open-set curves)."""
+    score_columns = [c for c in predictions if c.startswith("score:")]
+    known_columns = [c for c in score_columns if c != f"score:{other_label}"]
+    return predictions.assign(
+        confidence=predictions[score_columns].max(axis=1),
+        known_confidence=predictions[known_columns].max(axis=1),
+    )
+
+
+def penultimate_features(model, inputs) -> torch.Tensor:
+    """What the last linear layer sees: the model's embedding of each image."""
+    last_linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    captured = []
+    handle = last_linear.register_forward_hook(lambda module, args, output: captured.append(args[0].detach()))
+    try:
+        predict_logits(model, inputs, torch.device("cpu"))
+    finally:
+        handle.remove()
+    return torch.cat(captured).flatten(1)
+
+
+def saliency(model, inputs) -> torch.Tensor:
+    """|d top-class score / d pixel|, maximum over channels (Simonyan et al. 2014)."""
+    model.eval()
+    inputs = inputs.clone().requires_grad_(True)
+    logits = model(inputs)
+    logits.gather(1, logits.argmax(1, keepdim=True)).sum().backward()
+    return inputs.grad.abs().amax(dim=1)
+
+
+def figure_data(settings, weights_path, cache, role, predictions, n_saliency=8, n_misclassified=16) -> dict:
+    """Arrays the figures need that only the model can give: embeddings, saliency maps and
+    the pictures of a fixed sample and of the mistakes."""
+    model, weights = load_model(settings, weights_path)
+    images, _ = imagecache.subset(cache, role)
+    inputs = normalise(augment.to_float(images), weights["mean"], weights["std"])
+    # A fixed sample (by hash), so the same images are shown from run to run.
+    sample = np.argsort(predictions["sha256"].to_numpy())[:n_saliency]
+    wrong = np.flatnonzero((predictions["label"] != predictions["predicted"]).to_numpy())[:n_misclassified]
+    titles = predictions["label"] + " -> " + predictions["predicted"]
+    # Plain unicode arrays: np.load refuses object arrays (they would need pickle).
+    return {
+        "features": penultimate_features(model, inputs).numpy(),
+        "labels": predictions["label"].to_numpy(dtype=str),
+        "saliency_images": images[sample].numpy(),
+        "saliency": saliency(model, inputs[sample]).numpy(),
+        "saliency_titles": titles.iloc[sample].to_numpy(dtype=str),
+        "wrong_images": images[wrong].numpy(),
+        "wrong_titles": titles.iloc[wrong].to_numpy(dtype=str),
     }
 
 
-def run(settings: dict, model_name: str, weights_path, cache_path, predictions_path, metrics_path) -> dict:
+def run(
+    settings: dict,
+    model_name: str,
+    weights_path,
+    cache_path,
+    other_label,
+    predictions_path,
+    metrics_path,
+    figure_data_path,
+) -> dict:
     cache = imagecache.load(cache_path)
     roles = [r for r in ("val", "test") if r in cache["split"]]
     predictions = pd.concat([predict(settings, weights_path, cache, role) for role in roles])
@@ -80,11 +165,13 @@ def run(settings: dict, model_name: str, weights_path, cache_path, predictions_p
     # Reported numbers come from test where the dataset has one, from validation otherwise.
     reported = "test" if "test" in roles else "val"
     train_labels = [cache["classes"][i] for i in imagecache.subset(cache, "train")[1].tolist()]
+    evaluated = add_confidences(predictions[predictions["split"] == reported], other_label)
     result = {
         "model": model_name,
         "evaluated_on": reported,
-        **metrics(predictions[predictions["split"] == reported], cache["classes"], train_labels),
+        **metrics(evaluated, cache["classes"], train_labels, other_label, seed=settings["seed"]),
     }
     with open(metrics_path, "w") as handle:
         json.dump(result, handle, indent=2)
+    np.savez_compressed(figure_data_path, **figure_data(settings, weights_path, cache, reported, evaluated))
     return result

@@ -55,3 +55,101 @@ def dataset_table(counts: pd.DataFrame, dataset: str):
     table.auto_set_column_width(list(range(counts.shape[1])))
     ax.set_title(f"Dataset {dataset}: images per label and split")
     return fig
+
+
+def per_species_bars(metrics: dict, model: str):
+    rows = [(label.replace("Amphiprion ", "A. "), row) for label, row in metrics["per_species"].items() if row["n"]]
+    fig, ax = plt.subplots(figsize=(1.5 + 0.9 * len(rows), 3.2))
+    ax.bar([r[0] for r in rows], [r[1]["accuracy"] for r in rows], color="tab:orange")
+    for i, (_, row) in enumerate(rows):
+        ax.text(i, row["accuracy"] + 0.02, f"{row['correct']}/{row['n']}", ha="center", fontsize=8)
+    ax.axhline(metrics["accuracy"], color="grey", linestyle="--", label=f"overall {metrics['accuracy']:.2f}")
+    ax.set(ylim=(0, 1.1), ylabel="accuracy", title=f"{model}: accuracy per species ({metrics['evaluated_on']})")
+    ax.tick_params(axis="x", rotation=30)
+    ax.legend(loc="lower right")
+    return fig
+
+
+def reliability_diagram(metrics: dict, model: str):
+    bins = [b for b in metrics["calibration"]["bins"] if b["n"]]
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
+    ax.bar(
+        [(b["low"] + b["high"]) / 2 for b in bins],
+        [b["accuracy"] for b in bins],
+        width=[b["high"] - b["low"] for b in bins],
+        edgecolor="black",
+        alpha=0.7,
+        label="accuracy in bin",
+    )
+    ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o", color="black", ms=3)
+    ece = metrics["calibration"]["ece"]
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top score)", ylabel="accuracy")
+    ax.set_title(f"{model}: reliability, ECE {ece:.3f}")
+    ax.legend(loc="upper left", fontsize=8)
+    return fig
+
+
+def threshold_curves(metrics: dict, model: str):
+    """Accuracy against the confidence below which an image is called 'other'."""
+    rows = pd.DataFrame(metrics["thresholds"])
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(rows["threshold"], rows["known_accuracy"], label="known species")
+    if rows["other_accuracy"].notna().any():
+        ax.plot(rows["threshold"], rows["other_accuracy"], label="'other'")
+    ax.plot(rows["threshold"], rows["accuracy"], "--", color="grey", label="all")
+    ax.set(xlabel="threshold on the top known-species score", ylabel="accuracy", ylim=(0, 1.02))
+    ax.set_title(f"{model}: open-set threshold")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _image_grid(images, titles, suptitle, overlays=None, columns=4):
+    n = max(len(images), 1)
+    rows = (n + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.4 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, (image, title) in enumerate(zip(images, titles)):
+        ax = axes.flat[i]
+        ax.imshow(np.transpose(image, (1, 2, 0)))
+        if overlays is not None:
+            ax.imshow(overlays[i], cmap="inferno", alpha=0.55)
+        ax.set_title(str(title).replace("Amphiprion ", "A. "), fontsize=7)
+    if not len(images):
+        axes.flat[0].text(0.5, 0.5, "none", ha="center", va="center")
+    fig.suptitle(suptitle)
+    return fig
+
+
+def saliency_grid(data, model: str):
+    return _image_grid(
+        data["saliency_images"], data["saliency_titles"], f"{model}: saliency (true -> predicted)", data["saliency"]
+    )
+
+
+def misclassified_grid(data, model: str):
+    return _image_grid(data["wrong_images"], data["wrong_titles"], f"{model}: misclassified images")
+
+
+def embedding_map(data, model: str, seed: int = 0):
+    """2-D map of the model's embeddings: UMAP where installed, t-SNE otherwise."""
+    features, labels = data["features"], data["labels"]
+    try:
+        import umap
+
+        method, points = "UMAP", umap.UMAP(random_state=seed).fit_transform(features)
+    except ImportError:
+        from sklearn.manifold import TSNE
+
+        perplexity = max(2.0, min(30.0, (len(features) - 1) / 3))
+        method = "t-SNE"
+        points = TSNE(perplexity=perplexity, random_state=seed, init="pca").fit_transform(features)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for label in sorted(set(labels)):
+        chosen = labels == label
+        ax.scatter(points[chosen, 0], points[chosen, 1], s=14, label=label.replace("Amphiprion ", "A. "))
+    ax.set(xticks=[], yticks=[], title=f"{model}: embeddings ({method})")
+    ax.legend(fontsize=7, loc="best")
+    return fig

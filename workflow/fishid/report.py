@@ -1,8 +1,9 @@
-"""The report: one HTML page with the dataset tables, the model table and every figure."""
+"""The report: one self-contained HTML file (figures inlined) with provenance, datasets,
+the model comparison and every figure with its caption."""
 
+import base64
 import html
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,110 +15,207 @@ from fishid.tables import read_table
 PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>
-body {{ font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
-table {{ border-collapse: collapse; margin: 1em 0; }}
+body {{ font-family: sans-serif; max-width: 1150px; margin: 2em auto; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }}
 td, th {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }}
 th {{ background: #eef; }} img {{ max-width: 100%; }} .note {{ background: #ffd; padding: 0.5em 1em; }}
+figure {{ display: inline-block; vertical-align: top; margin: 0.5em; max-width: 48%; }}
+figure.wide {{ max-width: 98%; }} figcaption {{ font-size: 0.85em; color: #444; }}
 </style></head><body>
 <h1>{title}</h1>
-<p>Generated {generated} by fishid {version}.</p>
+<p>Generated {generated} by fishid {version}. Every number below can be regenerated with
+<code>snakemake --profile profiles/local</code> from the configuration it names.</p>
+<nav>{nav}</nav>
 {body}
 </body></html>
 """
+
+# (file stem, caption, wide): the order and words of each model's figures.
+MODEL_FIGURES = [
+    ("curves", "Loss and accuracy per epoch, training and validation.", True),
+    ("per_species", "Accuracy per species (correct/total above the bars).", False),
+    ("confusion", "Confusion matrix: rows true, columns predicted.", False),
+    ("reliability", "Reliability diagram: accuracy against confidence; ECE in the title.", False),
+    (
+        "thresholds",
+        "Accuracy when images whose top known-species score is below a threshold are called 'other'.",
+        False,
+    ),
+    ("saliency", "Saliency maps for a fixed sample of evaluation images (true -> predicted).", True),
+    ("misclassified", "Evaluation images the model got wrong.", True),
+    ("embeddings", "2-D map of the embeddings (input of the last linear layer), coloured by label.", False),
+]
 
 
 def table_html(frame: pd.DataFrame) -> str:
     return frame.to_html(index=False, escape=True, border=0, na_rep="")
 
 
-def model_row(name: str, settings: dict, metrics: dict) -> dict:
-    return {
+def inline_png(path, caption: str, wide=False) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    caption = html.escape(caption)
+    css = ' class="wide"' if wide else ""
+    return (
+        f'<figure{css}><img src="data:image/png;base64,{data}" alt="{caption}">'
+        f"<figcaption>{caption}</figcaption></figure>"
+    )
+
+
+def interval(value: float, ci) -> str:
+    return f"{value:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def provenance_section(records: pd.DataFrame, downloads: pd.DataFrame, clean: pd.DataFrame) -> str:
+    """Images per source, licence and species; why images were dropped; who to credit."""
+    stored = records.merge(downloads[["record_id", "sha256"]], on="record_id")
+    kept_hashes = set(clean.loc[clean["kept"].astype(str) == "True", "sha256"])
+    stored["kept"] = stored["sha256"].isin(kept_hashes)
+    by_source = (
+        stored.groupby(["source", "license"]).agg(records=("record_id", "size"), kept=("kept", "sum")).reset_index()
+    )
+    by_species = pd.crosstab(stored["taxon"], stored["source"]).reset_index().rename(columns={"taxon": "species"})
+    dropped = clean.loc[clean["kept"].astype(str) != "True", "reason"].str.split(":").str[0].value_counts()
+    dropped = dropped.rename_axis("reason").rename("images").reset_index()
+    credits = (
+        stored[stored["kept"]]
+        .groupby(["source", "license", "rights_holder", "creator"])
+        .agg(images=("sha256", "nunique"), example=("page_url", "first"))
+        .reset_index()
+    )
+    return "\n".join(
+        [
+            '<h2 id="provenance">Provenance</h2>',
+            "<h3>Images per source and licence</h3>",
+            table_html(by_source),
+            "<h3>Images per species and source</h3>",
+            table_html(by_species),
+            "<h3>Cleaning</h3>",
+            f"<p>{len(kept_hashes)} images kept out of {len(clean)} stored.</p>",
+            table_html(dropped) if len(dropped) else "<p>No image was dropped.</p>",
+            "<h3>Attribution</h3>",
+            "<p>Licences such as CC BY require crediting the rights holder. Per image: "
+            "<code>results/provenance/attribution.csv</code> and <code>fishid audit</code>.</p>",
+            f"<details><summary>{len(credits)} rights holder(s) and licence(s)</summary>",
+            table_html(credits),
+            "</details>",
+        ]
+    )
+
+
+def datasets_section(counts_paths) -> str:
+    parts = ['<h2 id="datasets">Datasets</h2>']
+    for path in counts_paths:
+        dataset = Path(path).name.removesuffix(".counts.tsv")
+        parts.append(f"<h3>{html.escape(dataset)}</h3>" + table_html(pd.read_csv(path, sep="\t")))
+    return "\n".join(parts)
+
+
+def model_row(name: str, settings: dict, metrics: dict, history: pd.DataFrame, controls: dict) -> dict:
+    row = {
         "model": name,
         "architecture": settings["arch"],
         "dataset": settings["dataset"],
         "backbone": settings.get("backbone", ""),
-        "control of": settings.get("control_of", ""),
-        "epochs": settings["epochs"],
         "evaluated on": metrics["evaluated_on"],
-        "accuracy": f"{metrics['accuracy']:.3f} ({metrics['correct']}/{metrics['n']})",
+        "accuracy [95% CI]": interval(metrics["accuracy"], metrics["accuracy_ci95"]),
+        "correct": f"{metrics['correct']}/{metrics['n']}",
+        "balanced accuracy [95% CI]": interval(metrics["balanced_accuracy"], metrics["balanced_accuracy_ci95"]),
+        "macro F1": f"{metrics['macro_f1']:.3f}",
+        "ECE": f"{metrics['calibration']['ece']:.3f}",
         "majority baseline": f"{metrics['majority_baseline']:.3f}",
+        "random-backbone control": "",
+        "best val epoch (optimistic)": "",
     }
+    control = controls.get(name)
+    if control:
+        row["random-backbone control"] = f"{control[0]}: {control[1]['accuracy']:.3f}"
+    if metrics["evaluated_on"] == "val":
+        # The study picked its best epoch on the very validation set it reported: shown
+        # apart, and marked, because it flatters the model.
+        best = history.loc[history["val_acc"].idxmax()]
+        row["best val epoch (optimistic)"] = f"{best['val_acc']:.3f} (epoch {int(best['epoch'])})"
+    return row
 
 
 def per_species_table(metrics: dict) -> pd.DataFrame:
-    rows = [
-        {"label": label, "images": row["n"], "correct": row["correct"], "accuracy": f"{row['accuracy']:.3f}"}
-        for label, row in metrics["per_species"].items()
-    ]
-    return pd.DataFrame(rows)
-
-
-def sources_section(clean: pd.DataFrame, records: pd.DataFrame) -> str:
-    by_source = records.groupby(["source", "license"]).size().rename("records").reset_index()
-    kept = clean["kept"].astype(str) == "True"
-    dropped = clean[~kept]["reason"].str.split(":").str[0].value_counts().rename_axis("reason")
-    dropped = dropped.rename("images").reset_index()
-    return (
-        "<h2>Sources and cleaning</h2>"
-        + table_html(by_source)
-        + f"<p>{kept.sum()} images kept out of {len(clean)} stored.</p>"
-        + (table_html(dropped) if len(dropped) else "<p>No image was dropped.</p>")
+    return pd.DataFrame(
+        [
+            {
+                "label": label,
+                "images": row["n"],
+                "correct": row["correct"],
+                "accuracy": f"{row['accuracy']:.3f}" if row["accuracy"] is not None else "",
+                "precision": f"{row['precision']:.3f}",
+                "recall": f"{row['recall']:.3f}",
+                "F1": f"{row['f1']:.3f}",
+            }
+            for label, row in metrics["per_species"].items()
+        ]
     )
 
 
-def build(config: dict, clean_path, record_paths, counts_paths, metrics_paths, figure_dir, out_path):
-    """`counts_paths` are the splits' `{dataset}.counts.tsv`, `metrics_paths` the models'
-    `metrics.json`: each file names what it belongs to, so their order does not matter."""
-    out_dir = Path(out_path).parent
-    figure_dir = Path(figure_dir)
+def open_set_paragraph(metrics: dict) -> str:
+    open_set = metrics.get("open_set")
+    if not open_set:
+        return ""
+    return (
+        f"<p>Open set ('{html.escape(open_set['other_label'])}'): accuracy on known species "
+        f"{open_set['known_accuracy']:.3f}, on '{html.escape(open_set['other_label'])}' "
+        f"{open_set['other_accuracy']:.3f}; AUROC of known vs other by top known-species score "
+        f"{open_set['auroc_known_vs_other']:.3f}.</p>"
+    )
 
-    def link(path):
-        return html.escape(os.path.relpath(path, out_dir))
 
-    def img(path, caption):
-        src, caption = link(path), html.escape(caption)
-        return f'<figure><img src="{src}" alt="{caption}"><figcaption>{caption}</figcaption></figure>'
-
+def build(config: dict, record_paths, download_paths, clean_path, counts_paths, model_dirs, figure_dir, out_path):
+    """`model_dirs` hold each model's metrics.json and history.csv; every file names what it
+    belongs to, so the order of the paths does not matter."""
     records = pd.concat([read_table(p) for p in record_paths])
-    clean = read_table(clean_path)
-    body = [sources_section(clean, records)]
+    downloads = pd.concat([read_table(p) for p in download_paths])
+    body = [provenance_section(records, downloads, read_table(clean_path)), datasets_section(counts_paths)]
 
-    body.append("<h2>Datasets</h2>")
-    for path in counts_paths:
-        dataset = Path(path).name.removesuffix(".counts.tsv")
-        figure = figure_dir / "datasets" / f"{dataset}.png"
-        body.append(f"<h3>{html.escape(dataset)}</h3>" + table_html(pd.read_csv(path, sep="\t")))
-        svg = figure.with_suffix(".svg")
-        body.append(f'<p>As a figure: <a href="{link(figure)}">PNG</a>, <a href="{link(svg)}">SVG</a></p>')
-
-    rows, sections, names = [], [], []
-    for path in metrics_paths:
-        metrics = json.loads(Path(path).read_text())
-        name = metrics["model"]
-        names.append(name)
-        settings = config["models"][name]
-        rows.append(model_row(name, settings, metrics))
-        sections.append(f"<h3>{html.escape(name)}</h3>")
-        sections.append(table_html(per_species_table(metrics)))
-        sections.append(img(figure_dir / name / "curves.png", f"{name}: loss and accuracy per epoch"))
-        sections.append(
-            img(figure_dir / name / "confusion.png", f"{name}: confusion matrix on {metrics['evaluated_on']}")
-        )
-    body.append("<h2>Models</h2>")
+    results = {}
+    for folder in map(Path, model_dirs):
+        metrics = json.loads((folder / "metrics.json").read_text())
+        results[metrics["model"]] = (metrics, pd.read_csv(folder / "history.csv"))
+    controls = {
+        spec["control_of"]: (name, results[name][0])
+        for name, spec in config["models"].items()
+        if spec.get("control_of") and name in results
+    }
+    rows = [model_row(n, config["models"][n], m, h, controls) for n, (m, h) in results.items()]
+    body.append('<h2 id="models">Models</h2>')
     backbones = config.get("backbones", {})
-    notes = [
-        f"Backbone <b>{html.escape(b)}</b>: {html.escape(spec['description'])}"
+    used = {config["models"][n].get("backbone") for n in results}
+    body.extend(
+        f'<p class="note">Backbone <b>{html.escape(b)}</b>: {html.escape(spec["description"])}</p>'
         for b, spec in backbones.items()
-        if any(config["models"][m].get("backbone") == b for m in names)
-    ]
-    body.extend(f'<p class="note">{n}</p>' for n in notes)
+        if b in used
+    )
+    body.append(
+        "<p>Intervals are 95 % percentile bootstrap intervals over the evaluation images. "
+        "Numbers come from the test split where a dataset has one (the epoch chosen on validation), "
+        "otherwise from validation at the last epoch; the best validation epoch is shown apart, "
+        "as the study reported it, and is optimistic.</p>"
+    )
     body.append(table_html(pd.DataFrame(rows)))
-    body.extend(sections)
 
+    figure_dir = Path(figure_dir)
+    for name, (metrics, _) in results.items():
+        body.append(f'<h3 id="model-{html.escape(name)}">{html.escape(name)}</h3>')
+        body.append(table_html(per_species_table(metrics)))
+        body.append(open_set_paragraph(metrics))
+        for stem, caption, wide in MODEL_FIGURES:
+            body.append(inline_png(figure_dir / name / f"{stem}.png", f"{name}: {caption}", wide))
+
+    nav = " · ".join(
+        f'<a href="#{anchor}">{label}</a>'
+        for anchor, label in [("provenance", "Provenance"), ("datasets", "Datasets"), ("models", "Models")]
+    )
     page = PAGE.format(
         title=html.escape(config["report"]["title"]),
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         version=fishid.__version__,
+        nav=nav,
         body="\n".join(body),
     )
     Path(out_path).write_text(page)

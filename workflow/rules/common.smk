@@ -32,6 +32,29 @@ wildcard_constraints:
     size=r"\d+",
 
 
+# The figures of each model, in the order the report shows them.
+MODEL_FIGURES = [
+    "curves",
+    "per_species",
+    "confusion",
+    "reliability",
+    "thresholds",
+    "saliency",
+    "misclassified",
+    "embeddings",
+]
+
+
+def model_figure(name):
+    """A model's figure, also placed in `snakemake --report` with its caption."""
+    return report(
+        f"results/figures/{{model}}/{name}.png",
+        caption=f"../report/{name}.rst",
+        category="Models",
+        subcategory="{model}",
+    )
+
+
 def package_code(*modules):
     """A rule's own package modules as inputs: editing one reruns the rule and what follows."""
     return [str(PACKAGE_DIR / "fishid" / f"{m}.py") for m in modules]
@@ -43,6 +66,11 @@ def as_json(value):
 
 def model_spec(name):
     return model_settings(config, name)
+
+
+def other_label(dataset):
+    """The label of a dataset's pooled 'other' class, or '' without one."""
+    return config["datasets"][dataset].get("other", {}).get("label", "")
 
 
 def cache_for(settings):

@@ -1,13 +1,15 @@
 rule evaluate_model:
-    """Predict the held-out images; accuracy overall and per species, confusion matrix."""
+    """Predict the held-out images; every metric of the report, and the arrays its figures
+    need from the model (embeddings, saliency, mistakes)."""
     input:
         weights="results/models/{model}/weights.pt",
         cache=lambda wc: cache_for(model_spec(wc.model)),
         cli=CLI,
-        code=package_code("evaluate"),
+        code=package_code("evaluate", "metrics"),
     output:
         predictions="results/models/{model}/predictions.tsv",
         metrics="results/models/{model}/metrics.json",
+        figure_data="results/models/{model}/figure_data.npz",
     log:
         "logs/evaluate_model/{model}.log",
     benchmark:
@@ -17,7 +19,8 @@ rule evaluate_model:
     threads: 2
     params:
         spec=lambda wc: as_json(model_spec(wc.model)),
+        other_label=lambda wc: other_label(model_spec(wc.model)["dataset"]),
     shell:
         "python {input.cli} evaluate --name {wildcards.model} --spec {params.spec:q} --weights {input.weights}"
-        " --cache {input.cache} --predictions {output.predictions} --metrics {output.metrics}"
-        " --threads {threads} 2> {log}"
+        " --cache {input.cache} --other-label={params.other_label:q} --predictions {output.predictions}"
+        " --metrics {output.metrics} --figure-data {output.figure_data} --threads {threads} 2> {log}"

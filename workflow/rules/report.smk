@@ -1,21 +1,33 @@
 rule plot_model:
-    """Loss and accuracy curves and the confusion heatmap of one model."""
+    """Every figure of one model: curves, confusion, per-species accuracy, calibration,
+    open-set threshold, saliency, mistakes and the embedding map (PNG and SVG)."""
     input:
         history="results/models/{model}/history.csv",
         metrics="results/models/{model}/metrics.json",
+        figure_data="results/models/{model}/figure_data.npz",
         cli=CLI,
         code=package_code("figures"),
     output:
-        curves="results/figures/{model}/curves.png",
-        confusion="results/figures/{model}/confusion.png",
-        svgs=multiext("results/figures/{model}/", "curves.svg", "confusion.svg"),
+        curves=model_figure("curves"),
+        confusion=model_figure("confusion"),
+        per_species=model_figure("per_species"),
+        reliability=model_figure("reliability"),
+        thresholds=model_figure("thresholds"),
+        saliency=model_figure("saliency"),
+        misclassified=model_figure("misclassified"),
+        embeddings=model_figure("embeddings"),
+        svgs=expand("results/figures/{{model}}/{figure}.svg", figure=MODEL_FIGURES),
     log:
         "logs/plot_model/{model}.log",
+    benchmark:
+        "benchmarks/plot_model/{model}.tsv"
     conda:
         ENV
+    params:
+        out_dir=lambda wc: f"results/figures/{wc.model}",
     shell:
         "python {input.cli} plot-model --name {wildcards.model} --history {input.history}"
-        " --metrics {input.metrics} --curves {output.curves} --confusion {output.confusion} 2> {log}"
+        " --metrics {input.metrics} --figure-data {input.figure_data} --out-dir {params.out_dir} 2> {log}"
 
 
 rule plot_dataset:
@@ -25,7 +37,11 @@ rule plot_dataset:
         cli=CLI,
         code=package_code("figures"),
     output:
-        png="results/figures/datasets/{dataset}.png",
+        png=report(
+            "results/figures/datasets/{dataset}.png",
+            caption="../report/dataset.rst",
+            category="Datasets",
+        ),
         svg="results/figures/datasets/{dataset}.svg",
     log:
         "logs/plot_dataset/{dataset}.log",
@@ -37,19 +53,17 @@ rule plot_dataset:
 
 
 rule report:
-    """One HTML page: sources, datasets, the model table and every figure."""
+    """One self-contained HTML page: provenance, datasets, the model comparison and every
+    figure with its caption."""
     input:
         clean="results/clean/images.tsv",
         records=expand("resources/records/{source}.tsv", source=config["sources"]),
+        downloads=expand("resources/downloads/{source}.tsv", source=config["sources"]),
         counts=expand("results/splits/{dataset}.counts.tsv", dataset=DATASETS),
         metrics=expand("results/models/{model}/metrics.json", model=MODELS),
-        dataset_figures=expand(
-            "results/figures/datasets/{dataset}.png", dataset=DATASETS
-        ),
+        histories=expand("results/models/{model}/history.csv", model=MODELS),
         model_figures=expand(
-            "results/figures/{model}/{figure}.png",
-            model=MODELS,
-            figure=["curves", "confusion"],
+            "results/figures/{model}/{figure}.png", model=MODELS, figure=MODEL_FIGURES
         ),
         cli=CLI,
         code=package_code("report"),
@@ -69,4 +83,5 @@ rule report:
         ),
     shell:
         "python {input.cli} report --spec {params.spec:q} --clean {input.clean} --records {input.records}"
-        " --counts {input.counts} --metrics {input.metrics} --figures results/figures --out {output} 2> {log}"
+        " --downloads {input.downloads} --counts {input.counts} --metrics {input.metrics}"
+        " --figures results/figures --out {output} 2> {log}"

@@ -37,7 +37,7 @@ rule pretrain_backbone:
         ENV
     threads: 2
     resources:
-        gpus=1,
+        gpu=1,
     params:
         spec=lambda wc: as_json(backbone_settings(config, wc.backbone)),
     shell:
@@ -82,7 +82,7 @@ rule train_model:
         ENV
     threads: 2
     resources:
-        gpus=1,
+        gpu=1,
     params:
         spec=lambda wc: as_json(model_spec(wc.model)),
         backbone=lambda wc, input: (

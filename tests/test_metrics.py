@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+
+from fishid import metrics
+
+CLASSES = ["a", "b", "c"]
+LABELS = ["a", "a", "a", "a", "b", "b", "c", "c", "c", "c"]
+PREDICTED = ["a", "a", "a", "b", "b", "c", "c", "c", "a", "c"]
+
+
+def test_confusion_precision_recall_f1_by_hand():
+    matrix = metrics.confusion(LABELS, PREDICTED, CLASSES)
+    assert matrix.tolist() == [[3, 1, 0], [0, 1, 1], [1, 0, 3]]
+    scores = metrics.precision_recall_f1(matrix)
+    # a: precision 3/4, recall 3/4; b: 1/2, 1/2; c: 3/4, 3/4.
+    assert scores["precision"] == pytest.approx([0.75, 0.5, 0.75])
+    assert scores["recall"] == pytest.approx([0.75, 0.5, 0.75])
+    assert scores["f1"] == pytest.approx([0.75, 0.5, 0.75])
+    assert scores["support"].tolist() == [4, 2, 4]
+    assert metrics.balanced_accuracy(matrix) == pytest.approx((0.75 + 0.5 + 0.75) / 3)
+
+
+def test_unequal_precision_and_recall_and_a_class_never_predicted():
+    matrix = metrics.confusion(["a", "a", "b", "b"], ["a", "a", "a", "a"], ["a", "b"])
+    scores = metrics.precision_recall_f1(matrix)
+    assert scores["precision"] == pytest.approx([0.5, 0.0])
+    assert scores["recall"] == pytest.approx([1.0, 0.0])
+    assert scores["f1"] == pytest.approx([2 * 0.5 * 1 / 1.5, 0.0])
+    assert metrics.balanced_accuracy(matrix) == pytest.approx(0.5)
+
+
+def test_bootstrap_interval_covers_the_true_mean_about_95_percent_of_the_time():
+    rng = np.random.default_rng(1)
+    p, n, trials = 0.7, 100, 200
+    covered = 0
+    for trial in range(trials):
+        sample = rng.random(n) < p
+        low, high = metrics.bootstrap_interval(sample, n_resamples=1000, seed=trial)
+        covered += low <= p <= high
+    assert 0.89 <= covered / trials <= 0.99
+
+
+def test_bootstrap_interval_narrows_with_more_data():
+    small = metrics.bootstrap_interval(np.r_[np.ones(21), np.zeros(9)])
+    large = metrics.bootstrap_interval(np.r_[np.ones(210), np.zeros(90)])
+    assert small[0] < 0.7 < small[1] and large[0] < 0.7 < large[1]
+    assert (large[1] - large[0]) < (small[1] - small[0]) / 2
+
+
+def test_expected_calibration_error_by_hand():
+    bins = metrics.calibration_bins([0.95, 0.95, 0.65, 0.65], [1, 0, 1, 1], n_bins=10)
+    assert [b["n"] for b in bins] == [0, 0, 0, 0, 0, 0, 2, 0, 0, 2]
+    assert bins[9]["accuracy"] == 0.5 and bins[6]["confidence"] == pytest.approx(0.65)
+    # (2 x |0.5 - 0.95| + 2 x |1 - 0.65|) / 4
+    assert metrics.expected_calibration_error(bins) == pytest.approx(0.4)
+    perfect = metrics.calibration_bins([1.0, 1.0, 0.5, 0.5], [1, 1, 1, 0], n_bins=2)
+    assert metrics.expected_calibration_error(perfect) == pytest.approx(0.0)
+
+
+def test_auroc_by_hand_with_ties():
+    assert metrics.auroc([0.1, 0.4, 0.35, 0.8], [False, False, True, True]) == pytest.approx(0.75)
+    assert metrics.auroc([0.5, 0.5], [True, False]) == pytest.approx(0.5)
+    assert metrics.auroc([0.2, 0.9], [False, True]) == 1.0
+    assert np.isnan(metrics.auroc([0.2, 0.9], [True, True]))
+
+
+def test_open_set_curve_calls_low_confidence_other():
+    rows = metrics.open_set_curve(
+        top_score=[0.9, 0.6, 0.4, 0.3],
+        predicted=["a", "b", "a", "b"],
+        labels=["a", "b", "other", "other"],
+        other_label="other",
+        thresholds=[0.0, 0.5, 0.7],
+    )
+    assert [(r["known_accuracy"], r["other_accuracy"]) for r in rows] == [(1.0, 0.0), (1.0, 1.0), (0.5, 1.0)]
+    assert rows[1]["accuracy"] == 1.0
+
+
+def test_pair_distance_accuracy_by_hand():
+    embeddings = [[0, 0], [0, 1], [5, 0]]
+    rows = metrics.pair_distance_accuracy(embeddings, ["a", "a", "b"], thresholds=[0.5, 2.0])
+    assert rows[0] == {
+        "threshold": 0.5,
+        "accuracy": pytest.approx(2 / 3),
+        "same_accuracy": 0.0,
+        "different_accuracy": 1.0,
+    }
+    assert rows[1] == {"threshold": 2.0, "accuracy": 1.0, "same_accuracy": 1.0, "different_accuracy": 1.0}
+
+
+def test_knn_votes_and_breaks_ties_by_the_nearest():
+    train = [[0.0], [0.1], [1.0], [1.1], [5.0]]
+    labels = ["a", "a", "b", "b", "c"]
+    assert metrics.knn_predict(train, labels, [[0.05], [1.05]], k=3).tolist() == ["a", "b"]
+    # k=2 at 0.6: one 'a' (0.1, distance 0.5) and one 'b' (1.0, distance 0.4): the nearer wins.
+    assert metrics.knn_predict(train, labels, [[0.6]], k=2).tolist() == ["b"]
