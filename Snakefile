@@ -19,8 +19,10 @@ include: "workflow/rules/split.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/provenance.smk"
 
 
 rule all:
     input:
         "results/report/index.html",
+        "results/provenance/attribution.csv",

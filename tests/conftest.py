@@ -12,3 +12,15 @@ def seed_mini():
     if not path.is_dir():
         pytest.skip(f"real test photos not found at {path} (they live beside the checkout, never in it)")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory):
+    """The whole DAG of tests/config/tiny.yaml, run once in a copy of the project (see
+    tests/projectrun.py); tests that change it put it back as it was."""
+    from projectrun import make_project, snakemake
+
+    project = make_project(tmp_path_factory.mktemp("project"))
+    result = snakemake(project, "--cores", "2")
+    assert result.returncode == 0, result.stderr[-5000:]
+    return project

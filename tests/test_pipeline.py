@@ -1,6 +1,7 @@
 """The whole DAG through Snakemake on tests/config/tiny.yaml, then its outputs' contents."""
 
 import base64
+import io
 import json
 import os
 import re
@@ -10,6 +11,7 @@ import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -90,7 +92,9 @@ def test_every_model_is_trained_and_evaluated(tiny_run):
     for name, model in config["models"].items():
         folder = workdir / "results/models" / name
         history = pd.read_csv(folder / "history.csv")
-        assert len(history) == config["training_defaults"]["epochs"]
+        # A zero-shot model is not trained: its history is one evaluation (epoch 0).
+        epochs = 1 if model["arch"] == "clip_zeroshot" else config["training_defaults"]["epochs"]
+        assert len(history) == epochs
         meta = json.loads((folder / "meta.json").read_text())
         assert meta["settings"]["arch"] == model["arch"] and meta["device"] == "cpu"
         weights = torch.load(folder / "weights.pt", weights_only=True)
@@ -103,6 +107,13 @@ def test_every_model_is_trained_and_evaluated(tiny_run):
         assert sum(map(sum, metrics["confusion"])) == metrics["n"]
     # A dataset with a test split reports test numbers.
     assert json.loads((workdir / "results/models/TL3o/metrics.json").read_text())["evaluated_on"] == "test"
+    # The threshold model knows only the species; below its threshold it says "other".
+    threshold = json.loads((workdir / "results/models/TL3o-threshold/meta.json").read_text())["open_set_threshold"]
+    predictions = read(workdir / "results/models/TL3o-threshold/predictions.tsv")
+    assert "score:other" not in predictions and threshold["label"] == "other"
+    top = predictions[[c for c in predictions if c.startswith("score:")]].astype(float).max(axis=1)
+    clear = (top - threshold["threshold"]).abs() > 1e-6  # scores are written to 6 decimals
+    assert ((predictions["predicted"] == "other") == (top < threshold["threshold"]))[clear].all()
 
 
 class ImageSources(HTMLParser):
@@ -141,40 +152,110 @@ def test_report_is_self_contained_and_shows_every_model_and_figure(tiny_run):
         assert section in page
 
 
-def planned_jobs(workdir, config=None) -> dict[str, int]:
-    """Jobs a dry run would run, by rule, for the given (changed) configuration."""
-    args = ["--dry-run", "--quiet", "rules"]
-    if config is not None:
-        changed = workdir / "config" / "changed.yaml"
-        changed.write_text(yaml.safe_dump(config))
-        args += ["--configfile", str(changed)]
-    result = snakemake(workdir, *args)
-    assert result.returncode == 0, result.stderr
-    print(result.stdout)
-    table = re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.MULTILINE)
-    return {rule: int(n) for rule, n in table if rule != "total"}
-
-
-def test_nothing_to_do_after_a_complete_run(tiny_run):
-    workdir, _ = tiny_run
-    assert planned_jobs(workdir) == {}
-
-
-def test_changing_one_model_reruns_only_that_model(tiny_run):
-    workdir, config = tiny_run
-    config["models"]["RI2"]["lr"] = 0.002
-    assert planned_jobs(workdir, config) == {
-        "train_model": 1,
-        "evaluate_model": 1,
-        "plot_model": 1,
-        "report": 1,
-        "all": 1,
-    }
-
-
 def test_offline_without_cached_imagenet_weights_stops_with_the_place_to_put_them(tiny_run):
     workdir, _ = tiny_run
     result = snakemake(workdir, "resources/weights/resnet18-f37072fd.pth")
     assert result.returncode != 0
     log = (workdir / "logs/imagenet_weights/resources/weights.log").read_text()
     assert "place it at resources/weights/resnet18-f37072fd.pth" in log
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Flags that keep Chromium off the network it does not have here.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def test_report_renders_in_headless_chromium(tiny_run):
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing in CI: .ci/run must install Debian's chromium package")
+        pytest.skip("chromium not installed (apt-get install chromium); CI installs it and runs this test")
+    from playwright.sync_api import sync_playwright
+
+    workdir, config = tiny_run
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        errors, failed = [], []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+        page.on("requestfailed", lambda request: failed.append(request.url))
+        page.goto((workdir / "results/report/index.html").as_uri(), wait_until="load")
+        sizes = page.evaluate("Array.from(document.images, i => [i.complete, i.naturalWidth, i.naturalHeight])")
+        page.screenshot(path=workdir / "results/report/screenshot.png", full_page=True)
+        browser.close()
+    assert errors == [] and failed == []
+    assert len(sizes) == 8 * len(config["models"])
+    assert all(complete and width > 100 and height > 100 for complete, width, height in sizes), sizes
+    assert (workdir / "results/report/screenshot.png").stat().st_size > 10_000
+
+
+def test_predict_labels_a_folder_and_lists_unreadable_files(tiny_run, tmp_path):
+    workdir, _ = tiny_run
+    photos = tmp_path / "photos"
+    (photos / "more").mkdir(parents=True)
+    split = read(workdir / "results/splits/pair.tsv")
+    val = split[split["split"] == "val"].head(3)
+    for row in val.itertuples():
+        shutil.copy(workdir / "results/clean/derived" / row.derived_path, photos / f"{row.sha256}.jpg")
+    (photos / "more" / "error-page.jpg").write_text("<html>Not found</html>")
+    jpeg = next(photos.glob("*.jpg")).read_bytes()
+    (photos / "more" / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 3])
+    out = tmp_path / "labels.csv"
+    command = [sys.executable, str(REPO / "workflow/fishid_cli.py"), "predict", "--model", "RI2", str(photos)]
+    result = subprocess.run([*command, "--results", str(workdir / "results"), "--out", str(out)], capture_output=True)
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(out, keep_default_na=False).set_index("file")
+    assert len(table) == 5
+    labelled = table.loc[[f"{sha}.jpg" for sha in val["sha256"]]]
+    assert (labelled["error"] == "").all()
+    assert set(labelled["predicted"]) <= {"Amphiprion clarkii", "Amphiprion perideraion"}
+    scores = labelled[["score:Amphiprion clarkii", "score:Amphiprion perideraion"]].astype(float)
+    assert np.allclose(scores.sum(axis=1), 1, atol=1e-5)
+    assert table.loc["more/error-page.jpg", "error"].startswith("unreadable:")
+    assert table.loc["more/cut.jpg", "error"].startswith("unreadable:")
+    assert table.loc["more/cut.jpg", "predicted"] == ""
+
+
+def test_predict_calls_other_below_the_models_threshold(tiny_run, tmp_path):
+    from fishid import predict
+
+    workdir, _ = tiny_run
+    model_dir = tmp_path / "RI2"
+    shutil.copytree(workdir / "results/models/RI2", model_dir)
+    weights = torch.load(model_dir / "weights.pt", weights_only=True)
+    torch.save({**weights, "threshold": 1.01}, model_dir / "weights.pt")
+    table = predict.predict_folder(model_dir, workdir / "results/clean/derived")
+    assert len(table) > 0 and (table["predicted"] == "other").all()
+
+
+def test_deleting_results_and_rerunning_gives_the_same_numbers(tiny_run, tmp_path):
+    workdir, config = tiny_run
+    again = tmp_path / "again"
+    shutil.copytree(workdir / "config", again / "config")
+    shutil.copytree(workdir / "resources", again / "resources")
+    result = snakemake(again)
+    assert result.returncode == 0, result.stderr[-5000:]
+    for name in config["models"]:
+        for file in ("metrics.json", "predictions.tsv", "history.csv"):
+            first = (workdir / "results/models" / name / file).read_text()
+            second = (again / "results/models" / name / file).read_text()
+            if file == "history.csv":  # its timing columns are wall times
+                first, second = (pd.read_csv(io.StringIO(t)).filter(regex="^(?!.*seconds$)") for t in (first, second))
+                assert first.equals(second), name
+            else:
+                assert first == second, (name, file)
+
+    def page(root):
+        text = (root / "results/report/index.html").read_text()
+        return re.sub(r"Generated [^<]* by", "Generated by", text)
+
+    assert page(workdir) == page(again)

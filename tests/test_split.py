@@ -5,23 +5,30 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fishid.split import count_table, make_split
+from fishid.split import count_table, draw_groups, make_split
 
 SPEC = {"species": ["A a", "B b"], "val_fraction": 0.1, "cap_ratio": 2, "seed": 5}
 
 
-def clean_table(counts: dict[str, int]) -> pd.DataFrame:
-    rows = [
-        {
-            "sha256": hashlib.sha256(f"{taxon}{i}".encode()).hexdigest(),
-            "taxon": taxon,
-            "kept": "True",
-            "derived_path": "",
-        }
-        for taxon, n in counts.items()
-        for i in range(n)
-    ]
-    return pd.DataFrame(rows)
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def clean_table(counts: dict[str, int], group_sizes: dict[str, list[int]] | None = None) -> pd.DataFrame:
+    """Kept images per taxon; with group_sizes, consecutive images share a group."""
+    rows = []
+    for taxon, n in counts.items():
+        sizes = (group_sizes or {}).get(taxon, [1] * n)
+        assert sum(sizes) == n
+        index = 0
+        for size in sizes:
+            members = [sha(f"{taxon}{index + k}") for k in range(size)]
+            index += size
+            rows += [
+                {"sha256": m, "taxon": taxon, "listed_as": taxon, "kept": "True", "reason": "", "group": min(members)}
+                for m in members
+            ]
+    return pd.DataFrame(rows).assign(derived_path="")
 
 
 def test_the_study_rule():
@@ -30,6 +37,7 @@ def test_the_study_rule():
     # 10 % validation per species; training capped at 2 x the smallest species' (45).
     assert counts == {("A a", "val"): 20, ("A a", "train"): 90, ("B b", "val"): 5, ("B b", "train"): 45}
     assert (decisions["decision"] == "capped").sum() == 90
+    assert set(decisions["label"]) == {"A a"}
     assert decisions["reason"].iloc[0] == "training images per label capped at 2 x the smallest label (90)"
     assert not set(decisions["sha256"]) & set(split["sha256"])
 
@@ -42,43 +50,101 @@ def test_other_class_is_drawn_from_the_named_species_only():
     assert (decisions["decision"] == "unused").sum() == 18
 
 
-def test_missing_species_and_too_small_other_are_named():
+def test_missing_species_too_small_other_and_no_training_image_are_named():
     with pytest.raises(ValueError, match="dataset d: no kept image of B b"):
         make_split(clean_table({"A a": 10}), "d", SPEC)
     spec = {**SPEC, "other": {"label": "other", "size": 50, "species": ["C c"]}}
     with pytest.raises(ValueError, match="other.size is 50 but only 30 images of C c are kept"):
         make_split(clean_table({"A a": 10, "B b": 10, "C c": 30}), "d", spec)
+    with pytest.raises(ValueError, match="label B b has 1 image.s. in 1 group.s., none left for training"):
+        make_split(clean_table({"A a": 10, "B b": 1}), "d", SPEC)
 
 
-def test_dropped_images_never_enter_a_split():
-    table = clean_table({"A a": 30, "B b": 30})
+def test_images_dropped_in_cleaning_never_enter_a_split_and_say_why():
+    table = clean_table({"A a": 30, "B b": 30, "C c": 5})
     table.loc[:4, "kept"] = "False"
-    split, _ = make_split(table, "d", SPEC)
-    assert not set(table["sha256"][:5]) & set(split["sha256"])
+    table.loc[:4, "reason"] = "too small: 20x20 < 48"
+    table.loc[50:, "kept"] = "False"  # 10 of B b and every C c
+    table.loc[50:, "reason"] = "label conflict: same photo listed as B b and C c"
+    table.loc[50:, "listed_as"] = "B b|C c"
+    split, decisions = make_split(table, "d", SPEC)
+    assert not set(table.loc[table["kept"] == "False", "sha256"]) & set(split["sha256"])
+    dropped = decisions[decisions["decision"] == "dropped in cleaning"]
+    assert len(dropped) == 5 + 10 + 5  # C c is listed with B b, a species of the dataset
+    assert set(dropped["reason"]) == {"too small: 20x20 < 48", "label conflict: same photo listed as B b and C c"}
 
 
 def test_test_role_and_count_table():
     spec = {**SPEC, "test_fraction": 0.2}
-    split, _ = make_split(clean_table({"A a": 50, "B b": 40}), "d", spec)
-    counts = count_table(split).set_index("label")
+    split, decisions = make_split(clean_table({"A a": 50, "B b": 40}), "d", spec)
+    counts = count_table(split, decisions).set_index("label")
     assert counts.loc["A a", ["train", "val", "test"]].tolist() == [35, 5, 10]
     assert counts.loc["total", "total"] == len(split)
+    assert counts["capped"].tolist() == [0, 0, 0]
 
 
-@settings(max_examples=40, deadline=None)
+def test_groups_stay_together():
+    sizes = {"A a": [5, 1, 1, 3, 1, 1, 1, 2, 4, 1, 1, 1, 2, 1, 1], "B b": [1] * 20}
+    split, _ = make_split(clean_table({"A a": 26, "B b": 20}, sizes), "d", {**SPEC, "test_fraction": 0.2})
+    assert (split.groupby("group")["split"].nunique() == 1).all()
+
+
+def test_draw_groups_takes_what_brings_it_closer():
+    assert draw_groups([1] * 10, 3) == [0, 1, 2]
+    assert draw_groups([5, 2, 1, 1], 3) == [1, 2]
+    assert draw_groups([4], 1) == []  # farther than taking nothing
+    assert draw_groups([3, 3, 2], 4) == [0]  # 3 fits; then 2 would overshoot by as much as it is short
+
+
+group_lists = st.lists(st.integers(1, 4), min_size=2, max_size=30)
+
+
+@settings(max_examples=60, deadline=None)
 @given(
-    counts=st.dictionaries(st.sampled_from(["A a", "B b", "C c"]), st.integers(2, 60), min_size=3, max_size=3),
+    sizes=st.fixed_dictionaries({"A a": group_lists, "B b": group_lists, "C c": group_lists}),
+    singletons=st.booleans(),
+    val_fraction=st.sampled_from([0.1, 0.2, 0.3]),
+    test_fraction=st.sampled_from([0.0, 0.1]),
+    cap_ratio=st.sampled_from([1, 1.5, 2]),
     seed=st.integers(0, 2**16),
     shuffle_seed=st.integers(0, 2**16),
 )
-def test_split_is_deterministic_capped_and_order_independent(counts, seed, shuffle_seed):
-    spec = {**SPEC, "species": ["A a", "B b", "C c"], "seed": seed}
-    table = clean_table(counts)
-    split, _ = make_split(table, "d", spec)
-    shuffled, _ = make_split(table.sample(frac=1, random_state=shuffle_seed), "d", spec)
-    assert split.equals(shuffled)
+def test_split_properties(sizes, singletons, val_fraction, test_fraction, cap_ratio, seed, shuffle_seed):
+    if singletons:
+        sizes = {taxon: [1] * sum(s) for taxon, s in sizes.items()}
+    counts = {taxon: sum(s) for taxon, s in sizes.items()}
+    spec = {
+        "species": ["A a", "B b", "C c"],
+        "val_fraction": val_fraction,
+        "test_fraction": test_fraction,
+        "cap_ratio": cap_ratio,
+        "seed": seed,
+    }
+    table = clean_table(counts, sizes)
+    try:
+        split, decisions = make_split(table, "d", spec)
+    except ValueError as error:
+        # Only a label whose every group went to validation/test may stop the split.
+        assert "none left for training" in str(error)
+        return
+    # Deterministic and independent of input order.
+    shuffled, shuffled_decisions = make_split(table.sample(frac=1, random_state=shuffle_seed), "d", spec)
+    assert split.equals(shuffled) and decisions.equals(shuffled_decisions)
+    # No group straddles two roles (capping only removes training images).
+    assert (split.groupby("group")["split"].nunique() == 1).all()
+    # The cap holds.
     train = split[split["split"] == "train"].groupby("label").size()
-    assert train.max() <= 2 * train.min()
+    assert train.max() <= cap_ratio * train.min()
+    # Validation (and test) per species: within one image of the target when images are
+    # independent; with groups, within half the largest group (whole groups are drawn).
     for label, n in counts.items():
-        val = ((split["label"] == label) & (split["split"] == "val")).sum()
-        assert abs(val - 0.1 * n) <= 1
+        allowed = max(1, max(sizes[label]) / 2 + 0.5)
+        for role, fraction in (("val", val_fraction), ("test", test_fraction)):
+            got = ((split["label"] == label) & (split["split"] == role)).sum()
+            if fraction:
+                assert abs(got - fraction * n) <= allowed, (label, role, got, fraction * n)
+            else:
+                assert got == 0
+    # Every image is either in the split or in the decisions, never both.
+    assert set(split["sha256"]) | set(decisions["sha256"]) == set(table["sha256"])
+    assert not set(split["sha256"]) & set(decisions["sha256"])

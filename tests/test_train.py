@@ -1,58 +1,18 @@
 import hashlib
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
-from PIL import Image
 from torchvision.models import ResNet18_Weights
+from toydata import SETTINGS
+from toydata import toy_cache as make_toy_cache
 
-from fishid import augment, evaluate, imagecache, models, train, weights
-from fishid.tables import write_table
-
-SETTINGS = {
-    "arch": "ri",
-    "dataset": "toy",
-    "image_size": 32,
-    "epochs": 6,
-    "batch_size": 8,
-    "lr": 0.01,
-    "momentum": 0.9,
-    "weight_decay": 0.0,
-    "step_size": 7,
-    "gamma": 0.1,
-    "crop_scale": [0.5, 1.0],
-    "flip": True,
-    "seed": 0,
-    "feature_views": 2,
-    "channels": [4, 8, 8],
-    "hidden": [16, 8],
-}
+from fishid import augment, evaluate, models, train, weights
 
 
 @pytest.fixture
 def toy_cache(tmp_path):
-    """Two 'species' told apart by colour, with noise: easy enough that learning must show."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for label, colour in (("red fish", (200, 40, 30)), ("blue fish", (30, 60, 200))):
-        for i in range(30):
-            pixels = np.clip(rng.normal(colour, 40, size=(40, 40, 3)), 0, 255).astype(np.uint8)
-            rel = f"{label[0]}{i}.jpg"
-            Image.fromarray(pixels).save(tmp_path / rel)
-            split = "val" if i < 6 else "train"
-            rows.append(
-                {
-                    "sha256": hashlib.sha256(rel.encode()).hexdigest(),
-                    "label": label,
-                    "split": split,
-                    "derived_path": rel,
-                }
-            )
-    write_table(pd.DataFrame(rows).assign(dataset="toy", group="", taxon=""), tmp_path / "split.tsv")
-    cache = imagecache.build(tmp_path / "split.tsv", tmp_path, 32)
-    imagecache.save(cache, tmp_path / "cache.pt")
-    return imagecache.load(tmp_path / "cache.pt")
+    return make_toy_cache(tmp_path)
 
 
 def test_study_cnn_shapes():
@@ -69,8 +29,9 @@ def test_augmentation_keeps_shape_and_range_and_full_crop_is_identity():
     assert torch.allclose(same, augment.to_float(images), atol=1e-5)
 
 
-def test_cache_holds_training_statistics(toy_cache):
+def test_cache_holds_training_statistics(toy_cache, tmp_path):
     assert toy_cache["classes"] == ["blue fish", "red fish"]
+    assert toy_cache["split_sha256"] == hashlib.sha256((tmp_path / "split.tsv").read_bytes()).hexdigest()
     assert toy_cache["images"].shape == (60, 3, 32, 32) and toy_cache["images"].dtype == torch.uint8
     assert toy_cache["split"].count("val") == 12
     # Red and blue images in equal numbers: the red and blue channel means are about equal.
@@ -93,11 +54,23 @@ def test_ri_learns_and_saves_loadable_weights(toy_cache, tmp_path):
 
 def test_same_seed_same_training_on_cpu(toy_cache):
     settings = {**SETTINGS, "epochs": 2}
-    assert (
-        train.train_model(settings, toy_cache)[1]
-        .drop(columns="seconds")
-        .equals(train.train_model(settings, toy_cache)[1].drop(columns="seconds"))
-    )
+    timings = ["seconds", "data_seconds"]
+    first, second = (train.train_model(settings, toy_cache) for _ in range(2))
+    assert first[1].drop(columns=timings).equals(second[1].drop(columns=timings))
+    assert all(torch.equal(first[0]["model"][k], second[0]["model"][k]) for k in first[0]["model"])
+
+
+def test_meta_names_data_code_libraries_and_device(toy_cache):
+    _, history, meta = train.train_model({**SETTINGS, "epochs": 1}, toy_cache)
+    assert list(history.columns) == [
+        "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "data_seconds"
+    ]  # fmt: skip
+    assert meta["dataset_table_sha256"] == toy_cache["split_sha256"]
+    assert meta["device"] == "cpu" and meta["mixed_precision"] == "no" and meta["threads"] >= 1
+    assert meta["versions"]["torch"] == torch.__version__
+    # This checkout is a git repository: the commit is named, "+dirty" when files changed.
+    assert len(meta["code_version"].split("+")[0]) == 40
+    assert meta["settings"]["optimizer"] == "sgd" and meta["settings"]["lr"] == SETTINGS["lr"]
 
 
 def test_tl_trains_only_the_new_layer_on_a_frozen_backbone(toy_cache, tmp_path):

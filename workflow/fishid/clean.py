@@ -1,57 +1,120 @@
-"""The cleaning stage: decode every stored image, keep what is a usable RGB photo, and
-write down a reason for everything dropped.
+"""The cleaning stage: one row per stored image (SHA-256), kept or dropped with a reason.
 
-One row per image (SHA-256). Records that point to the same bytes are exact duplicates:
-they become one image, and if they disagree on the species the image is a label
-conflict and is dropped.
+Per image (in parallel): decode to RGB (fishid.decode), measure it (fishid.photo_filters),
+hash it (fishid.near_duplicates) and write the derived copy the models read.
+Then, over all images at once, in this order (the first reason that applies is recorded):
+
+1. undecodable, decompression bomb, too small;
+2. excluded by the user (config/exclusions.tsv: an image hash drops the image, a record id
+   drops that record, and the image when none of its records is left);
+3. basis of record and preparations the source gives (preserved specimens, fossils,
+   skeletons ...), when any record of the image has them;
+4. not a photo (heuristic flags, each configured);
+5. label conflicts: a group (see below) whose records name more than one species is
+   resolved by clean.conflicts (drop_all, or majority);
+6. near duplicates of one species: with near_duplicates.keep: largest, only the largest copy
+   is kept, the others point to it in duplicate_of.
+
+Groups are what a split must never cut: images linked by one occurrence, by one SHA-256
+(records of several sources pointing to the same bytes) or by one near-duplicate cluster,
+merged transitively. A group is named after its smallest SHA-256.
 """
 
+import re
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps
+from PIL import Image
 
-from fishid.tables import CLEAN_COLUMNS, DOWNLOAD_COLUMNS, RECORD_COLUMNS, read_table, write_table
+from fishid import grouping, near_duplicates, photo_filters
+from fishid.decode import DecodeError
+from fishid.decode import decode as decode_bytes
+from fishid.tables import CLEAN_COLUMNS, DOWNLOAD_COLUMNS, read_table, write_table
 
 EXCLUSION_COLUMNS = ["id", "reason"]
+# What the per-image step finds out (clean_image), before any decision across images.
+DECODED_COLUMNS = [
+    "sha256",
+    "kept",
+    "reason",
+    "width",
+    "height",
+    "format",
+    "mode",
+    "frames",
+    "phash",
+    "chroma",
+    "colours",
+    "flat_fraction",
+    "derived_path",
+]
+# Columns of the records table that cleaning reads; preparations is optional (GBIF has it).
+RECORD_INPUT_COLUMNS = ["record_id", "taxon", "occurrence_id", "basis_of_record"]
+# Used when a configuration leaves these keys out (config/schema.yaml documents them).
+DEFAULTS = {
+    "max_pixels": 89_478_485,
+    "near_duplicates": {"max_distance": 12, "keep": "largest"},
+    "conflicts": "drop_all",
+}
 
 
-def dhash(image: Image.Image) -> str:
-    """64-bit difference hash: near-identical photos get hashes a few bits apart."""
-    small = np.asarray(image.convert("L").resize((9, 8), Image.Resampling.LANCZOS), dtype=np.int16)
-    bits = (small[:, 1:] > small[:, :-1]).flatten()
-    return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
+def settings_with_defaults(settings: dict) -> dict:
+    """The clean settings with defaults filled in; a bad pattern is named before any work."""
+    for pattern in settings.get("drop_preparations", {}):
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise ValueError(f"clean.drop_preparations: {pattern!r} is not a regular expression ({error})") from error
+    return {**DEFAULTS, **settings}
+
+
+# --- per image ---------------------------------------------------------------------------
 
 
 def decode(path) -> Image.Image:
-    """Fully decode an image (a truncated file fails here, not later in training) as RGB."""
-    with Image.open(path) as image:
-        image.verify()
-    with Image.open(path) as image:
-        image.load()
-        image = ImageOps.exif_transpose(image)
-        return image.convert("RGB")
+    """A file as RGB, decoded exactly as cleaning decodes it (for labelling new photos).
 
-
-def clean_image(sha256: str, source_path, derived_root, min_side: int, max_side: int) -> dict:
-    row = {"sha256": sha256, "width": 0, "height": 0, "format": "", "phash": "", "derived_path": ""}
+    Raises what Pillow raised for a corrupt file, or DecodeError for a decompression bomb.
+    """
     try:
-        with Image.open(source_path) as probe:
-            row["format"] = probe.format or ""
-        image = decode(source_path)
-    except Exception as error:  # PIL raises many types for corrupt data; all mean the same here
-        return {**row, "kept": False, "reason": f"undecodable: {type(error).__name__}: {error}"}
-    row.update(width=image.width, height=image.height, phash=dhash(image))
-    if min(image.size) < min_side:
-        return {**row, "kept": False, "reason": f"too small: {image.width}x{image.height} < {min_side}"}
-    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    rel = f"{sha256[:2]}/{sha256}.jpg"
-    target = Path(derived_root, rel)
+        return decode_bytes(Path(path).read_bytes(), DEFAULTS["max_pixels"]).image
+    except DecodeError as error:
+        raise (error.__cause__ or error) from None
+
+
+def clean_image(sha256: str, source_path, derived_root, settings: dict) -> dict:
+    row = {"sha256": sha256, "kept": True, "reason": "", "derived_path": "", "frames": 1}
+    try:
+        decoded = decode_bytes(Path(source_path).read_bytes(), settings["max_pixels"], at_least=settings["max_side"])
+    except DecodeError as error:
+        return {**row, "kept": False, "reason": str(error)}
+    image = decoded.image
+    row.update(
+        width=decoded.width,
+        height=decoded.height,
+        format=decoded.format,
+        mode=decoded.mode,
+        frames=decoded.frames,
+        phash=near_duplicates.perceptual_hash(image),
+        **photo_filters.measure(image),
+    )
+    if min(decoded.width, decoded.height) < settings["min_side"]:
+        return {
+            **row,
+            "kept": False,
+            "reason": f"too small: {decoded.width}x{decoded.height} < {settings['min_side']}",
+        }
+    image.thumbnail((settings["max_side"], settings["max_side"]), Image.Resampling.LANCZOS)
+    relative = f"{sha256[:2]}/{sha256}.jpg"
+    target = Path(derived_root, relative)
     target.parent.mkdir(parents=True, exist_ok=True)
     image.save(target, quality=95)
-    return {**row, "kept": True, "reason": "", "derived_path": rel}
+    return {**row, "derived_path": relative}
+
+
+# --- inputs -------------------------------------------------------------------------------
 
 
 def read_exclusions(path) -> dict[str, str]:
@@ -62,34 +125,212 @@ def read_exclusions(path) -> dict[str, str]:
     return dict(zip(table["id"], table["reason"]))
 
 
-def images_with_labels(records: pd.DataFrame, downloads: pd.DataFrame) -> pd.DataFrame:
-    """One row per stored image: its path, the taxa and the records that point to it."""
-    joined = downloads[downloads["sha256"] != ""].merge(records[["record_id", "taxon"]], on="record_id")
-    return (
-        joined.groupby("sha256", sort=True)
-        .agg(
-            path=("path", "first"),
-            taxa=("taxon", lambda t: sorted(set(t))),
-            record_ids=("record_id", lambda r: ",".join(sorted(r))),
-        )
-        .reset_index()
+def read_records(paths) -> pd.DataFrame:
+    tables = []
+    for path in paths:
+        table = read_table(path, RECORD_INPUT_COLUMNS)
+        if "preparations" not in table:
+            table["preparations"] = ""
+        tables.append(table[[*RECORD_INPUT_COLUMNS, "preparations"]])
+    return pd.concat(tables, ignore_index=True)
+
+
+def record_links(records: pd.DataFrame, downloads: pd.DataFrame) -> pd.DataFrame:
+    """One row per (record, stored image), with what the record says about the image."""
+    stored = downloads[downloads["sha256"] != ""][["record_id", "sha256", "path"]]
+    return stored.merge(records, on="record_id", how="inner").sort_values(["sha256", "record_id"], ignore_index=True)
+
+
+# --- decisions ----------------------------------------------------------------------------
+
+
+def _normalised(value: str) -> str:
+    """PRESERVED_SPECIMEN (GBIF API) and PreservedSpecimen (Darwin Core archives) alike."""
+    return "".join(ch for ch in value.upper() if ch.isalnum())
+
+
+def record_reasons(links: pd.DataFrame, exclusions: dict[str, str], settings: dict) -> pd.DataFrame:
+    """Per link: excluded (the record is out), and source_reason (the image is out)."""
+    links = links.copy()
+    links["excluded"] = [exclusions.get(r, "") for r in links["record_id"]]
+    basis = {
+        _normalised(value): f"basis of record: {value} ({why})"
+        for value, why in settings.get("drop_basis_of_record", {}).items()
+    }
+    source_reason = links["basis_of_record"].map(lambda value: basis.get(_normalised(value), ""))
+    for pattern, why in settings.get("drop_preparations", {}).items():
+        hit = links["preparations"].str.contains(pattern, case=False, regex=True) & (source_reason == "")
+        source_reason[hit] = "preparations: " + links.loc[hit, "preparations"] + f" ({why})"
+    links["source_reason"] = source_reason
+    return links
+
+
+def _drop(table: pd.DataFrame, rows, reasons) -> None:
+    """Drop `rows` (a boolean mask over the table, or index labels) that are still kept,
+    recording `reasons` (one string, or a Series by index label)."""
+    if isinstance(rows, pd.Index):
+        rows = table.index.isin(rows)
+    mask = pd.Series(rows, index=table.index) & table["kept"]
+    table.loc[mask, "kept"] = False
+    table.loc[mask, "reason"] = reasons if isinstance(reasons, str) else reasons.reindex(table.index)[mask]
+
+
+def _first_non_empty(links: pd.DataFrame, column: str) -> pd.Series:
+    present = links[links[column] != ""]
+    return present.groupby("sha256")[column].first()
+
+
+def image_table(links: pd.DataFrame, decoded: pd.DataFrame, exclusions: dict[str, str]) -> pd.DataFrame:
+    """One row per image: the decode results and what its records say (listed_as: the
+    species its counted records name, "|"-joined)."""
+    counted = links[links["excluded"] == ""].drop_duplicates(["sha256", "taxon"]).sort_values(["sha256", "taxon"])
+    per_image = pd.DataFrame(
+        {
+            "record_ids": links.groupby("sha256", sort=True)["record_id"].agg(",".join),
+            "listed_as": counted.groupby("sha256")["taxon"].agg("|".join),
+            "n_taxa": counted.groupby("sha256").size(),
+            "source_reason": _first_non_empty(links, "source_reason"),
+            "record_exclusion": _first_non_empty(links, "excluded"),
+        }
+    )
+    per_image[["listed_as", "source_reason", "record_exclusion"]] = per_image[
+        ["listed_as", "source_reason", "record_exclusion"]
+    ].fillna("")
+    per_image["n_taxa"] = per_image["n_taxa"].fillna(0).astype(int)
+    per_image["image_exclusion"] = [exclusions.get(sha, "") for sha in per_image.index]
+    table = decoded.set_index("sha256").join(per_image, how="inner").reset_index()
+    table["taxon"] = table["listed_as"].where(table["n_taxa"] == 1, "")
+    return table
+
+
+def apply_filters(table: pd.DataFrame, settings: dict) -> None:
+    excluded_image = table["image_exclusion"] != ""
+    _drop(table, excluded_image, "excluded by user: " + table["image_exclusion"])
+    no_record_left = table["n_taxa"] == 0
+    _drop(table, no_record_left, "excluded by user: " + table["record_exclusion"])
+    _drop(table, table["source_reason"] != "", table["source_reason"])
+    flags = photo_filters.non_photo_reasons(table, settings.get("non_photo", {}))
+    _drop(table, flags != "", "not a photo: " + flags)
+
+
+def near_duplicate_pairs(table: pd.DataFrame, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
+    hashed = np.flatnonzero((table["phash"] != "").to_numpy())
+    words = near_duplicates.hash_words(table["phash"].to_numpy()[hashed])
+    i, j, _ = near_duplicates.pairs_within(words, max_distance)
+    return hashed[i], hashed[j]
+
+
+def assign_groups(table: pd.DataFrame, links: pd.DataFrame, pairs) -> None:
+    """Columns near_duplicate_cluster and group (table is sorted by sha256)."""
+    n = len(table)
+    cluster = grouping.connected_components(n, *pairs)
+    shas = table["sha256"].to_numpy()
+    clustered = np.bincount(cluster, minlength=n)[cluster] > 1
+    table["near_duplicate_cluster"] = np.where(clustered, shas[cluster], "")
+    position = pd.Series(np.arange(n), index=table["sha256"])
+    occurrence = links["occurrence_id"].where(links["occurrence_id"] != "", "record:" + links["record_id"])
+    occ_a, occ_b = grouping.links_from_shared_keys(position[links["sha256"]].to_numpy(), occurrence)
+    group = grouping.connected_components(n, np.r_[pairs[0], occ_a], np.r_[pairs[1], occ_b])
+    table["group"] = shas[group]
+
+
+def group_votes(table: pd.DataFrame, links: pd.DataFrame) -> pd.DataFrame:
+    """Per group whose counted records name several species: the species named, most
+    records first ("listed"), the species with the most records if it has more than any
+    other ("winner", else "")."""
+    excluded_images = table.loc[table["image_exclusion"] != "", "sha256"]
+    counted = links[(links["excluded"] == "") & ~links["sha256"].isin(excluded_images)]
+    counted = counted.merge(table[["sha256", "group"]], on="sha256")
+    votes = counted.groupby(["group", "taxon"]).size().rename("n").reset_index()
+    votes = votes[votes.groupby("group")["taxon"].transform("size") > 1]
+    votes = votes.sort_values(["group", "n", "taxon"], ascending=[True, False, True])
+    plural = np.where(votes["n"] > 1, "s", "")
+    votes["text"] = votes["taxon"] + " (" + votes["n"].astype(str) + " record" + plural + ")"
+    rank = votes.groupby("group").cumcount()
+    first, second = votes[rank == 0].set_index("group"), votes[rank == 1].set_index("group")
+    return pd.DataFrame(
+        {
+            "listed": votes.groupby("group")["text"].agg(" and ".join),
+            "winner": first["taxon"].where(first["n"] > second["n"], ""),
+        }
     )
 
 
-def decide(images: pd.DataFrame, decoded: list[dict], exclusions: dict[str, str]) -> pd.DataFrame:
-    rows = []
-    for image, row in zip(images.to_dict("records"), decoded):
-        taxa, record_ids = image["taxa"], image["record_ids"].split(",")
-        row.update(taxon=taxa[0] if len(taxa) == 1 else "", record_ids=image["record_ids"], duplicate_of="")
-        excluded = [exclusions[i] for i in [image["sha256"], *record_ids] if i in exclusions]
-        if not row["kept"]:
-            pass
-        elif excluded:
-            row.update(kept=False, reason=f"excluded by user: {excluded[0]}")
-        elif len(taxa) > 1:
-            row.update(kept=False, reason=f"label conflict: same photo listed as {' and '.join(taxa)}")
-        rows.append(row)
-    return pd.DataFrame(rows, columns=CLEAN_COLUMNS)
+def resolve_conflicts(table: pd.DataFrame, links: pd.DataFrame, rule: str) -> None:
+    conflicts = group_votes(table, links)
+    affected = table[table["kept"] & table["group"].isin(conflicts.index)]
+    if not len(affected):
+        return
+    info = conflicts.loc[affected["group"]].set_index(affected.index)
+    same_photo = affected["n_taxa"] > 1
+    where = pd.Series(
+        np.where(
+            same_photo, "same photo", "near-duplicate or same-occurrence photos (group " + affected["group"] + ")"
+        ),
+        index=affected.index,
+    )
+    reasons = "label conflict: " + where + " listed as " + info["listed"]
+    if rule == "majority":
+        names_winner = pd.Series(
+            [w != "" and w in listed.split("|") for w, listed in zip(info["winner"], affected["listed_as"])],
+            index=affected.index,
+        )
+        winners = affected.index[names_winner]
+        table.loc[winners, "taxon"] = info.loc[winners, "winner"]
+        table.loc[winners, "reason"] = (
+            "label conflict resolved by majority: " + (where + " listed as " + info["listed"])[winners]
+        )
+        outcome = np.where(info["winner"] != "", "the majority names " + info["winner"], "no majority")
+        _drop(table, affected.index[~names_winner], reasons + "; " + outcome)
+        return
+    # The plain wording for the common case: the same bytes under two names.
+    plain = "label conflict: same photo listed as " + affected["listed_as"].str.replace("|", " and ", regex=False)
+    _drop(table, affected.index, reasons.where(~same_photo, plain))
+
+
+def drop_near_duplicates(table: pd.DataFrame) -> None:
+    """Keep the largest copy (then the smallest SHA-256) of each near-duplicate cluster."""
+    candidates = table[table["kept"] & (table["near_duplicate_cluster"] != "")]
+    pixels = candidates["width"].astype(int) * candidates["height"].astype(int)
+    ranked = candidates.assign(pixels=-pixels).sort_values(["near_duplicate_cluster", "pixels", "sha256"])
+    keeper = ranked.groupby("near_duplicate_cluster")["sha256"].transform("first")
+    copies = ranked.index[ranked["sha256"] != keeper]
+    table.loc[copies, "duplicate_of"] = keeper[copies]
+    _drop(table, table.index.isin(copies), "near duplicate: of " + table["duplicate_of"] + " (its largest copy, kept)")
+
+
+def decide(links: pd.DataFrame, decoded: pd.DataFrame, exclusions: dict[str, str], settings: dict) -> pd.DataFrame:
+    settings = settings_with_defaults(settings)
+    links = record_reasons(links, exclusions, settings)
+    table = image_table(links, decoded, exclusions)
+    table["duplicate_of"] = ""
+    apply_filters(table, settings)
+    pairs = near_duplicate_pairs(table, settings["near_duplicates"]["max_distance"])
+    assign_groups(table, links, pairs)
+    resolve_conflicts(table, links, settings["conflicts"])
+    if settings["near_duplicates"]["keep"] == "largest":
+        drop_near_duplicates(table)
+    return table.reindex(columns=CLEAN_COLUMNS)
+
+
+# --- the stage ----------------------------------------------------------------------------
+
+
+def decode_all(images: pd.DataFrame, store_root, derived_root, settings: dict, threads: int) -> pd.DataFrame:
+    args = [
+        (sha, Path(store_root, path), derived_root, settings) for sha, path in zip(images["sha256"], images["path"])
+    ]
+    with ProcessPoolExecutor(max_workers=max(1, threads)) as pool:
+        rows = list(pool.map(clean_image, *zip(*args), chunksize=16)) if args else []
+    decoded = pd.DataFrame(rows, columns=DECODED_COLUMNS)
+    text_columns = ["format", "mode", "phash", "reason", "derived_path"]
+    decoded[text_columns] = decoded[text_columns].fillna("")
+    # Integers stay integers in the table even where an undecodable image has none.
+    decoded[["width", "height", "frames", "colours"]] = decoded[["width", "height", "frames", "colours"]].astype(
+        "Int64"
+    )
+    decoded["kept"] = decoded["kept"].astype(bool)
+    return decoded
 
 
 def run(
@@ -99,13 +340,16 @@ def run(
     store_root,
     derived_root,
     table_path,
-    min_side: int,
-    max_side: int,
+    settings: dict,
     threads: int = 1,
 ) -> pd.DataFrame:
-    records = pd.concat([read_table(p, RECORD_COLUMNS) for p in record_paths])
+    """Clean every stored image; `settings` is the config's clean section."""
+    settings = settings_with_defaults(settings)
+    records = read_records(record_paths)
     downloads = pd.concat([read_table(p, DOWNLOAD_COLUMNS) for p in download_paths])
-    images = images_with_labels(records, downloads)
+    exclusions = read_exclusions(exclusions_path)
+    links = record_links(records, downloads)
+    images = links.drop_duplicates("sha256")[["sha256", "path"]]
     missing = [p for p in images["path"] if not Path(store_root, p).exists()]
     if missing:
         raise FileNotFoundError(
@@ -113,13 +357,8 @@ def run(
             f"{store_root} (first: {missing[0]}): restore the store (dvc pull) or delete those "
             "download tables so that they are fetched again"
         )
-    args = [
-        (sha, Path(store_root, path), derived_root, min_side, max_side)
-        for sha, path in zip(images["sha256"], images["path"])
-    ]
-    with ProcessPoolExecutor(max_workers=max(1, threads)) as pool:
-        decoded = list(pool.map(clean_image, *zip(*args), chunksize=32)) if args else []
-    table = decide(images, decoded, read_exclusions(exclusions_path))
+    decoded = decode_all(images, store_root, derived_root, settings, threads)
+    table = decide(links, decoded, exclusions, settings)
     if not table["kept"].any():
         reasons = table["reason"].str.split(":").str[0].value_counts().to_dict()
         raise ValueError(f"cleaning kept no image out of {len(table)}; reasons: {reasons}")

@@ -18,25 +18,25 @@ def _spec(text: str) -> dict:
 
 
 def cmd_list(args):
-    from fishid import synthetic
+    from fishid import sources, web
     from fishid.tables import RECORD_COLUMNS, write_table
 
-    if args.source != "synthetic":
-        raise SystemExit(f"source {args.source!r} is not supported yet (known: synthetic)")
-    spec = args.spec
-    patterns = synthetic.load_patterns(spec["patterns"])
-    records = synthetic.list_records(patterns, spec["counts"], args.seed, tuple(spec.get("size", (160, 120))))
-    table = pd.DataFrame(records)
-    table["listed_at"] = pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds")
-    write_table(table, args.out, RECORD_COLUMNS)
+    context = sources.Context(args.source, args.seed, args.offline, web.Client(web.Settings.from_spec(args.download)))
+    records, summary = sources.list_source(args.source, args.spec, context)
+    write_table(records, args.out, RECORD_COLUMNS)
+    if args.summary:
+        write_table(summary, args.summary, sources.SUMMARY_COLUMNS)
+    logging.info("%s: %d records of %d taxa", args.source, len(records), records["taxon"].nunique())
 
 
 def cmd_fetch(args):
     from fishid import fetch
 
-    table = fetch.run(args.records, args.out, args.store)
+    table = fetch.run(args.records, args.out, args.store, args.spec, args.offline)
     failed = table[table["error"] != ""]
-    logging.info("%d stored, %d failed", len(table) - len(failed), len(failed))
+    logging.info(
+        "%d stored, %d not: %s", len(table) - len(failed), len(failed), failed["error"].value_counts().head(8).to_dict()
+    )
 
 
 def cmd_clean(args):
@@ -49,11 +49,11 @@ def cmd_clean(args):
         args.store,
         args.derived,
         args.out,
-        args.min_side,
-        args.max_side,
+        args.spec,
         args.threads,
     )
-    logging.info("kept %d of %d images", (table["kept"]).sum(), len(table))
+    dropped = table.loc[~table["kept"], "reason"].str.split(":").str[0].value_counts().to_dict()
+    logging.info("kept %d of %d images; dropped: %s", table["kept"].sum(), len(table), dropped)
 
 
 def cmd_split(args):
@@ -79,7 +79,9 @@ def _train(args, pretrain: bool):
     if pretrain:
         result = train.pretrain_backbone(args.spec, cache)
     else:
-        result = train.train_model(args.spec, cache, args.backbone)
+        result = train.train_model(
+            args.spec, cache, args.backbone, args.other_label, args.backbone_spec, allow_download=not args.offline
+        )
     train.save(*result, args.weights, args.history, args.meta)
 
 
@@ -142,6 +144,59 @@ def cmd_report(args):
     report.build(args.spec, args.records, args.downloads, args.clean, args.counts, model_dirs, args.figures, args.out)
 
 
+def cmd_predict(args):
+    from fishid import predict
+
+    table = predict.predict_folder(Path(args.results) / "models" / args.model, args.folder)
+    table.to_csv(args.out or sys.stdout, index=False, float_format="%.6f")
+    unreadable = table[table["error"] != ""]
+    logging.info("%d images labelled, %d unreadable", len(table) - len(unreadable), len(unreadable))
+
+
+def cmd_attribution(args):
+    from fishid.attribution import attribution
+    from fishid.tables import read_table
+
+    splits = pd.concat([read_table(p) for p in args.splits], ignore_index=True)
+    records = pd.concat([read_table(p) for p in args.records], ignore_index=True)
+    downloads = pd.concat([read_table(p) for p in args.downloads], ignore_index=True)
+    table = attribution(records, downloads, read_table(args.clean), splits)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index=False)
+    logging.info("%d image(s), %d rights holder(s)", table["sha256"].nunique(), table["rights_holder"].nunique())
+
+
+def cmd_audit(args):
+    from fishid import audit
+
+    prov = audit.load(args.root)
+    if args.json:
+        kind, chain = audit.audit(prov, args.query)
+        print(json.dumps({"kind": kind, **chain}, indent=2, default=str))
+    else:
+        print(audit.report(prov, args.query))
+
+
+def _snapshot_remote(args) -> str:
+    from fishid import snapshot
+
+    return args.remote or snapshot.remote_from_config(Path(args.root) / args.config)
+
+
+def cmd_snapshot(args):
+    from fishid import snapshot
+
+    names = snapshot.snapshot(args.root, _snapshot_remote(args))
+    print(f"snapshot of {', '.join(names)} pushed; commit it with: git add snapshot/ && git commit")
+
+
+def cmd_restore(args):
+    from fishid import snapshot
+
+    names = snapshot.restore(args.root, _snapshot_remote(args))
+    print(f"restored {', '.join(names)}")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fishid", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -156,8 +211,27 @@ def parser() -> argparse.ArgumentParser:
     spec = (["--spec"], {"type": _spec, "required": True, "help": "settings as JSON"})
     out = (["--out"], {"required": True})
     threads = (["--threads"], {"type": int, "default": 1})
-    command("list", cmd_list, (["source"], {}), spec, (["--seed"], {"type": int, "default": 0}), out)
-    command("fetch", cmd_fetch, (["--records"], {"required": True}), (["--store"], {"required": True}), out)
+    offline = (["--offline"], {"action": "store_true", "help": "fail rather than use the network"})
+    command(
+        "list",
+        cmd_list,
+        (["source"], {}),
+        spec,
+        (["--seed"], {"type": int, "default": 0}),
+        (["--download"], {"type": _spec, "default": {}, "help": "HTTP client settings as JSON"}),
+        (["--summary"], {"default": None, "help": "per-taxon counts and notes (TSV)"}),
+        offline,
+        out,
+    )
+    command(
+        "fetch",
+        cmd_fetch,
+        (["--records"], {"required": True}),
+        (["--store"], {"required": True}),
+        (["--spec"], {"type": _spec, "default": {}, "help": "download settings and licence policy as JSON"}),
+        offline,
+        out,
+    )
     command(
         "clean",
         cmd_clean,
@@ -166,8 +240,7 @@ def parser() -> argparse.ArgumentParser:
         (["--exclusions"], {"required": True}),
         (["--store"], {"required": True}),
         (["--derived"], {"required": True}),
-        (["--min-side"], {"type": int, "required": True}),
-        (["--max-side"], {"type": int, "required": True}),
+        spec,
         threads,
         out,
     )
@@ -201,6 +274,9 @@ def parser() -> argparse.ArgumentParser:
         (["--cache"], {"required": True}),
         spec,
         (["--backbone"], {"default": None}),
+        (["--backbone-spec"], {"type": _spec, "default": {}, "help": "the backbone's settings as JSON"}),
+        (["--other-label"], {"default": "", "help": "the dataset's pooled 'other' label, if any"}),
+        (["--offline"], {"action": "store_true", "help": "never download weights"}),
         threads,
         *outputs,
     )
@@ -245,6 +321,35 @@ def parser() -> argparse.ArgumentParser:
         (["--figures"], {"required": True}),
         out,
     )
+    command(
+        "predict",
+        cmd_predict,
+        (["--model"], {"required": True, "help": "a model name from the configuration"}),
+        (["folder"], {"help": "folder of photos (searched recursively)"}),
+        (["--results"], {"default": "results", "help": "the pipeline's results folder"}),
+        (["--out"], {"help": "CSV to write (default: standard output)"}),
+    )
+    command(
+        "attribution",
+        cmd_attribution,
+        (["--records"], {"nargs": "+", "required": True}),
+        (["--downloads"], {"nargs": "+", "required": True}),
+        (["--clean"], {"required": True}),
+        (["--splits"], {"nargs": "+", "required": True}),
+        out,
+    )
+    root = (["--root"], {"default": ".", "help": "the project folder (default: here)"})
+    command(
+        "audit",
+        cmd_audit,
+        (["query"], {"help": "an image's SHA-256 (or its first 6+ hex digits), a model name or a species"}),
+        root,
+        (["--json"], {"action": "store_true", "help": "the chain as JSON"}),
+    )
+    remote = (["--remote"], {"default": None, "help": "a DVC remote URL or folder (default: snapshots.remote)"})
+    config = (["--config"], {"default": "config/config.yaml", "help": "relative to --root"})
+    command("snapshot", cmd_snapshot, root, remote, config)
+    command("restore", cmd_restore, root, remote, config)
     return p
 
 

@@ -40,21 +40,34 @@ def validate(config: dict, source="config") -> dict:
     return config
 
 
+CLIP_SOURCES = ("clip_pretrain", "open_clip")
+
+
+def _local_dir(spec: dict) -> bool:
+    return spec.get("model", "").startswith("local-dir:")
+
+
 def _cross_references(config: dict) -> list[str]:
     datasets, backbones = config["datasets"], config.get("backbones", {})
     problems = []
     for name, spec in backbones.items():
-        if spec["source"] == "pretrain" and spec.get("dataset") not in datasets:
+        if spec["source"] in ("pretrain", "clip_pretrain") and spec.get("dataset") not in datasets:
             problems.append(f"backbones.{name}.dataset: {spec.get('dataset')!r} is not a dataset in datasets")
+        for key, source in (("clip", "clip_pretrain"), ("model", "open_clip"), ("pretrained", "open_clip")):
+            if spec["source"] == source and key not in spec and not (key == "pretrained" and _local_dir(spec)):
+                problems.append(f"backbones.{name}: source {source} needs `{key}`")
     for name, model in config["models"].items():
         if model["dataset"] not in datasets:
             problems.append(f"models.{name}.dataset: {model['dataset']!r} is not one of {sorted(datasets)}")
-        if model["arch"] == "tl":
-            backbone = model.get("backbone")
-            if backbone != "random" and backbone not in backbones:
-                problems.append(
-                    f"models.{name}.backbone: {backbone!r} is neither 'random' nor one of {sorted(backbones)}"
-                )
+        backbone = model.get("backbone")
+        if model["arch"].startswith("clip_"):
+            clips = sorted(b for b, spec in backbones.items() if spec["source"] in CLIP_SOURCES)
+            if backbone not in clips:
+                problems.append(f"models.{name}.backbone: {backbone!r} is not one of the CLIP backbones {clips}")
+        elif model["arch"] != "ri":
+            resnets = sorted(b for b, spec in backbones.items() if spec["source"] not in CLIP_SOURCES)
+            if backbone != "random" and backbone not in resnets:
+                problems.append(f"models.{name}.backbone: {backbone!r} is neither 'random' nor one of {resnets}")
         if model.get("control_of") and model["control_of"] not in config["models"]:
             problems.append(f"models.{name}.control_of: {model['control_of']!r} is not a model")
     return problems

@@ -6,36 +6,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fishid import augment, imagecache, models
+from fishid import augment, imagecache, inference
 from fishid import metrics as metric
 from fishid.train import normalise, predict_logits
 
 
 def load_model(settings: dict, weights_path):
-    weights = torch.load(weights_path, map_location="cpu", weights_only=True)
-    model = models.build(settings, len(weights["classes"]))
-    model.load_state_dict(weights["model"])
-    return model, weights
+    """Any variant's network and its weights file's dict (see fishid.inference)."""
+    return inference.load_model(settings, weights_path)
 
 
 def predict(settings: dict, weights_path, cache: dict, role: str) -> pd.DataFrame:
-    model, weights = load_model(settings, weights_path)
-    images, labels = imagecache.subset(cache, role)
-    inputs = normalise(augment.to_float(images), weights["mean"], weights["std"])
-    scores = torch.softmax(predict_logits(model, inputs, torch.device("cpu")), dim=1).numpy()
-    classes = weights["classes"]
-    shas = [s for s, r in zip(cache["sha256"], cache["split"]) if r == role]
-    table = pd.DataFrame(
-        {
-            "sha256": shas,
-            "split": role,
-            "label": [classes[i] for i in labels.tolist()],
-            "predicted": [classes[i] for i in scores.argmax(1)],
-        }
-    )
-    for i, name in enumerate(classes):
-        table[f"score:{name}"] = scores[:, i].round(6)
-    return table
+    """sha256, split, label, predicted, score:<class> (see fishid.inference.predict)."""
+    return inference.predict(settings, weights_path, cache, role)
 
 
 def metrics(predictions: pd.DataFrame, classes, train_labels, other_label: str = "", seed: int = 0) -> dict:

@@ -1,5 +1,6 @@
 """Decode and resize a dataset's images once; every epoch then reads tensors from memory."""
 
+import hashlib
 import zlib
 from pathlib import Path
 
@@ -33,6 +34,7 @@ def build(split_path, derived_root, size: int) -> dict:
         "std": pixels.std(dim=(0, 2, 3)),
         # Lets meta.json name the exact dataset table a model saw.
         "split_crc32": zlib.crc32(Path(split_path).read_bytes()),
+        "split_sha256": hashlib.sha256(Path(split_path).read_bytes()).hexdigest(),
     }
 
 

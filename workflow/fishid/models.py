@@ -1,8 +1,17 @@
-"""The networks: the study's random-initialisation CNN and ResNet-18 with a chosen backbone."""
+"""The networks: the study's random-initialisation CNN, ResNet-18 with a chosen backbone, and
+embedding networks (siamese, triplet) that classify by their nearest training images.
+
+CLIP networks live in clip_models.py; `build` hands them over.
+"""
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet18
+
+RESNET_ARCHS = ("tl", "resnet18")
+EMBEDDING_ARCHS = ("siamese", "triplet")
+CLIP_ARCHS = ("clip_zeroshot", "clip_linear")
 
 
 class StudyCNN(nn.Module):
@@ -31,6 +40,10 @@ class StudyCNN(nn.Module):
     def forward(self, x):
         return self.classifier(self.features(x))
 
+    def embed(self, x):
+        """What the last layer sees (the second hidden layer's activations)."""
+        return self.classifier[:-1](self.features(x))
+
 
 def backbone_resnet18() -> nn.Module:
     """ResNet-18 whose forward returns the 512 pooled features (fc replaced by identity)."""
@@ -47,10 +60,101 @@ def load_backbone_state(model: nn.Module, path) -> None:
     model.load_state_dict(state)
 
 
-def build(settings: dict, num_classes: int) -> nn.Module:
-    """The untrained network a model's settings describe (weights are loaded by the caller)."""
-    if settings["arch"] == "ri":
+class FeatureScaler(nn.Module):
+    """Standardises features by statistics of the training set's features, so that a head on
+    a frozen encoder learns at the study's learning rate whatever the encoder's scale."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    def fit(self, features: torch.Tensor) -> "FeatureScaler":
+        self.mean.copy_(features.mean(0))
+        self.std.copy_(features.std(0).clamp_min(1e-6))
+        return self
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+def projector(in_features: int, embedding_dim: int, hidden: int = 256) -> nn.Sequential:
+    return nn.Sequential(
+        FeatureScaler(in_features),
+        nn.Linear(in_features, hidden),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden, embedding_dim),
+    )
+
+
+class KNNHead(nn.Module):
+    """k-nearest-neighbour classifier over a gallery of training embeddings.
+
+    Votes are weighted by inverse distance; the output is the log of each class's share of
+    the votes, so that softmax of it gives the shares back and gradients still reach the
+    embedding (saliency maps work)."""
+
+    def __init__(self, num_classes: int, k: int):
+        super().__init__()
+        self.num_classes, self.k = num_classes, k
+        self.register_buffer("gallery", torch.zeros(0))
+        self.register_buffer("gallery_labels", torch.zeros(0, dtype=torch.long))
+
+    def set_gallery(self, embeddings: torch.Tensor, labels: torch.Tensor) -> None:
+        self.gallery = embeddings.detach().float().clone()
+        self.gallery_labels = labels.detach().clone()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # The gallery's size is only known from the saved file.
+        for name in ("gallery", "gallery_labels"):
+            if prefix + name in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[prefix + name]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, embeddings):
+        distances = torch.cdist(embeddings.float(), self.gallery.to(embeddings.device))
+        k = min(self.k, self.gallery.shape[0])
+        nearest, index = distances.topk(k, dim=1, largest=False)
+        weights = 1.0 / (nearest + 1e-6)
+        votes = torch.zeros(embeddings.shape[0], self.num_classes, device=embeddings.device)
+        votes = votes.scatter_add(1, self.gallery_labels.to(embeddings.device)[index], weights)
+        return (votes / votes.sum(1, keepdim=True)).clamp_min(1e-12).log()
+
+
+class EmbeddingClassifier(nn.Module):
+    """An encoder (ResNet-18 trunk) and a projection to a unit-length embedding: the shared
+    branch of a siamese or triplet network. Classifies by k-NN over the training images."""
+
+    def __init__(self, num_classes: int, embedding_dim: int, k: int, encoder: nn.Module | None = None):
+        super().__init__()
+        self.encoder = encoder if encoder is not None else backbone_resnet18()
+        self.projector = projector(512, embedding_dim)
+        self.knn = KNNHead(num_classes, k)
+
+    def project(self, features):
+        return F.normalize(self.projector(features), dim=1)
+
+    def embed(self, x):
+        return self.project(self.encoder(x))
+
+    def forward(self, x):
+        return self.knn(self.embed(x))
+
+
+def build(settings: dict, num_classes: int, architecture: dict | None = None) -> nn.Module:
+    """The untrained network a model's settings describe (weights are loaded by the caller).
+    `architecture` is what the weights file says of a network built from a library config."""
+    arch = settings["arch"]
+    if arch == "ri":
         return StudyCNN(num_classes, settings["image_size"], settings["channels"], settings["hidden"])
-    model = backbone_resnet18()
-    model.fc = nn.Linear(512, num_classes)
-    return model
+    if arch in RESNET_ARCHS:
+        model = backbone_resnet18()
+        model.fc = nn.Linear(512, num_classes)
+        return model
+    if arch in EMBEDDING_ARCHS:
+        return EmbeddingClassifier(num_classes, settings["embedding_dim"], settings["knn_k"])
+    if arch in CLIP_ARCHS:
+        from fishid import clip_models
+
+        return clip_models.build_classifier(arch, (architecture or {})["clip"], num_classes, settings["image_size"])
+    raise ValueError(f"unknown arch {arch!r} (known: ri, {', '.join(RESNET_ARCHS + EMBEDDING_ARCHS + CLIP_ARCHS)})")

@@ -1,8 +1,11 @@
-"""The split stage: the study's rule, per dataset.
+"""The split stage: the study's rule, per dataset, without leaks.
 
-Per label, a fraction of the images goes to validation (and optionally to test); the
-training images of each label are then capped at `cap_ratio` times the smallest label's.
-Images of one group always fall on the same side. Every image left out says why.
+Per label, a fraction of the images goes to validation (model selection) and optionally
+a fraction to test (the reported numbers only); the training images of each label are
+then capped at `cap_ratio` times the smallest label's. Whole groups (from the clean
+table: one occurrence, one near-duplicate cluster) are drawn at a time, so no group
+straddles two roles. Every image of the dataset's species that is not in the split says
+why: dropped in cleaning, capped, or not drawn for the pooled "other" class.
 """
 
 import zlib
@@ -26,37 +29,62 @@ def _shuffled_groups(images: pd.DataFrame, rng) -> list[pd.DataFrame]:
     return [groups[i] for i in rng.permutation(len(groups))]
 
 
+def draw_groups(sizes: list[int], target: int) -> list[int]:
+    """Indices of groups (taken in the given order) whose sizes add up close to target.
+
+    First every group that still fits is taken; then, if short, the first group that
+    brings the total closer. With single-image groups the total is the target exactly;
+    otherwise it is off by at most half the largest group.
+    """
+    chosen, total = [], 0
+    for index, size in enumerate(sizes):
+        if total + size <= target:
+            chosen.append(index)
+            total += size
+    for index, size in enumerate(sizes):
+        if index not in chosen and abs(total + size - target) < abs(total - target):
+            chosen.append(index)
+            total += size
+    return sorted(chosen)
+
+
 def assign_roles(images: pd.DataFrame, val_fraction: float, test_fraction: float, rng) -> pd.Series:
     """Split one label's images into train/val/test, whole groups at a time."""
-    targets = {
-        role: max(1, round(fraction * len(images))) if fraction > 0 else 0
-        for role, fraction in (("val", val_fraction), ("test", test_fraction))
-    }
-    roles, counts = {}, {"val": 0, "test": 0}
-    for group in _shuffled_groups(images, rng):
-        role = next((r for r in ("val", "test") if counts[r] < targets[r]), "train")
-        if role != "train":
-            counts[role] += len(group)
-        roles.update(dict.fromkeys(group["sha256"], role))
-    return images["sha256"].map(roles)
+    groups = _shuffled_groups(images, rng)
+    roles = {}
+    for role, fraction in (("val", val_fraction), ("test", test_fraction)):
+        if fraction <= 0:
+            continue
+        left = [g for g in groups if g["sha256"].iloc[0] not in roles]
+        target = max(1, round(fraction * len(images)))
+        for index in draw_groups([len(g) for g in left], target):
+            roles.update(dict.fromkeys(left[index]["sha256"], role))
+    return images["sha256"].map(lambda sha: roles.get(sha, "train"))
 
 
 def sample_other(pool: pd.DataFrame, size: int, rng) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Draw about `size` images (whole groups) from the pooled remaining species."""
-    chosen, total = [], 0
-    for group in _shuffled_groups(pool, rng):
-        if total >= size:
-            break
-        chosen.append(group)
-        total += len(group)
-    picked = pd.concat(chosen) if chosen else pool.iloc[:0]
+    groups = _shuffled_groups(pool, rng)
+    chosen = draw_groups([len(g) for g in groups], size)
+    picked = pd.concat([groups[i] for i in chosen]) if chosen else pool.iloc[:0]
     return picked, pool[~pool["sha256"].isin(picked["sha256"])]
 
 
+def _check_groups(labelled: pd.DataFrame, name: str) -> None:
+    """Cleaning gives every group one species; a group under two labels would leak."""
+    labels_per_group = labelled.groupby("group")["label"].nunique()
+    mixed = labels_per_group[labels_per_group > 1]
+    if len(mixed):
+        raise ValueError(
+            f"dataset {name}: {len(mixed)} group(s) hold images of several labels (first: {mixed.index[0]}); "
+            "the clean table should have resolved them as label conflicts: rerun the clean stage"
+        )
+
+
 def make_split(clean: pd.DataFrame, name: str, spec: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Return (split table, decisions for images left out)."""
-    kept = clean[clean["kept"].astype(str) == "True"].copy()
-    kept["group"] = kept["sha256"]
+    """Return (split table, decisions for images of the dataset's species left out)."""
+    is_kept = clean["kept"].astype(str) == "True"
+    kept = clean[is_kept].copy()
     species = spec["species"]
     missing = [s for s in species if s not in set(kept["taxon"])]
     if missing:
@@ -64,24 +92,32 @@ def make_split(clean: pd.DataFrame, name: str, spec: dict) -> tuple[pd.DataFrame
     labelled = kept[kept["taxon"].isin(species)].assign(label=lambda t: t["taxon"])
     decisions = []
     other = spec.get("other")
+    considered = set(species)
     if other:
         pool_species = other.get("species") or sorted(set(kept["taxon"]) - set(species))
+        considered |= set(pool_species)
         pool = kept[kept["taxon"].isin(pool_species)]
-        picked, unpicked = sample_other(pool, other["size"], _rng(spec["seed"], name, "other"))
-        if len(picked) < other["size"]:
+        if len(pool) < other["size"]:
             raise ValueError(
                 f"dataset {name}: other.size is {other['size']} but only {len(pool)} images "
                 f"of {', '.join(pool_species)} are kept"
             )
+        picked, unpicked = sample_other(pool, other["size"], _rng(spec["seed"], name, "other"))
         labelled = pd.concat([labelled, picked.assign(label=other["label"])])
         decisions.append(unpicked.assign(decision="unused", reason=f"not drawn for '{other['label']}'"))
+    _check_groups(labelled, name)
 
     parts = []
     for label, images in labelled.groupby("label", sort=True):
         rng = _rng(spec["seed"], name, label)
         images = images.assign(split=assign_roles(images, spec["val_fraction"], spec.get("test_fraction", 0), rng))
+        if not (images["split"] == "train").any():
+            raise ValueError(
+                f"dataset {name}: label {label} has {len(images)} image(s) in {images['group'].nunique()} group(s), "
+                "none left for training after validation and test: add images or lower the fractions"
+            )
         parts.append((images, rng))
-    cap = spec["cap_ratio"] * min((images["split"] == "train").sum() for images, _ in parts)
+    cap = int(spec["cap_ratio"] * min((images["split"] == "train").sum() for images, _ in parts))
 
     rows = []
     for images, rng in parts:
@@ -96,17 +132,23 @@ def make_split(clean: pd.DataFrame, name: str, spec: dict) -> tuple[pd.DataFrame
             )
             images = images[~images["sha256"].isin(dropped["sha256"])]
         rows.append(images)
+    cleaned_out = clean[~is_kept & clean["listed_as"].str.split("|").apply(lambda t: bool(set(t) & considered))]
+    decisions.append(cleaned_out.assign(decision="dropped in cleaning"))
     table = pd.concat(rows).assign(dataset=name).sort_values(["label", "split", "sha256"])
-    dropped = pd.concat(decisions) if decisions else pd.DataFrame(columns=DECISION_COLUMNS)
-    dropped = dropped.assign(dataset=name).sort_values("sha256")
-    return table[SPLIT_COLUMNS].reset_index(drop=True), dropped.reindex(columns=DECISION_COLUMNS)
+    dropped = pd.concat(decisions).assign(dataset=name)
+    dropped["taxon"] = dropped["taxon"].where(dropped["taxon"] != "", dropped["listed_as"])
+    dropped = dropped.sort_values(["decision", "sha256"])
+    return table[SPLIT_COLUMNS].reset_index(drop=True), dropped.reindex(columns=DECISION_COLUMNS).reset_index(drop=True)
 
 
-def count_table(split: pd.DataFrame) -> pd.DataFrame:
-    """Images per label and split: the study's Table 1."""
+def count_table(split: pd.DataFrame, decisions: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Images per label and split (the study's Table 1), and per label those capped."""
     counts = pd.crosstab(split["label"], split["split"]).reindex(columns=list(SPLITS), fill_value=0)
     counts = counts.loc[:, (counts.sum() > 0) | (counts.columns != "test")]
     counts["total"] = counts.sum(axis=1)
+    if decisions is not None:
+        capped = decisions[decisions["decision"] == "capped"]
+        counts["capped"] = capped.groupby("label").size().reindex(counts.index, fill_value=0)
     counts.loc["total"] = counts.sum()
     return counts.reset_index().rename(columns={"index": "label"})
 
@@ -116,5 +158,5 @@ def run(clean_path, name: str, spec: dict, split_path, decisions_path, counts_pa
     table, decisions = make_split(clean, name, spec)
     write_table(table, split_path, SPLIT_COLUMNS)
     write_table(decisions, decisions_path, DECISION_COLUMNS)
-    write_table(count_table(table), counts_path)
+    write_table(count_table(table, decisions), counts_path)
     return table

@@ -2,8 +2,13 @@
 
 import hashlib
 import os
+import socket
 import tempfile
 from pathlib import Path
+
+# Temporary files carry the writer's host and process id, so that a later run can tell
+# the leftovers of a killed writer from the files of a writer still at work.
+_PART = ".part-"
 
 # Magic bytes decide the extension, never the URL or the server's content type.
 _SIGNATURES = [
@@ -43,7 +48,8 @@ def put(root, data: bytes, ext: str) -> tuple[str, str]:
     target = Path(root, rel)
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".part-", delete=False) as tmp:
+        prefix = f"{_PART}{socket.gethostname()}-{os.getpid()}-"
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=prefix, delete=False) as tmp:
             tmp.write(data)
         os.replace(tmp.name, target)
     return sha256, rel
@@ -55,3 +61,26 @@ def sha256_of_file(path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_partials(root) -> list[Path]:
+    """Delete temporary files left by killed writers on this host; return what was removed."""
+    removed = []
+    host = socket.gethostname()
+    for path in Path(root).glob(f"*/{_PART}*"):
+        writer_host, _, rest = path.name[len(_PART) :].rpartition("-")[0].rpartition("-")
+        pid = rest if writer_host else ""
+        if writer_host == host and pid.isdigit() and not _alive(int(pid)):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

@@ -22,8 +22,12 @@ RECORD_COLUMNS = [
     "creator",
     "occurrence_id",
     "basis_of_record",
+    # Darwin Core preparations (GBIF): "EtOH", "skeleton" ...; cleaning can drop by it.
+    "preparations",
     "dataset_key",
     "listed_at",
+    # A split the source already made (a folder source's train/ and val/); empty for most sources.
+    "source_split",
 ]
 DOWNLOAD_COLUMNS = [
     "record_id",
@@ -40,16 +44,24 @@ CLEAN_COLUMNS = [
     "width",
     "height",
     "format",
+    "mode",
+    "frames",
     "phash",
     "kept",
     "reason",
     "duplicate_of",
     "taxon",
+    "listed_as",
     "record_ids",
     "derived_path",
+    "group",
+    "near_duplicate_cluster",
+    "chroma",
+    "colours",
+    "flat_fraction",
 ]
 SPLIT_COLUMNS = ["dataset", "sha256", "label", "split", "group", "taxon", "derived_path"]
-DECISION_COLUMNS = ["dataset", "sha256", "taxon", "decision", "reason"]
+DECISION_COLUMNS = ["dataset", "sha256", "taxon", "label", "group", "decision", "reason"]
 
 
 def read_table(path, columns=None) -> pd.DataFrame:

@@ -1,87 +1,152 @@
-"""Training, in the shape of torchvision's classification reference: one loop, plain SGD.
+"""Training, in the shape of torchvision's classification reference: one loop for every variant.
 
-Full networks (RI, backbone pre-training) see a fresh random crop and flip of every image
-each epoch. Frozen-backbone models (TL) compute the backbone's features once, for a fixed
-number of augmented views per image, and train only the new final layer on them.
+Full networks (RI, ResNet-18 from scratch or fine-tuned, unfrozen embedding networks, the
+demo's CLIP pre-training) see a fresh random crop and flip of every image each epoch.
+Frozen encoders (TL, CLIP linear probe, frozen siamese/triplet) compute their features once,
+for `feature_views` augmented views per image, and train only the new layers on them.
 """
 
 import json
 import logging
 import platform
+import subprocess
+import sys
 import time
+from dataclasses import dataclass, replace
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
 import fishid
-from fishid import augment, imagecache, models
+from fishid import augment, embeddings, imagecache, models, openset, runtime
+from fishid.runtime import normalise, predict_logits, select_device  # noqa: F401  (evaluate, predict use them)
 
 log = logging.getLogger(__name__)
 
+# Settings only some variants read; a config may leave them out. The study's own settings
+# have no defaults here: they come from the config's training_defaults.
+VARIANT_DEFAULTS = {
+    "optimizer": "sgd",
+    "open_set": "class",
+    "threshold_known_recall": 0.95,
+    "freeze_backbone": True,
+    "embedding_dim": 64,
+    "margin": 0.5,
+    "knn_k": 5,
+    "prompt": "a photo of {species}",
+    "cpu_bfloat16": False,
+}
+FEATURE_BATCH = 256
 
-def select_device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    log.info("CUDA is not usable here: training on the CPU with %d thread(s)", torch.get_num_threads())
-    return torch.device("cpu")
+
+def with_defaults(settings: dict) -> dict:
+    return {**VARIANT_DEFAULTS, **settings}
 
 
-def normalise(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    return (images - mean.view(1, -1, 1, 1).to(images.device)) / std.view(1, -1, 1, 1).to(images.device)
+@dataclass
+class Data:
+    """What a model trains on: uint8 images and label indices into `classes`, and the
+    channel statistics its inputs are normalised by."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    classes: list
+    mean: torch.Tensor
+    std: torch.Tensor
 
 
-def train_loop(model, train_batch, n_train, val_inputs, val_labels, settings, device) -> pd.DataFrame:
-    """The study's recipe: cross-entropy, SGD with momentum, StepLR. `train_batch(indices)`
-    returns the (inputs, labels) of a training batch, so the loop does not care whether it
-    sees augmented images or cached features."""
-    criterion = nn.CrossEntropyLoss()
-    optimizer = torch.optim.SGD(
-        [p for p in model.parameters() if p.requires_grad],
-        lr=settings["lr"],
-        momentum=settings["momentum"],
-        weight_decay=settings["weight_decay"],
+def training_data(cache: dict, exclude_label: str = "") -> Data:
+    """The cache's train and val images; without `exclude_label`'s images when it is given
+    (a threshold open-set model never sees "other")."""
+    train_x, train_y = imagecache.subset(cache, "train")
+    val_x, val_y = imagecache.subset(cache, "val")
+    classes = list(cache["classes"])
+    if exclude_label in classes:
+        drop = classes.index(exclude_label)
+        classes.remove(exclude_label)
+        remap = torch.tensor([i - (i > drop) for i in range(len(cache["classes"]))])
+        train_x, train_y = train_x[train_y != drop], remap[train_y[train_y != drop]]
+        val_x, val_y = val_x[val_y != drop], remap[val_y[val_y != drop]]
+    return Data(train_x, train_y, val_x, val_y, classes, cache["mean"], cache["std"])
+
+
+def make_optimizer(parameters, settings):
+    if settings["optimizer"] == "adamw":
+        return torch.optim.AdamW(parameters, lr=settings["lr"], weight_decay=settings["weight_decay"])
+    return torch.optim.SGD(
+        parameters, lr=settings["lr"], momentum=settings["momentum"], weight_decay=settings["weight_decay"]
     )
+
+
+def argmax_accuracy(outputs, labels) -> float:
+    return (outputs.argmax(1) == labels).float().mean().item()
+
+
+def train_loop(
+    model, train_batch, n_train, validate, settings, device, loss_fn=F.cross_entropy, batch_accuracy=argmax_accuracy
+) -> pd.DataFrame:
+    """The study's recipe: SGD with momentum (or AdamW where a variant asks), StepLR, one pass
+    over the training set per epoch. `train_batch(indices)` returns a batch's (inputs, labels),
+    so the loop does not care whether it sees images or cached features; `validate(model)`
+    returns (val_loss, val_acc)."""
+    epochs = train_epochs(model, train_batch, n_train, validate, settings, device, loss_fn, batch_accuracy)
+    return pd.DataFrame(list(epochs))
+
+
+def train_epochs(model, train_batch, n_train, validate, settings, device, loss_fn, batch_accuracy):
+    """train_loop one epoch at a time: yields each epoch's history row."""
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], settings)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings["step_size"], gamma=settings["gamma"])
+    scaler = runtime.grad_scaler(device)
     generator = torch.Generator().manual_seed(settings["seed"])
-    history = []
     for epoch in range(1, settings["epochs"] + 1):
         start = time.perf_counter()
+        data_seconds, total_loss, correct = 0.0, 0.0, 0.0
         model.train()
-        total_loss, correct = 0.0, 0
         for indices in torch.randperm(n_train, generator=generator).split(settings["batch_size"]):
+            loaded = time.perf_counter()
             inputs, labels = train_batch(indices)
-            inputs, labels = inputs.to(device), labels.to(device)
-            outputs = model(inputs)
-            loss = criterion(outputs, labels)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            inputs, labels = runtime.to_device(inputs, device), labels.to(device)
+            data_seconds += time.perf_counter() - loaded
+            with runtime.autocast(device, settings["cpu_bfloat16"]):
+                outputs = model(inputs)
+                loss = loss_fn(outputs, labels)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             total_loss += loss.item() * len(labels)
-            correct += (outputs.argmax(1) == labels).sum().item()
+            correct += batch_accuracy(outputs.detach().float(), labels) * len(labels)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
-        val_logits = predict_logits(model, val_inputs, device, settings["batch_size"] * 8)
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": total_loss / n_train,
-                "train_acc": correct / n_train,
-                "val_loss": criterion(val_logits, val_labels).item(),
-                "val_acc": (val_logits.argmax(1) == val_labels).float().mean().item(),
-                "lr": lr,
-                "seconds": time.perf_counter() - start,
-            }
-        )
-        log.info("epoch %d %s", epoch, {k: round(v, 4) for k, v in history[-1].items() if k != "epoch"})
-    return pd.DataFrame(history)
+        val_loss, val_acc = validate(model)
+        row = {
+            "epoch": epoch,
+            "train_loss": total_loss / n_train,
+            "train_acc": correct / n_train,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": lr,
+            "seconds": time.perf_counter() - start,
+            "data_seconds": data_seconds,
+        }
+        log.info("epoch %d %s", epoch, {k: round(v, 4) for k, v in row.items() if k != "epoch"})
+        yield row
 
 
-@torch.no_grad()
-def predict_logits(model, inputs, device, batch_size=256) -> torch.Tensor:
-    model.eval()
-    return torch.cat([model(chunk.to(device)).float().cpu() for chunk in inputs.split(batch_size)])
+def classification_validator(val_inputs, val_labels, device):
+    def validate(model):
+        logits = predict_logits(model, val_inputs, device, FEATURE_BATCH)
+        return F.cross_entropy(logits, val_labels).item(), argmax_accuracy(logits, val_labels)
+
+    return validate
 
 
 def augmented_batches(images, labels, mean, std, settings, generator):
@@ -94,111 +159,350 @@ def augmented_batches(images, labels, mean, std, settings, generator):
     return train_batch
 
 
-def fit_network(model, cache, settings, device):
-    """Train every parameter of `model` on the cache's training images."""
-    mean, std = cache["mean"], cache["std"]
-    train_x, train_y = imagecache.subset(cache, "train")
-    val_x, val_y = imagecache.subset(cache, "val")
+def plain_inputs(images, data: Data) -> torch.Tensor:
+    return normalise(augment.to_float(images), data.mean, data.std)
+
+
+def fit_network(model, data: Data, settings, device, loss_fn=F.cross_entropy) -> pd.DataFrame:
+    """Train every trainable parameter of `model` on freshly augmented training images."""
+    return pd.DataFrame(list(network_epochs(model, data, settings, device, loss_fn)))
+
+
+def network_epochs(model, data: Data, settings, device, loss_fn=F.cross_entropy):
+    """fit_network one epoch at a time (a generator of history rows)."""
     generator = torch.Generator().manual_seed(settings["seed"] + 1)
-    train_batch = augmented_batches(train_x, train_y, mean, std, settings, generator)
-    val_inputs = normalise(augment.to_float(val_x), mean, std)
-    return train_loop(model, train_batch, len(train_y), val_inputs, val_y, settings, device)
+    train_batch = augmented_batches(data.train_x, data.train_y, data.mean, data.std, settings, generator)
+    validate = classification_validator(plain_inputs(data.val_x, data), data.val_y, device)
+    return train_epochs(model, train_batch, len(data.train_y), validate, settings, device, loss_fn, argmax_accuracy)
 
 
 @torch.no_grad()
-def extract_features(backbone, images, mean, std, settings, device, views: int, generator) -> torch.Tensor:
-    """Backbone features of `views` random augmentations of every image: (views, N, 512).
+def extract_features(encoder, images, data: Data, settings, device, views: int, generator) -> torch.Tensor:
+    """Encoder features of `views` random augmentations of every image: (views, N, dim).
     views=0 gives the plain images, as seen at evaluation."""
-    backbone.eval()
+    encoder.eval()
     out = []
     for _ in range(max(views, 1)):
         chunks = []
-        for chunk in images.split(256):
+        for chunk in images.split(FEATURE_BATCH):
             if views:
                 chunk = augment.random_resized_crop_flip(
                     chunk, scale=settings["crop_scale"], flip=settings["flip"], generator=generator
                 )
             else:
                 chunk = augment.to_float(chunk)
-            chunks.append(backbone(normalise(chunk, mean, std).to(device)).float().cpu())
+            with runtime.autocast(device):
+                chunks.append(encoder(runtime.to_device(normalise(chunk, data.mean, data.std), device)).float().cpu())
         out.append(torch.cat(chunks))
     return torch.stack(out)
 
 
-def fit_head(backbone, num_classes, cache, settings, device):
-    """Train a new final layer on frozen backbone features; return (full model, history)."""
-    mean, std = cache["mean"], cache["std"]
-    train_x, train_y = imagecache.subset(cache, "train")
-    val_x, val_y = imagecache.subset(cache, "val")
+def cached_features(encoder, data: Data, settings, device, plain_train=False):
+    """(augmented train views, val features, plain train features or None), computed once."""
     generator = torch.Generator().manual_seed(settings["seed"] + 1)
     views = settings["feature_views"]
-    train_features = extract_features(backbone, train_x, mean, std, settings, device, views, generator)
-    val_features = extract_features(backbone, val_x, mean, std, settings, device, 0, generator)[0]
-    head = nn.Linear(train_features.shape[-1], num_classes).to(device)
+    train = extract_features(encoder, data.train_x, data, settings, device, views, generator)
+    val = extract_features(encoder, data.val_x, data, settings, device, 0, generator)[0]
+    plain = extract_features(encoder, data.train_x, data, settings, device, 0, generator)[0] if plain_train else None
+    return train, val, plain
+
+
+def view_batches(train_features, train_y, generator):
+    views = train_features.shape[0]
 
     def train_batch(indices):
         # Each epoch sees each image once, in one of its precomputed augmented views.
         view = torch.randint(views, (len(indices),), generator=generator)
         return train_features[view, indices], train_y[indices]
 
-    history = train_loop(head, train_batch, len(train_y), val_features, val_y, settings, device)
-    backbone.fc = head
-    return backbone, history
+    return train_batch
 
 
-def make_backbone(settings, backbone_path):
+def fit_head(encoder, head, data: Data, settings, device):
+    """Train `head` on the frozen `encoder`'s cached features; return the history."""
+    train_features, val_features, _ = cached_features(encoder, data, settings, device)
+    for module in head.modules():
+        if isinstance(module, models.FeatureScaler):
+            module.fit(train_features.flatten(0, 1))
+    head.to(device)
+    generator = torch.Generator().manual_seed(settings["seed"] + 2)
+    train_batch = view_batches(train_features, data.train_y, generator)
+    validate = classification_validator(val_features, data.val_y, device)
+    return train_loop(head, train_batch, len(data.train_y), validate, settings, device)
+
+
+def make_backbone(settings, backbone_path, frozen=True):
     backbone = models.backbone_resnet18()
-    if settings["backbone"] != "random":
+    if settings.get("backbone", "random") != "random":
         models.load_backbone_state(backbone, backbone_path)
     for parameter in backbone.parameters():
-        parameter.requires_grad = False
+        parameter.requires_grad = not frozen
     return backbone
 
 
-def train_model(settings: dict, cache: dict, backbone_path=None) -> tuple[dict, pd.DataFrame, dict]:
+def fit_embedding(model: models.EmbeddingClassifier, data: Data, settings, device):
+    """Siamese (contrastive) or triplet (batch-hard) training of the embedding; then the
+    training images become the k-NN gallery. Validation accuracy is k-NN accuracy of the
+    validation images against that gallery."""
+    margin = settings["margin"]
+    loss = embeddings.LOSSES[settings["arch"]]
+
+    def loss_fn(outputs, labels):
+        return loss(outputs, labels, margin)
+
+    def batch_accuracy(outputs, labels):
+        return embeddings.nearest_neighbour_accuracy(outputs, labels)
+
+    if settings["freeze_backbone"]:
+        train_features, val_features, plain_features = cached_features(
+            model.encoder, data, settings, device, plain_train=True
+        )
+        model.projector[0].fit(train_features.flatten(0, 1))
+        model.to(device)
+        generator = torch.Generator().manual_seed(settings["seed"] + 2)
+        train_batch = view_batches(train_features, data.train_y, generator)
+        trainable = EmbeddingProjection(model)
+
+        def embed_val_and_gallery():
+            return (
+                predict_logits(trainable, val_features, device, FEATURE_BATCH),
+                predict_logits(trainable, plain_features, device, FEATURE_BATCH),
+            )
+
+    else:
+        # Standardise by the untrained encoder's features; the encoder then learns on.
+        model.projector[0].fit(extract_features(model.encoder, data.train_x, data, settings, device, 0, None)[0].cpu())
+        model = runtime.prepare(model, device)
+        generator = torch.Generator().manual_seed(settings["seed"] + 1)
+        train_batch = augmented_batches(data.train_x, data.train_y, data.mean, data.std, settings, generator)
+        trainable = EmbeddingOfImages(model)
+        val_inputs, gallery_inputs = plain_inputs(data.val_x, data), plain_inputs(data.train_x, data)
+
+        def embed_val_and_gallery():
+            return (
+                predict_logits(trainable, val_inputs, device, FEATURE_BATCH),
+                predict_logits(trainable, gallery_inputs, device, FEATURE_BATCH),
+            )
+
+    def validate(_):
+        val, gallery = embed_val_and_gallery()
+        model.knn.set_gallery(gallery, data.train_y)
+        scores = model.knn(val.to(device)).cpu()
+        return loss(val, data.val_y, margin).item(), argmax_accuracy(scores, data.val_y)
+
+    history = train_loop(trainable, train_batch, len(data.train_y), validate, settings, device, loss_fn, batch_accuracy)
+    val, gallery = embed_val_and_gallery()
+    model.knn.set_gallery(gallery, data.train_y)
+    return model, history, embeddings.choose_distance_threshold(val, data.val_y)
+
+
+class EmbeddingProjection(nn.Module):
+    """The trainable part of a frozen-encoder embedding network: features -> embedding."""
+
+    def __init__(self, model: models.EmbeddingClassifier):
+        super().__init__()
+        self.model = model
+
+    def forward(self, features):
+        return self.model.project(features)
+
+
+class EmbeddingOfImages(nn.Module):
+    def __init__(self, model: models.EmbeddingClassifier):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images):
+        return self.model.embed(images)
+
+
+def zero_shot_history(model, data: Data, device) -> pd.DataFrame:
+    """A zero-shot model is not trained: one row (epoch 0) of its loss and accuracy."""
+    start = time.perf_counter()
+    row = {"epoch": 0}
+    for role, images, labels in (("train", data.train_x, data.train_y), ("val", data.val_x, data.val_y)):
+        logits = predict_logits(model, plain_inputs(images, data), device, FEATURE_BATCH)
+        row[f"{role}_loss"] = F.cross_entropy(logits, labels).item()
+        row[f"{role}_acc"] = argmax_accuracy(logits, labels)
+    return pd.DataFrame([{**row, "lr": 0.0, "seconds": time.perf_counter() - start, "data_seconds": 0.0}])
+
+
+def train_clip(settings, data: Data, backbone, device):
+    from fishid import clip_models
+
+    data = replace(data, mean=backbone.mean, std=backbone.std)
+    model = clip_models.image_classifier(settings["arch"], backbone, len(data.classes)).to(device)
+    if settings["arch"] == "clip_zeroshot":
+        model.head = clip_models.zero_shot_head(backbone, data.classes, settings["prompt"]).to(device)
+        return model, zero_shot_history(model, data, device), data
+    return model, fit_head(model.encoder, model.head, data, settings, device), data
+
+
+def code_version() -> str:
+    """The git commit of the package's checkout (with '+dirty' for local changes), if any."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+    return commit + ("+dirty" if status.strip() else "")
+
+
+def library_versions() -> dict:
+    versions = {
+        "fishid": fishid.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+    }
+    # Only where a CLIP model used it: importing open_clip takes seconds.
+    if "open_clip" in sys.modules:
+        versions["open_clip"] = sys.modules["open_clip"].__version__
+    return versions
+
+
+def validation_scores(model, cache: dict, data: Data, device):
+    """Softmax scores of every validation image (including any the model was not trained on)
+    and their true labels."""
+    images, labels = imagecache.subset(cache, "val")
+    scores = torch.softmax(predict_logits(model, plain_inputs(images, data), device, FEATURE_BATCH), 1)
+    return scores.numpy(), [cache["classes"][i] for i in labels.tolist()]
+
+
+def train_model(
+    settings: dict,
+    cache: dict,
+    backbone_path=None,
+    other_label: str = "",
+    backbone_spec: dict | None = None,
+    allow_download: bool = False,
+) -> tuple[dict, pd.DataFrame, dict]:
     """Train the model `settings` describe; return (weights, history, meta)."""
+    settings = with_defaults(settings)
     torch.manual_seed(settings["seed"])
     device = select_device()
-    num_classes = len(cache["classes"])
+    threshold_label = other_label or "other"
+    threshold_mode = settings["open_set"] == "threshold"
+    data = training_data(cache, other_label if threshold_mode else "")
+    arch, num_classes = settings["arch"], len(data.classes)
     start = time.perf_counter()
-    if settings["arch"] == "tl":
-        model, history = fit_head(
-            make_backbone(settings, backbone_path).to(device), num_classes, cache, settings, device
-        )
+    extra, architecture = {}, None
+    if arch == "tl":
+        model = runtime.prepare(make_backbone(settings, backbone_path), device)
+        head = nn.Linear(512, num_classes)
+        history = fit_head(model, head, data, settings, device)
+        model.fc = head
+        extra["feature_views"] = settings["feature_views"]
+    elif arch == "resnet18":
+        model = make_backbone(settings, backbone_path, frozen=False)
+        model.fc = nn.Linear(512, num_classes)
+        model = runtime.prepare(model, device)
+        history = fit_network(model, data, settings, device)
+    elif arch in models.EMBEDDING_ARCHS:
+        encoder = make_backbone(settings, backbone_path, frozen=settings["freeze_backbone"])
+        model = models.EmbeddingClassifier(num_classes, settings["embedding_dim"], settings["knn_k"], encoder)
+        model, history, pairs = fit_embedding(model.to(device), data, settings, device)
+        extra["distance_threshold"] = pairs
+        if settings["freeze_backbone"]:
+            extra["feature_views"] = settings["feature_views"]
+    elif arch in models.CLIP_ARCHS:
+        from fishid import clip_models
+
+        backbone = clip_models.load_backbone(backbone_spec or {}, backbone_path, allow_download)
+        model, history, data = train_clip(settings, data, backbone, device)
+        architecture = {"clip": backbone.config}
+        if arch == "clip_linear":
+            extra["feature_views"] = settings["feature_views"]
+        extra["normalisation"] = "the CLIP backbone's own channel mean/std"
     else:
-        model = models.build(settings, num_classes).to(device)
-        history = fit_network(model, cache, settings, device)
+        model = runtime.prepare(models.build(settings, num_classes), device)
+        history = fit_network(model, data, settings, device)
     weights = {
-        "model": {k: v.cpu() for k, v in model.state_dict().items()},
-        "classes": cache["classes"],
-        "mean": cache["mean"],
-        "std": cache["std"],
+        "model": {k: v.cpu().contiguous() for k, v in model.state_dict().items()},
+        "classes": data.classes,
+        "mean": data.mean,
+        "std": data.std,
     }
+    if architecture:
+        weights["architecture"] = architecture
+    if threshold_mode:
+        scores, labels = validation_scores(model, cache, data, device)
+        choice = openset.choose_threshold(
+            scores, labels, data.classes, threshold_label, settings["threshold_known_recall"]
+        )
+        weights["threshold"], weights["threshold_label"] = choice["threshold"], threshold_label
+        extra["open_set_threshold"] = {**choice, "label": threshold_label}
+    if "distance_threshold" in extra:
+        weights["distance_threshold"] = extra["distance_threshold"]["threshold"]
     meta = {
         "settings": settings,
-        "classes": cache["classes"],
-        "mean": cache["mean"].tolist(),
-        "std": cache["std"].tolist(),
-        "n_train": int(sum(s == "train" for s in cache["split"])),
+        "classes": data.classes,
+        "mean": data.mean.tolist(),
+        "std": data.std.tolist(),
+        "n_train": len(data.train_y),
+        "n_val": len(data.val_y),
+        **extra,
+        "dataset_table_sha256": cache.get("split_sha256", ""),
         "split_crc32": cache["split_crc32"],
         "seconds": round(time.perf_counter() - start, 2),
         "device": str(device),
+        "mixed_precision": "float16" if device.type == "cuda" else "bfloat16" if settings["cpu_bfloat16"] else "no",
         "threads": torch.get_num_threads(),
-        "versions": {
-            "fishid": fishid.__version__,
-            "torch": torch.__version__,
-            "torchvision": torchvision.__version__,
-            "python": platform.python_version(),
-        },
+        "code_version": code_version(),
+        "versions": library_versions(),
     }
     return weights, history, meta
 
 
 def pretrain_backbone(settings: dict, cache: dict) -> tuple[dict, pd.DataFrame, dict]:
-    """Train a whole ResNet-18 on a pool of species; its weights minus the final layer
-    become a backbone for transfer learning."""
-    weights, history, meta = train_model({**settings, "arch": "resnet18"}, cache)
+    """Pre-train a backbone on a pool of species: a whole ResNet-18 whose weights minus the
+    final layer become a transfer-learning backbone, or (source clip_pretrain) a small CLIP
+    trained on the pool's images captioned by the prompt."""
+    if settings.get("source") == "clip_pretrain":
+        return pretrain_clip(with_defaults(settings), cache)
+    weights, history, meta = train_model({**settings, "arch": "resnet18", "backbone": "random"}, cache)
     weights["model"] = {k: v for k, v in weights["model"].items() if not k.startswith("fc.")}
+    return weights, history, meta
+
+
+def pretrain_clip(settings: dict, cache: dict) -> tuple[dict, pd.DataFrame, dict]:
+    from fishid import clip_models
+
+    torch.manual_seed(settings["seed"])
+    device = select_device()
+    data = training_data(cache)
+    start = time.perf_counter()
+    model, config = clip_models.new_pretraining_model(settings, data.classes)
+    model = model.to(device)
+    history = fit_network(model, data, settings, device, loss_fn=clip_models.clip_loss)
+    weights = {
+        "model": {k: v.cpu().contiguous() for k, v in model.clip.state_dict().items()},
+        "architecture": {"clip": config},
+        "classes": data.classes,
+        "mean": data.mean,
+        "std": data.std,
+    }
+    meta = {
+        "settings": settings,
+        "classes": data.classes,
+        "captions": [settings["prompt"].format(species=c) for c in data.classes],
+        "n_train": len(data.train_y),
+        "dataset_table_sha256": cache.get("split_sha256", ""),
+        "seconds": round(time.perf_counter() - start, 2),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "code_version": code_version(),
+        "versions": library_versions(),
+    }
     return weights, history, meta
 
 

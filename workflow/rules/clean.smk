@@ -5,7 +5,9 @@ rule clean_images:
         downloads=expand("resources/downloads/{source}.tsv", source=config["sources"]),
         exclusions=config["clean"]["exclusions"],
         cli=CLI,
-        code=package_code("clean"),
+        code=package_code(
+            "clean", "decode", "near_duplicates", "grouping", "photo_filters", "tables"
+        ),
     output:
         table="results/clean/images.tsv",
         derived=directory(DERIVED),
@@ -18,10 +20,8 @@ rule clean_images:
     threads: 2
     params:
         store=STORE,
-        min_side=config["clean"]["min_side"],
-        max_side=config["clean"]["max_side"],
+        spec=as_json(config["clean"]),
     shell:
         "python {input.cli} clean --records {input.records} --downloads {input.downloads}"
         " --exclusions {input.exclusions} --store {params.store} --derived {output.derived}"
-        " --min-side {params.min_side} --max-side {params.max_side} --threads {threads}"
-        " --out {output.table} 2> {log}"
+        " --spec {params.spec:q} --threads {threads} --out {output.table} 2> {log}"

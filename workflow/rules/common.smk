@@ -73,18 +73,38 @@ def other_label(dataset):
     return config["datasets"][dataset].get("other", {}).get("label", "")
 
 
+def predict_folder():
+    if "predict_folder" not in config:
+        raise ValueError(
+            "set predict_folder (a folder of photos), e.g. --config predict_folder=my_photos"
+        )
+    return config["predict_folder"]
+
+
 def cache_for(settings):
     return f"results/cache/{settings['dataset']}/{settings['image_size']}px.pt"
 
 
 def backbone_file(settings):
-    """The weights a TL model starts from; none for a random (control) backbone or an RI model."""
+    """The weights a model starts from; none for a random backbone, an RI model, or an
+    open_clip backbone (open_clip keeps its own cache)."""
     name = settings.get("backbone", "random")
-    if settings["arch"] != "tl" or name == "random":
+    if settings["arch"] == "ri" or name == "random":
         return []
     spec = config["backbones"][name]
+    if spec["source"] == "open_clip":
+        return []
     if spec["source"] == "imagenet":
         return str(
             Path(spec.get("cache", "resources/weights"), "resnet18-f37072fd.pth")
         )
     return f"results/backbones/{name}/weights.pt"
+
+
+def backbone_spec(settings):
+    """The settings of the backbone a model starts from ({} for none), for backbones that
+    are loaded by name (open_clip) rather than from a file."""
+    name = settings.get("backbone", "random")
+    if settings["arch"] == "ri" or name == "random":
+        return {}
+    return backbone_settings(config, name)

@@ -3,7 +3,7 @@ rule fetch_images:
     input:
         records="resources/records/{source}.tsv",
         cli=CLI,
-        code=package_code("fetch", "store"),
+        code=package_code("fetch", "store", "web", "licences"),
     output:
         "resources/downloads/{source}.tsv",
     log:
@@ -14,5 +14,13 @@ rule fetch_images:
         ENV
     params:
         store=STORE,
+        spec=as_json(
+            {
+                "download": config.get("download", {}),
+                "licences": config.get("licences", {}),
+            }
+        ),
+        offline="--offline" if config["offline"] else "",
     shell:
-        "python {input.cli} fetch --records {input.records} --store {params.store} --out {output} 2> {log}"
+        "python {input.cli} fetch --records {input.records} --store {params.store} --spec {params.spec:q}"
+        " {params.offline} --out {output} 2> {log}"

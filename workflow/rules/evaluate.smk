@@ -24,3 +24,22 @@ rule evaluate_model:
         "python {input.cli} evaluate --name {wildcards.model} --spec {params.spec:q} --weights {input.weights}"
         " --cache {input.cache} --other-label={params.other_label:q} --predictions {output.predictions}"
         " --metrics {output.metrics} --figure-data {output.figure_data} --threads {threads} 2> {log}"
+
+
+rule predict_folder:
+    """Label every photo of config['predict_folder'] with a trained model (a target you ask
+    for: snakemake results/predictions/TL4.csv --config predict_folder=my_photos)."""
+    input:
+        weights="results/models/{model}/weights.pt",
+        meta="results/models/{model}/meta.json",
+        folder=lambda wc: predict_folder(),
+        cli=CLI,
+        code=package_code("predict"),
+    output:
+        "results/predictions/{model}.csv",
+    log:
+        "logs/predict_folder/{model}.log",
+    conda:
+        ENV
+    shell:
+        "python {input.cli} predict --model {wildcards.model} {input.folder} --out {output} 2> {log}"

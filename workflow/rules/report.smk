@@ -74,7 +74,8 @@ rule report:
     conda:
         ENV
     params:
-        spec=as_json(
+        # A function, so that braces in settings (CLIP prompts) are not read as wildcards.
+        spec=lambda wc: as_json(
             {
                 "report": config["report"],
                 "models": {m: model_spec(m) for m in MODELS},

@@ -1,11 +1,17 @@
+from fishid.sources import KIND_MODULES, kind_of, local_inputs
+
+
 rule list_source:
     """List the candidate images of one source, one record per picture, with provenance."""
     input:
-        patterns=lambda wc: config["sources"][wc.source].get("patterns", []),
+        files=lambda wc: local_inputs(wc.source, config["sources"][wc.source]),
         cli=CLI,
-        code=package_code("synthetic"),
+        code=lambda wc: package_code(
+            "sources", *KIND_MODULES[kind_of(wc.source, config["sources"][wc.source])]
+        ),
     output:
-        "resources/records/{source}.tsv",
+        records="resources/records/{source}.tsv",
+        summary="resources/records/{source}.summary.tsv",
     log:
         "logs/list_source/{source}.log",
     benchmark:
@@ -15,6 +21,9 @@ rule list_source:
     params:
         spec=lambda wc: as_json(config["sources"][wc.source]),
         seed=config["seed"],
+        download=as_json(config.get("download", {})),
+        offline="--offline" if config["offline"] else "",
     shell:
         "python {input.cli} list {wildcards.source} --spec {params.spec:q} --seed {params.seed}"
-        " --out {output} 2> {log}"
+        " --download {params.download:q} {params.offline} --out {output.records} --summary {output.summary}"
+        " 2> {log}"

@@ -24,7 +24,7 @@ rule pretrain_backbone:
     input:
         cache=lambda wc: cache_for(backbone_settings(config, wc.backbone)),
         cli=CLI,
-        code=package_code("train", "models", "augment"),
+        code=package_code("train", "models", "augment", "runtime", "clip_models"),
     output:
         weights="results/backbones/{backbone}/weights.pt",
         history="results/backbones/{backbone}/history.csv",
@@ -69,7 +69,15 @@ rule train_model:
         cache=lambda wc: cache_for(model_spec(wc.model)),
         backbone=lambda wc: backbone_file(model_spec(wc.model)),
         cli=CLI,
-        code=package_code("train", "models", "augment"),
+        code=package_code(
+            "train",
+            "models",
+            "augment",
+            "runtime",
+            "embeddings",
+            "openset",
+            "clip_models",
+        ),
     output:
         weights="results/models/{model}/weights.pt",
         history="results/models/{model}/history.csv",
@@ -88,7 +96,11 @@ rule train_model:
         backbone=lambda wc, input: (
             f"--backbone {input.backbone}" if input.backbone else ""
         ),
+        backbone_spec=lambda wc: as_json(backbone_spec(model_spec(wc.model))),
+        other_label=lambda wc: other_label(model_spec(wc.model)["dataset"]),
+        offline="--offline" if config["offline"] else "",
     shell:
         "python {input.cli} train --cache {input.cache} --spec {params.spec:q} {params.backbone}"
+        " --backbone-spec {params.backbone_spec:q} --other-label={params.other_label:q} {params.offline}"
         " --threads {threads} --weights {output.weights} --history {output.history}"
         " --meta {output.meta} 2> {log}"

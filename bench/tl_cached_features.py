@@ -1,0 +1,192 @@
+"""TL (frozen ResNet-18 + new final layer): the pipeline's cached features against the
+study's loop, 30 epochs on the same images.
+
+The study's loop (PyTorch's transfer-learning tutorial, which the study followed): an
+ImageFolder whose transforms decode, random-resized-crop, flip and normalise every photo
+every epoch, batches of 16, the whole frozen network run forward for every batch in training
+mode, then validation through the whole network. Ours (fishid.train, arch tl): decode and
+resize once into the image cache, run the frozen backbone once over `feature_views` augmented
+views of each training image and once over validation, then train the layer on the features.
+
+Ours runs before and after the study's loop and the slower run counts. Both start from the
+same backbone, pre-trained by the pipeline's own rule on the demo's six
+pool species (the demo's offline stand-in for ImageNet), and train on the demo's four
+species with the study's settings (SGD 0.001, momentum 0.9, StepLR 7/0.1, batch 16).
+Times include everything each needs per model: for ours the cache, the features and the
+head; for the study's loop every epoch's decoding.
+
+Results go to bench/results/tl_cached_features.json and .md.
+
+    python bench/tl_cached_features.py              # about 5 minutes on 2 quiet cores
+    python bench/tl_cached_features.py --size 224   # the study's input size, much longer
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+from torchvision import datasets, transforms
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from training_data import FOUR_SPECIES, POOL, cache, image_folder  # noqa: E402
+
+from fishid import models, train  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+STUDY = {
+    "epochs": 30,
+    "batch_size": 16,
+    "lr": 0.001,
+    "momentum": 0.9,
+    "weight_decay": 0.0,
+    "step_size": 7,
+    "gamma": 0.1,
+    "crop_scale": [0.5, 1.0],
+    "flip": True,
+    "seed": 2018,
+    "channels": [32, 64, 128],
+    "hidden": [512, 128],
+}
+# The demo's backbone recipe (config/config.yaml, backbones.pool).
+POOL_BACKBONE = {**STUDY, "image_size": 64, "epochs": 12, "batch_size": 32, "lr": 0.05, "step_size": 5, "gamma": 0.2}
+POOL_BACKBONE["weight_decay"] = 0.0005
+
+
+def study_loop(folder: Path, size: int, backbone_path: Path, mean, std) -> dict:
+    torch.manual_seed(STUDY["seed"])
+    normalize = transforms.Normalize(mean.tolist(), std.tolist())
+    train_set = datasets.ImageFolder(
+        folder / "train",
+        transforms.Compose(
+            [
+                transforms.RandomResizedCrop(size, scale=tuple(STUDY["crop_scale"])),
+                transforms.RandomHorizontalFlip(),
+                transforms.ToTensor(),
+                normalize,
+            ]
+        ),
+    )
+    val_set = datasets.ImageFolder(
+        folder / "val", transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor(), normalize])
+    )
+    loaders = {
+        "train": torch.utils.data.DataLoader(train_set, batch_size=STUDY["batch_size"], shuffle=True),
+        "val": torch.utils.data.DataLoader(val_set, batch_size=STUDY["batch_size"]),
+    }
+    model = models.backbone_resnet18()
+    models.load_backbone_state(model, backbone_path)
+    for parameter in model.parameters():
+        parameter.requires_grad = False
+    model.fc = nn.Linear(512, len(train_set.classes))
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.fc.parameters(), lr=STUDY["lr"], momentum=STUDY["momentum"])
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, STUDY["step_size"], STUDY["gamma"])
+    start, accuracy = time.perf_counter(), []
+    for _ in range(STUDY["epochs"]):
+        for phase in ("train", "val"):
+            model.train(phase == "train")
+            correct = 0
+            for inputs, labels in loaders[phase]:
+                with torch.set_grad_enabled(phase == "train"):
+                    outputs = model(inputs)
+                    loss = criterion(outputs, labels)
+                    if phase == "train":
+                        optimizer.zero_grad()
+                        loss.backward()
+                        optimizer.step()
+                correct += (outputs.argmax(1) == labels).sum().item()
+            if phase == "train":
+                scheduler.step()
+            else:
+                accuracy.append(correct / len(val_set))
+    return {"seconds": time.perf_counter() - start, "val_acc": accuracy[-1], "best_val_acc": max(accuracy)}
+
+
+def ours(folder: Path, size: int, backbone_path: Path, views: int) -> dict:
+    images, cache_seconds = cache(folder, size)
+    settings = {**STUDY, "arch": "tl", "dataset": "bench", "backbone": "pool", "image_size": size}
+    start = time.perf_counter()
+    _, history, _ = train.train_model({**settings, "feature_views": views}, images, backbone_path)
+    seconds = time.perf_counter() - start
+    return {
+        "feature_views": views,
+        "cache_seconds": cache_seconds,
+        "train_seconds": seconds,
+        "seconds": cache_seconds + seconds,
+        "val_acc": history["val_acc"].iloc[-1],
+        "best_val_acc": history["val_acc"].max(),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=128, help="input side in pixels (the study: 224 crops of 256)")
+    parser.add_argument("--views", type=int, nargs="+", default=[1, 2, 5], help="feature_views values to time")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "fishid-bench-training"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    work = Path(args.workdir)
+    image_folder(work / "four_species", FOUR_SPECIES)
+    image_folder(work / "pool", POOL)
+    backbone_path = work / f"pool-backbone-{POOL_BACKBONE['image_size']}px.pt"
+    if not backbone_path.exists():
+        pool_cache, _ = cache(work / "pool", POOL_BACKBONE["image_size"])
+        weights, _, _ = train.pretrain_backbone({**POOL_BACKBONE, "dataset": "pool", "arch": "ri"}, pool_cache)
+        torch.save(weights, backbone_path)
+    images, _ = cache(work / "four_species", args.size)
+    load_before = os.getloadavg()[0]
+    # Ours runs before and after the study's loop; each row takes the slower of the two, so
+    # that a quiet moment during ours does not flatter it on a shared machine.
+    before = [ours(work / "four_species", args.size, backbone_path, v) for v in args.views]
+    results = {"study": study_loop(work / "four_species", args.size, backbone_path, images["mean"], images["std"])}
+    after = [ours(work / "four_species", args.size, backbone_path, v) for v in args.views]
+    results["cached"] = [max(b, a, key=lambda row: row["seconds"]) for b, a in zip(before, after)]
+    for row, b, a in zip(results["cached"], before, after):
+        row["seconds_before_and_after"] = [b["seconds"], a["seconds"]]
+        row["speedup"] = results["study"]["seconds"] / row["seconds"]
+    results["setup"] = {
+        "size": args.size,
+        "epochs": STUDY["epochs"],
+        "n_train": images["split"].count("train"),
+        "n_val": images["split"].count("val"),
+        "threads": args.threads,
+        "load_average_before_after": [load_before, os.getloadavg()[0]],
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "tl_cached_features.json").write_text(json.dumps(results, indent=2))
+    study = results["study"]
+    lines = [
+        f"# TL: cached features vs the study's loop ({args.size} px, {STUDY['epochs']} epochs, "
+        f"{results['setup']['n_train']} training / {results['setup']['n_val']} validation images, "
+        f"{args.threads} threads, load average {load_before:.1f} before)",
+        "",
+        "| loop | feature views | seconds | speed-up | val acc (last) | val acc (best) |",
+        "| --- | --- | --- | --- | --- | --- |",
+        f"| study (full forward every epoch) | - | {study['seconds']:.1f} | 1.0x | {study['val_acc']:.3f} | "
+        f"{study['best_val_acc']:.3f} |",
+    ]
+    for row in results["cached"]:
+        lines.append(
+            f"| cached features (cache {row['cache_seconds']:.1f} s + train {row['train_seconds']:.1f} s) | "
+            f"{row['feature_views']} | {row['seconds']:.1f} | {row['speedup']:.1f}x | {row['val_acc']:.3f} | "
+            f"{row['best_val_acc']:.3f} |"
+        )
+    (RESULTS / "tl_cached_features.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""`fishid audit` and the attribution list, on the tiny run's own tables."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO
+
+from fishid.attribution import ATTRIBUTION_COLUMNS, attribution
+
+
+def read(path):
+    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+
+
+def fishid(*args):
+    return subprocess.run(
+        [sys.executable, str(REPO / "workflow" / "fishid_cli.py"), *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def tiny_config(project):
+    return yaml.safe_load((project / "config/config.yaml").read_text())
+
+
+def models_using(config, datasets, backbones=()):
+    """The config's models trained on one of `datasets` or starting from one of `backbones`."""
+    return sorted(
+        name
+        for name, model in config["models"].items()
+        if model["dataset"] in datasets or model.get("backbone") in backbones
+    )
+
+
+def audit_json(project, query):
+    result = fishid("audit", query, "--root", str(project), "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def record(record_id, taxon, **extra):
+    return {
+        "record_id": record_id,
+        "source": "gbif",
+        "taxon": taxon,
+        "license": "CC-BY-4.0",
+        "rights_holder": f"holder of {record_id}",
+        "creator": "",
+        "media_url": f"https://example.org/{record_id}.jpg",
+        "page_url": "",
+        "occurrence_id": record_id,
+        "dataset_key": "d1",
+        **extra,
+    }
+
+
+def test_attribution_lists_every_record_behind_every_used_image():
+    records = pd.DataFrame([record("r1", "A a"), record("r2", "A a"), record("r3", "B b"), record("r4", "B b")])
+    downloads = pd.DataFrame(
+        {
+            "record_id": ["r1", "r2", "r3", "r4"],
+            # r1 and r2 are the same photo; r4 failed to download; r3's image is in no dataset.
+            "sha256": ["s1", "s1", "s3", ""],
+            "error": ["", "", "", "HTTP 404"],
+        }
+    )
+    clean = pd.DataFrame({"sha256": ["s1", "s3"], "taxon": ["A a", "B b"]})
+    splits = pd.DataFrame({"dataset": ["two", "four"], "sha256": ["s1", "s1"]})
+    table = attribution(records, downloads, clean, splits)
+    assert list(table.columns) == ATTRIBUTION_COLUMNS
+    assert table[["sha256", "record_id", "datasets", "rights_holder"]].values.tolist() == [
+        ["s1", "r1", "four;two", "holder of r1"],
+        ["s1", "r2", "four;two", "holder of r2"],
+    ]
+
+
+def test_attribution_refuses_splits_that_no_record_explains():
+    records = pd.DataFrame([record("r1", "A a")])
+    downloads = pd.DataFrame({"record_id": ["r1"], "sha256": ["s1"], "error": [""]})
+    clean = pd.DataFrame({"sha256": ["s1", "s9"], "taxon": ["A a", "A a"]})
+    splits = pd.DataFrame({"dataset": ["two", "two"], "sha256": ["s1", "s9"]})
+    with pytest.raises(ValueError, match="1 image.*no source record.*s9"):
+        attribution(records, downloads, clean, splits)
+
+
+def test_the_runs_attribution_csv_credits_every_image_of_every_dataset(tiny_project):
+    table = pd.read_csv(tiny_project / "results/provenance/attribution.csv", dtype=str, keep_default_na=False)
+    used = pd.concat(read(p) for p in (tiny_project / "results/splits").glob("*.tsv") if p.name.count(".") == 1)
+    assert set(table["sha256"]) == set(used["sha256"])
+    records = read(tiny_project / "resources/records/synthetic.tsv").set_index("record_id")
+    for row in table.itertuples():
+        assert records.loc[row.record_id, "license"] == row.license == "CC0-1.0"
+        assert set(row.datasets.split(";")) == set(used.loc[used["sha256"] == row.sha256, "dataset"])
+
+
+def test_audit_of_an_image_follows_it_from_record_to_predictions(tiny_project):
+    pair = read(tiny_project / "results/splits/pair.tsv")
+    image = pair[pair["split"] == "val"].iloc[0]
+    chain = audit_json(tiny_project, image["sha256"][:12])
+    assert chain["kind"] == "image" and chain["sha256"] == image["sha256"]
+    downloads = read(tiny_project / "resources/downloads/synthetic.tsv")
+    record_ids = set(downloads.loc[downloads["sha256"] == image["sha256"], "record_id"])
+    assert {r["record_id"] for r in chain["records"]} == record_ids
+    assert all(r["license"] == "CC0-1.0" and r["media_url"].startswith("synthetic:") for r in chain["records"])
+    assert chain["clean"]["kept"] == "True"
+    assert {"dataset": "pair", "label": image["label"], "split": "val"} in chain["splits"]
+    assert "RI2" in {m["name"] for m in chain["models"]}
+    ri2 = read(tiny_project / "results/models/RI2/predictions.tsv")
+    expected = ri2.loc[ri2["sha256"] == image["sha256"], "predicted"].item()
+    assert {"model": "RI2", "split": "val", "label": image["label"], "predicted": expected} in chain["predictions"]
+
+    text = fishid("audit", image["sha256"], "--root", str(tiny_project))
+    assert text.returncode == 0, text.stderr
+    for part in [*record_ids, "licence:     CC0-1.0", "rights holder: fishid contributors", "cleaning: kept"]:
+        assert part in text.stdout
+    assert f"pair: val as '{image['label']}'" in text.stdout
+    assert f"RI2 on val: '{expected}'" in text.stdout
+
+
+def test_audit_of_a_backbone_image_names_the_models_built_on_that_backbone(tiny_project):
+    config = tiny_config(tiny_project)
+    pool = read(tiny_project / "results/splits/pool.tsv")
+    chain = audit_json(tiny_project, pool["sha256"].iloc[0])
+    backbones = sorted(name for name, b in config["backbones"].items() if b["dataset"] == "pool")
+    assert "pool" in backbones
+    assert chain["backbones"] == [{"name": name, "dataset": "pool"} for name in backbones]
+    # Models that start from those backbones used the image; a random-backbone control and
+    # RI2 (random initialisation) never saw it.
+    models = [m["name"] for m in chain["models"]]
+    assert models == models_using(config, ["pool"], backbones)
+    assert "TL3o" in models and "TL3o-random" not in models and "RI2" not in models
+
+
+def test_audit_of_a_capped_image_says_why_it_was_left_out(tiny_project):
+    decisions = read(tiny_project / "results/splits/pair.decisions.tsv")
+    capped = decisions[decisions["decision"] == "capped"].iloc[0]
+    chain = audit_json(tiny_project, capped["sha256"])
+    assert {"dataset": "pair", "decision": "capped", "reason": capped["reason"]} in chain["left_out"]
+    assert "pair" not in {s["dataset"] for s in chain["splits"]}
+
+
+def test_audit_of_a_species_sums_up_its_chain_and_matches_the_metrics(tiny_project):
+    chain = audit_json(tiny_project, "amphiprion clarkii")
+    assert chain["kind"] == "species" and chain["taxon"] == "Amphiprion clarkii"
+    assert chain["records_by_source_and_license"] == {"synthetic / CC0-1.0": 24}
+    clean = read(tiny_project / "results/clean/images.tsv")
+    clarkii = clean[clean["taxon"] == "Amphiprion clarkii"]
+    assert chain["downloaded"] == 24 and chain["kept"] == (clarkii["kept"] == "True").sum() > 0
+    config = tiny_config(tiny_project)
+    with_clarkii = [name for name, d in config["datasets"].items() if "Amphiprion clarkii" in d["species"]]
+    assert chain["models"] == models_using(config, with_clarkii)
+    metrics = json.loads((tiny_project / "results/models/RI2/metrics.json").read_text())
+    species = metrics["per_species"]["Amphiprion clarkii"]
+    assert chain["accuracy"]["RI2"] == {"split": "val", "n": species["n"], "correct": species["correct"]}
+
+
+def test_audit_of_a_model_lists_its_data_licences_and_mistakes(tiny_project):
+    chain = audit_json(tiny_project, "TL3o")
+    assert chain["kind"] == "model" and chain["dataset"] == "trio_other"
+    assert chain["backbone"] == {"name": "pool", "dataset": "pool"}
+    trio = read(tiny_project / "results/splits/trio_other.tsv")
+    assert chain["training_images"] == (trio["split"] == "train").sum()
+    predictions = read(tiny_project / "results/models/TL3o/predictions.tsv")
+    assert chain["predictions"] == len(predictions)
+    assert len(chain["mistakes"]) == (predictions["label"] != predictions["predicted"]).sum()
+    assert chain["rights_holders"] == ["fishid contributors"]
+
+
+def test_audit_of_an_unknown_name_says_what_it_accepts(tiny_project):
+    result = fishid("audit", "Nemo", "--root", str(tiny_project))
+    assert result.returncode == 1
+    known = ", ".join(sorted(tiny_config(tiny_project)["models"]))
+    assert f"'Nemo' is not an image hash, a model (known: {known}) or a species" in result.stderr

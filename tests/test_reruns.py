@@ -1,0 +1,77 @@
+"""After a complete run, Snakemake plans exactly the jobs a change touches, and no others.
+
+Each test changes one thing in the session's tiny project (a copy of the checkout, so the
+training code can be edited), prints the planned jobs (`pytest -s` shows them) and puts
+the project back exactly as it was (content and modification time).
+"""
+
+import contextlib
+import os
+
+import pandas as pd
+import yaml
+from projectrun import planned, planned_jobs
+
+
+def rule_of(job: str) -> str:
+    return job.split("[", 1)[0]
+
+
+def config_of(project):
+    return yaml.safe_load((project / "config/config.yaml").read_text())
+
+
+@contextlib.contextmanager
+def edited(path, append: str):
+    """Append to a file for the duration of the block, then restore it byte for byte and its mtime."""
+    before = path.read_bytes()
+    stat = path.stat()
+    path.write_bytes(before + append.encode())
+    try:
+        yield
+    finally:
+        path.write_bytes(before)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_nothing_changed_plans_nothing(tiny_project):
+    assert planned_jobs(tiny_project) == {}
+
+
+def test_one_models_learning_rate_reruns_that_model_and_the_report(tiny_project):
+    config = config_of(tiny_project)
+    config["models"]["RI2"]["lr"] = 0.002
+    counts, jobs = planned(tiny_project, config)
+    assert counts == {"train_model": 1, "evaluate_model": 1, "plot_model": 1, "report": 1, "all": 1}
+    assert jobs == {"train_model[model=RI2]", "evaluate_model[model=RI2]", "plot_model[model=RI2]", "report", "all"}
+
+
+def test_a_new_exclusion_reruns_cleaning_and_downstream_but_no_listing_or_download(tiny_project):
+    _, every_job = planned(tiny_project, None, "--forceall")
+    pair = pd.read_csv(tiny_project / "results/splits/pair.tsv", sep="\t", dtype=str)
+    line = f"{pair['sha256'].iloc[0]}\tblurred beyond recognition (test)\n"
+    with edited(tiny_project / "config/exclusions.tsv", line):
+        counts, jobs = planned(tiny_project)
+    # Every step after the source listing and the download depends on the cleaned image table.
+    assert jobs == {job for job in every_job if rule_of(job) not in {"list_source", "fetch_images"}}
+    assert counts["clean_images"] == 1 and counts["split_dataset"] == len(config_of(tiny_project)["datasets"])
+    assert counts["attribution"] == 1 and counts["report"] == 1
+    assert planned_jobs(tiny_project) == {}
+
+
+def test_an_edit_to_the_training_code_reruns_the_training_rules_and_downstream(tiny_project):
+    _, training_and_after = planned(tiny_project, None, "--forcerun", "pretrain_backbone", "train_model")
+    with edited(tiny_project / "workflow/fishid/train.py", "\n# a comment is an edit too\n"):
+        counts, jobs = planned(tiny_project)
+    assert jobs == training_and_after
+    assert counts["train_model"] == len(config_of(tiny_project)["models"])
+    # Nothing before training: the data are the same.
+    assert not {rule_of(job) for job in jobs} & {
+        "list_source",
+        "fetch_images",
+        "clean_images",
+        "split_dataset",
+        "cache_images",
+        "attribution",
+    }
+    assert planned_jobs(tiny_project) == {}

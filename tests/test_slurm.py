@@ -1,0 +1,167 @@
+"""The tiny DAG through `--profile profiles/slurm` on a real one-node SLURM cluster.
+
+The cluster (Debian's munged, slurmctld and slurmd, one GPU declared as a generic resource)
+is started by .ci/start-slurm. What is asserted comes from SLURM itself (`scontrol show
+job`): every rule ran as a SLURM job, the training jobs asked for a GPU on the GPU partition
+and no other job did, and a job that failed once was submitted again (the profile's
+`retries`) and the run completed.
+
+Without a cluster this module SKIPS, saying why, on a developer's machine; under CI
+(CI=true) it FAILS instead, so that a check that did not run never passes for one that did.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO
+from projectrun import environment, make_project, planned, snakemake
+
+GPU_RULES = {"train_model", "pretrain_backbone"}
+# What the tests add to the profile, for this cluster only: it has no accounting database
+# (so squeue, not sacct, reports job states), and its jobs take seconds, not hours.
+CLUSTER_ARGS = [
+    "--slurm-status-command",
+    "squeue",
+    "--slurm-init-seconds-before-status-checks",
+    "2",
+    "--slurm-keep-successful-logs",
+]
+FAULTY_JOB = "train_model[model=RI2]"
+
+# Every `python` the jobs run passes through this stand-in first: it notes the SLURM job and
+# the GPU SLURM granted, and makes RI2's first training attempt fail like a lost node would.
+PYTHON_SHIM = """#!/bin/bash
+echo "${{SLURM_JOB_ID:-none}} ${{CUDA_VISIBLE_DEVICES-unset}} $*" >> {calls}
+case " $* " in
+  *" train "*"--weights results/models/RI2/weights.pt"*)
+    if [ ! -e {marker} ]; then
+      touch {marker}
+      echo "injected fault: first attempt at RI2's training fails" >&2
+      exit 1
+    fi;;
+esac
+exec {python} "$@"
+"""
+
+
+def cluster_problem() -> str | None:
+    """Start the test cluster if it is not up; say why it cannot be, or None."""
+    if shutil.which("sbatch") is None or not Path("/usr/sbin/slurmctld").exists():
+        return "SLURM is not installed (Debian: apt-get install slurmctld slurmd slurm-client munge)"
+    if os.geteuid() != 0:
+        return "starting the test SLURM cluster needs root"
+    result = subprocess.run(["bash", str(REPO / ".ci/start-slurm")], capture_output=True, text=True, timeout=180)
+    if result.returncode != 0:
+        return f".ci/start-slurm failed: {result.stderr.strip()[-2000:]}"
+    return None
+
+
+def require_cluster():
+    problem = cluster_problem()
+    if problem is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"the SLURM test must run in CI, but: {problem}")
+    pytest.skip(problem)
+
+
+def slurm_jobs(workdir: Path) -> list[dict]:
+    """Every job SLURM still knows of (MinJobAge is an hour) that ran in `workdir`."""
+    out = subprocess.run(["scontrol", "show", "job", "--oneliner"], capture_output=True, text=True, check=True)
+    jobs = [dict(re.findall(r"(\w+)=(\S*)", line)) for line in out.stdout.splitlines() if line.strip()]
+    return [job for job in jobs if job.get("WorkDir") == str(workdir)]
+
+
+def plugin_comment(job: str) -> str:
+    """The SLURM job comment the executor plugin gives a job, from its `rule[w=a, v=b]` name."""
+    rule, _, wildcards = job.partition("[")
+    values = [pair.split("=", 1)[1] for pair in wildcards.rstrip("]").split(", ")] if wildcards else []
+    return f"rule_{rule}_wildcards_{'_'.join(values)}" if values else f"rule_{rule}"
+
+
+def asks_for_gpu(job: dict) -> bool:
+    return any("gpu" in job.get(field, "") for field in ("TresPerJob", "TresPerNode", "TresPerTask", "Gres"))
+
+
+@pytest.fixture(scope="module")
+def slurm_run(tmp_path_factory):
+    require_cluster()
+    root = tmp_path_factory.mktemp("slurm")
+    project = make_project(root / "project")
+    shim_dir = root / "bin"
+    shim_dir.mkdir()
+    calls, marker = root / "python-calls.txt", root / "fault-injected"
+    (shim_dir / "python").write_text(PYTHON_SHIM.format(calls=calls, marker=marker, python=sys.executable))
+    (shim_dir / "python").chmod(0o755)
+    env = environment()
+    env["PATH"] = f"{shim_dir}{os.pathsep}{env['PATH']}"
+
+    profile = ["--profile", str(project / "profiles/slurm")]
+    _, expected = planned(project)
+    result = snakemake(project, *profile, *CLUSTER_ARGS, env=env, timeout=1500)
+    print(result.stderr[-3000:])
+    assert result.returncode == 0, result.stderr[-8000:]
+    return {
+        "project": project,
+        "expected": expected,
+        "jobs": slurm_jobs(project),
+        "calls": [line.split(" ", 2) for line in calls.read_text().splitlines()],
+        "marker": marker,
+    }
+
+
+def test_every_rule_ran_as_a_slurm_job(slurm_run):
+    expected = {plugin_comment(job) for job in slurm_run["expected"] - {"all"}}
+    completed = [job["Comment"] for job in slurm_run["jobs"] if job["JobState"] == "COMPLETED"]
+    print(f"{len(completed)} SLURM jobs completed:", *sorted(completed), sep="\n  ")
+    assert sorted(completed) == sorted(expected)  # each exactly once
+    # `all` only collects the outputs: it runs in Snakemake itself, not on the cluster.
+    assert "all" in slurm_run["expected"] and "rule_all" not in completed
+
+
+def test_training_jobs_asked_for_a_gpu_and_no_other_job_did(slurm_run):
+    for job in slurm_run["jobs"]:
+        rule = re.match(r"rule_(\w+?)(_wildcards_|$)", job["Comment"]).group(1)
+        if rule in GPU_RULES:
+            assert asks_for_gpu(job) and job["Partition"] == "gpu", job
+        else:
+            assert not asks_for_gpu(job) and job["Partition"] == "cpu", job
+    # SLURM handed the granted GPU to the training processes (CUDA_VISIBLE_DEVICES), and to no other.
+    for job_id, visible, command in slurm_run["calls"]:
+        assert job_id != "none", command
+        training = re.search(r"fishid_cli.py (train|pretrain) ", command) is not None
+        assert (visible == "0") if training else (visible == "unset"), command
+
+
+def test_training_fell_back_to_the_cpu_and_said_so(slurm_run):
+    project = slurm_run["project"]
+    for log in [*(project / "logs/train_model").glob("*.log"), *(project / "logs/pretrain_backbone").glob("*.log")]:
+        assert "CUDA is not usable here: training on the CPU" in log.read_text(), log
+    for meta in (project / "results/models").glob("*/meta.json"):
+        assert json.loads(meta.read_text())["device"] == "cpu"
+
+
+def test_a_job_that_failed_once_was_retried_and_the_run_completed(slurm_run):
+    assert slurm_run["marker"].exists()
+    attempts = [job for job in slurm_run["jobs"] if job["Comment"] == plugin_comment(FAULTY_JOB)]
+    assert [job["JobState"] for job in sorted(attempts, key=lambda j: int(j["JobId"]))] == ["FAILED", "COMPLETED"]
+    weights = torch.load(slurm_run["project"] / "results/models/RI2/weights.pt", weights_only=True)
+    assert weights["classes"] == ["Amphiprion clarkii", "Amphiprion perideraion"]
+
+
+def test_all_outputs_are_there_and_up_to_date(slurm_run):
+    project = slurm_run["project"]
+    for path in ["results/report/index.html", "results/provenance/attribution.csv"]:
+        assert (project / path).stat().st_size > 0, path
+    # Snakemake, asked again, finds nothing missing, nothing older than its inputs.
+    counts, _ = planned(project)
+    assert counts == {}
+    result = snakemake(project, "--cores", "1", "--summary")
+    assert result.returncode == 0 and "missing" not in result.stdout, result.stdout[-3000:]

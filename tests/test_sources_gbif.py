@@ -1,0 +1,215 @@
+"""The GBIF adapter: pygbif's real requests, answered by a loopback server in GBIF API shapes."""
+
+import io
+import zipfile
+
+import pytest
+from fake_sites import FakeSites, Reply, json_reply
+
+from fishid import dwca, gbif, sources, web
+
+CLARKII = {"key": "4QHKG", "name": "Amphiprion clarkii (Bennett, 1830)", "canonicalName": "Amphiprion clarkii"}
+CLARKII["rank"] = "SPECIES"
+MATCHES = {
+    "Amphiprion": {
+        "synonym": False,
+        "usage": {"key": "3FZ", "name": "Amphiprion Bloch & Schneider, 1801", "canonicalName": "Amphiprion"}
+        | {"rank": "GENUS"},
+        "diagnostics": {"matchType": "EXACT", "confidence": 99},
+    },
+    "Amphiprion clarkii": {"synonym": False, "usage": CLARKII, "diagnostics": {"matchType": "EXACT"}},
+    "Amphiprion xanthurus": {
+        "synonym": True,
+        "usage": {"key": "6W2Z", "name": "Amphiprion xanthurus Cuvier, 1830", "rank": "SPECIES"},
+        "acceptedUsage": CLARKII,
+        "diagnostics": {"matchType": "EXACT"},
+    },
+}
+
+
+def media(url, licence="http://creativecommons.org/licenses/by-nc/4.0/", kind="StillImage", **extra):
+    return {"type": kind, "format": "image/jpeg", "identifier": url, "license": licence, **extra}
+
+
+def occurrence(gbif_id, species, media_items, name=None, **extra):
+    record = {
+        "key": gbif_id,
+        "gbifID": str(gbif_id),
+        "scientificName": name or f"{species} (Bennett, 1830)",
+        "acceptedScientificName": f"{species} (Bennett, 1830)" if species else "Amphiprion Bloch & Schneider, 1801",
+        "basisOfRecord": "HUMAN_OBSERVATION",
+        "datasetKey": "50c9509d-22c7-4a22-a47d-8c48425ef4a7",
+        "license": "http://creativecommons.org/licenses/by-nc/4.0/legalcode",
+        "recordedBy": "A. Diver",
+        "media": media_items,
+        **extra,
+    }
+    if species:
+        record["species"] = species
+    return record
+
+
+CLARKII_OCCURRENCES = [
+    occurrence(
+        1920833659,
+        "Amphiprion clarkii",
+        [
+            media("https://static.example.org/p/1.jpg", creator="Tony", rightsHolder="Tony", references="https://r/1"),
+            {"type": "Sound", "identifier": "https://static.example.org/s/1.mp3"},
+            media("https://static.example.org/p/2.jpg", licence=""),
+        ],
+        license="CC_BY_4_0",
+    ),
+    occurrence(1920847689, "Amphiprion clarkii", [media("https://static.example.org/p/3.jpg")]),
+    occurrence(
+        1045,
+        "Amphiprion clarkii",
+        [media("https://static.example.org/p/4.jpg", licence="CC0")],
+        "Amphiprion xanthurus Cuvier, 1830",
+    ),
+    occurrence(1046, "Amphiprion clarkii", [media("https://static.example.org/p/5.jpg", licence="cc-by-nc-nd")]),
+    occurrence(1047, "Amphiprion clarkii", [media("https://static.example.org/p/6.jpg")]),
+]
+GENUS_OCCURRENCES = CLARKII_OCCURRENCES + [
+    occurrence(2001, "Amphiprion perideraion", [media("https://static.example.org/p/7.jpg")]),
+    occurrence(2002, "", [media("https://static.example.org/p/8.jpg")], name="Amphiprion Bloch & Schneider, 1801"),
+]
+BY_KEY = {"4QHKG": CLARKII_OCCURRENCES, "3FZ": GENUS_OCCURRENCES}
+
+
+def match(query):
+    return json_reply(MATCHES.get(query["scientificName"], {"diagnostics": {"matchType": "NONE"}}))
+
+
+def search(query):
+    assert query["mediatype"] == "StillImage"
+    found = BY_KEY[query["taxonKey"]]
+    offset, limit = int(query["offset"]), int(query["limit"])
+    page = found[offset : offset + limit]
+    return json_reply(
+        {"offset": offset, "limit": limit, "endOfRecords": offset + limit >= len(found), "count": len(found)}
+        | {"results": page}
+    )
+
+
+@pytest.fixture
+def gbif_api():
+    with FakeSites() as sites:
+        sites.add("/v2/species/match", match)
+        # The first search answers 503 "come back in 0 s": the listing must retry it.
+        sites.add("/v1/occurrence/search", Reply(status=503, headers={"Retry-After": "0"}), search)
+        yield sites
+
+
+def listing(sites, names, **extra):
+    spec = {"kind": "gbif", "names": names, "api": sites.url("/"), "page_size": 2, **extra}
+    context = sources.Context("gbif", client=web.Client(web.Settings(backoff=0.01)))
+    return sources.list_source("gbif", spec, context)
+
+
+def test_a_synonym_lists_the_accepted_species_and_keeps_both_names(gbif_api):
+    records, summary = listing(gbif_api, ["Amphiprion xanthurus"])
+    assert set(records["taxon"]) == {"Amphiprion clarkii"}
+    assert "Amphiprion xanthurus Cuvier, 1830" in set(records["source_taxon"])
+    # One record per still image (the sound is skipped), numbered within its occurrence.
+    assert list(records["record_id"]) == [
+        "gbif:1920833659-1",
+        "gbif:1920833659-3",
+        "gbif:1920847689-1",
+        "gbif:1045-1",
+        "gbif:1046-1",
+        "gbif:1047-1",
+    ]
+    first = records.iloc[0]
+    assert first["occurrence_id"] == records.iloc[1]["occurrence_id"] == "gbif:1920833659"
+    assert (first["creator"], first["rights_holder"], first["page_url"]) == ("Tony", "Tony", "https://r/1")
+    assert first["basis_of_record"] == "HUMAN_OBSERVATION" and first["source"] == "gbif"
+    # Licences arrive as URLs, codes and text; all come out as ids. A photo without one takes its occurrence's.
+    assert list(records["license"]) == [
+        "CC-BY-NC-4.0",
+        "CC-BY-4.0",
+        "CC-BY-NC-4.0",
+        "CC0-1.0",
+        "CC-BY-NC-ND",
+        "CC-BY-NC-4.0",
+    ]
+    assert summary.to_dict("records") == [{"taxon": "Amphiprion clarkii", "records": 6, "note": ""}]
+
+
+def test_requests_are_pygbifs_own_and_pages_are_followed(gbif_api):
+    listing(gbif_api, ["Amphiprion"])
+    matches = [q for path, q in gbif_api.queries if path == "/v2/species/match"]
+    searches = [q for path, q in gbif_api.queries if path == "/v1/occurrence/search"]
+    assert matches[0]["scientificName"] == "Amphiprion" and "checklistKey" in matches[0]
+    # 7 occurrences in pages of 2: 4 pages, plus the 503 that was retried.
+    assert [int(q["offset"]) for q in searches] == [0, 0, 2, 4, 6]
+
+
+def test_a_genus_lists_every_species_and_genus_only_occurrences(gbif_api):
+    records, summary = listing(gbif_api, ["Amphiprion"])
+    counts = records["taxon"].value_counts().to_dict()
+    assert counts == {"Amphiprion clarkii": 6, "Amphiprion perideraion": 1, "Amphiprion": 1}
+
+
+def test_an_unknown_name_stops_the_listing_naming_it(gbif_api):
+    with pytest.raises(ValueError, match="'Amphiprion nonexistus' has no match in the GBIF name backbone"):
+        listing(gbif_api, ["Amphiprion nonexistus"])
+
+
+def test_too_many_occurrences_for_the_search_api_point_to_a_download(gbif_api):
+    with pytest.raises(ValueError, match="use a gbif_download source"):
+        listing(gbif_api, ["Amphiprion"], max_records=3)
+
+
+def test_offline_refuses_a_web_source(gbif_api):
+    with pytest.raises(ValueError, match="offline: true"):
+        sources.list_source("gbif", {"kind": "gbif", "names": ["Amphiprion"]}, sources.Context("gbif", offline=True))
+
+
+def small_archive(media_root="https://img.example.org/") -> bytes:
+    occurrence_txt = (
+        "gbifID\tbasisOfRecord\tlicense\tdatasetKey\tscientificName\tspecies\trightsHolder\n"
+        "11\tHUMAN_OBSERVATION\tCC_BY_4_0\td1\tAmphiprion clarkii (Bennett, 1830)\tAmphiprion clarkii\tX\n"
+        "12\tPRESERVED_SPECIMEN\tCC0_1_0\td2\tAmphiprion ocellaris Cuvier, 1830\tAmphiprion ocellaris\tY\n"
+    )
+    multimedia_txt = (
+        "gbifID\ttype\tidentifier\tlicense\n"
+        f"11\tStillImage\t{media_root}1.jpg\t\n"
+        f"11\tStillImage\t{media_root}2.jpg\thttp://creativecommons.org/licenses/by-nc/4.0/\n"
+        f"12\tStillImage\t{media_root}3.jpg\t\n"
+    )
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zipped:
+        zipped.writestr("occurrence.txt", occurrence_txt)
+        zipped.writestr("multimedia.txt", multimedia_txt)
+        zipped.writestr("meta.xml", "<archive/>")
+    return buffer.getvalue()
+
+
+def test_a_download_by_key_is_fetched_once_with_pygbif(tmp_path):
+    key = "0004567-181003121212138"
+    with FakeSites() as sites:
+        sites.add(f"/v1/occurrence/download/{key}", json_reply({"key": key, "status": "SUCCEEDED", "size": 1}))
+        sites.add(
+            f"/v1/occurrence/download/request/{key}",
+            Reply(status=420, content_type="text/plain"),  # "Enhance Your Calm": retried
+            Reply(body=small_archive(), content_type="application/octet-stream"),
+        )
+        spec = {"kind": "gbif_download", "key": key, "cache": str(tmp_path / "gbif"), "api": sites.url("/")}
+        context = sources.Context("gbif2018", client=web.Client(web.Settings(backoff=0.01)))
+        records, _ = sources.list_source("gbif2018", spec, context)
+        again, _ = sources.list_source("gbif2018", spec, context)
+        downloads = sites.hits[f"/v1/occurrence/download/request/{key}"]
+    assert downloads == 2, "one 420, one success, nothing on the second listing"
+    assert (tmp_path / "gbif" / f"{key}.zip").is_file()
+    assert not [p for p in (tmp_path / "gbif").iterdir() if p.name.startswith(".")]
+    assert list(records["record_id"]) == ["gbif:11-1", "gbif:11-2", "gbif:12-1"]
+    assert list(records["license"]) == ["CC-BY-4.0", "CC-BY-NC-4.0", "CC0-1.0"]
+    assert records.drop(columns="listed_at").equals(again.drop(columns="listed_at"))
+    assert dwca.read_archive(tmp_path / "gbif" / f"{key}.zip")[2]["basis_of_record"] == "PRESERVED_SPECIMEN"
+
+
+def test_canonical_names():
+    assert gbif.canonical("Amphiprion clarkii (Bennett, 1830)") == "Amphiprion clarkii"
+    assert gbif.canonical("Amphiprion Bloch & Schneider, 1801") == "Amphiprion"
+    assert gbif.canonical("Amphiprion sp.") == "Amphiprion"

@@ -1,0 +1,323 @@
+"""Every model variant beyond the study's RI and TL: ResNet-18 fully trained, open-set by
+threshold, siamese and triplet embeddings with k-NN, CLIP zero-shot and linear probe. The
+networks are real (torchvision, open_clip) and small, with random or in-test-trained
+weights, so the real training and loading code runs offline."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from toydata import SETTINGS, TINY_CLIP, toy_cache
+
+from fishid import clip_models, embeddings, inference, models, openset, train
+from fishid.config import ConfigError, load, validate
+from fishid.weights import WeightsUnavailable
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    return toy_cache(tmp_path_factory.mktemp("toy"))
+
+
+@pytest.fixture(scope="module")
+def backbone_file(tmp_path_factory, toy):
+    """A ResNet-18 backbone pre-trained (briefly) by the pipeline's own code."""
+    path = tmp_path_factory.mktemp("backbone") / "weights.pt"
+    weights, _, _ = train.pretrain_backbone({**SETTINGS, "epochs": 1}, toy)
+    torch.save(weights, path)
+    return path
+
+
+def trained(tmp_path, settings, cache, *args, **kwargs):
+    """Train, save as the pipeline does, and return (weights path, history, meta)."""
+    weights, history, meta = train.train_model(settings, cache, *args, **kwargs)
+    train.save(weights, history, meta, tmp_path / "weights.pt", tmp_path / "history.csv", tmp_path / "meta.json")
+    return tmp_path / "weights.pt", history, json.loads((tmp_path / "meta.json").read_text())
+
+
+# ResNet-18, every layer trained
+
+
+def test_resnet18_fine_tuning_starts_from_the_backbone_and_trains_every_layer(tmp_path, toy, backbone_file):
+    backbone = torch.load(backbone_file, weights_only=True)["model"]
+    settings = {**SETTINGS, "arch": "resnet18", "backbone": "pool", "epochs": 2}
+    path, history, _ = trained(tmp_path, settings, toy, backbone_file)
+    tuned = torch.load(path, weights_only=True)["model"]
+    conv = "layer1.0.conv1.weight"
+    assert not torch.equal(tuned[conv], backbone[conv]), "fine-tuning left the backbone unchanged"
+    # Two epochs at a small learning rate move the weights only a little from where they started.
+    assert (tuned[conv] - backbone[conv]).abs().max() < 0.1 * backbone[conv].abs().max()
+    assert history["val_acc"].iloc[-1] >= 0.9
+    predictions = inference.predict(settings, path, toy, "val")
+    assert (predictions["label"] == predictions["predicted"]).mean() == history["val_acc"].iloc[-1]
+
+
+def test_resnet18_from_scratch_ignores_any_backbone(tmp_path, toy):
+    settings = {**SETTINGS, "arch": "resnet18", "backbone": "random", "epochs": 1}
+    path, _, _ = trained(tmp_path, settings, toy, backbone_path=tmp_path / "does-not-exist.pt")
+    assert torch.load(path, weights_only=True)["model"]["fc.weight"].shape == (2, 512)
+
+
+# Open set by a threshold
+
+
+def test_threshold_is_the_best_balanced_accuracy_on_validation():
+    classes = ["a", "b"]
+    scores = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.55, 0.45], [0.3, 0.7]])
+    labels = ["a", "b", "other", "other", "b"]
+    choice = openset.choose_threshold(scores, labels, classes, "other", 0.95)
+    # Above 0.6 every "other" is caught and every known image (0.9, 0.8, 0.7) kept.
+    assert 0.6 < choice["threshold"] <= 0.7 and choice["validation_balanced_accuracy"] == 1.0
+    predicted = openset.apply_threshold(scores, classes, choice["threshold"], "other")
+    assert list(predicted) == ["a", "b", "other", "other", "b"]
+
+
+def test_threshold_without_other_images_keeps_the_asked_share_of_known_ones():
+    scores = np.stack([np.linspace(0.5, 1.0, 20), 1 - np.linspace(0.5, 1.0, 20)], axis=1)
+    choice = openset.choose_threshold(scores, ["a"] * 20, ["a", "b"], "other", 0.9)
+    assert choice["validation_known_accepted"] == pytest.approx(0.9, abs=0.05)
+
+
+def test_threshold_model_never_sees_other_and_chooses_its_threshold_on_validation_only(tmp_path, toy, backbone_file):
+    def open_set_cache(folder, seed):
+        return toy_cache(folder, labels=("red fish", "blue fish", "other"), n_val=6, n_test=6, seed=seed)
+
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    cache = open_set_cache(tmp_path / "a", seed=0)
+    settings = {**SETTINGS, "arch": "tl", "backbone": "pool", "epochs": 3, "open_set": "threshold"}
+    path, _, meta = trained(tmp_path / "a", settings, cache, backbone_file, "other")
+    assert meta["classes"] == ["blue fish", "red fish"] and meta["n_train"] == 36
+    chosen = meta["open_set_threshold"]
+    weights = torch.load(path, weights_only=True)
+    assert weights["threshold"] == chosen["threshold"] and weights["threshold_label"] == "other"
+
+    # The same training and validation images with other test images: the same threshold.
+    other = open_set_cache(tmp_path / "b", seed=1)
+    test = np.array([s == "test" for s in cache["split"]])
+    other["images"][~test] = cache["images"][~test]
+    other["mean"], other["std"] = cache["mean"], cache["std"]
+    _, _, meta_b = trained(tmp_path / "b", settings, other, backbone_file, "other")
+    assert meta_b["open_set_threshold"]["threshold"] == chosen["threshold"]
+
+    predictions = inference.predict(settings, path, cache, "test")
+    assert [c for c in predictions if c.startswith("score:")] == ["score:blue fish", "score:red fish"]
+    top = predictions[["score:blue fish", "score:red fish"]].max(axis=1)
+    # Scores are written rounded to 6 decimals: leave out those that round onto the threshold.
+    clear = (top - chosen["threshold"]).abs() > 1e-6
+    assert ((predictions["predicted"] == "other") == (top < chosen["threshold"]))[clear].all()
+
+
+# Siamese and triplet networks
+
+
+def test_contrastive_loss_by_hand():
+    e = torch.tensor([[0.0, 0.0], [0.3, 0.4], [0.0, 1.0]])
+    labels = torch.tensor([0, 0, 1])
+    # Pairs: (0,1) same d=0.5 -> 0.25; (0,2) different d=1 -> max(0, 1.5-1)^2 = 0.25; (1,2) d=sqrt(0.45).
+    expected = (0.25 + 0.25 + (1.5 - 0.45**0.5) ** 2) / 3
+    assert embeddings.contrastive_loss(e, labels, margin=1.5).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_batch_hard_triplet_loss_uses_the_hardest_pairs():
+    e = torch.tensor([[0.0], [1.0], [3.0], [1.5]])
+    labels = torch.tensor([0, 0, 0, 1])
+    # Anchor 0: hardest positive 3, hardest negative 1.5 -> 3 - 1.5 + 0.5 = 2.0
+    # Anchor 1: positive 2, negative 0.5 -> 2.0; anchor 2: positive 3, negative 1.5 -> 2.0
+    # Anchor 3 has no positive: left out.
+    assert embeddings.batch_hard_triplet_loss(e, labels, margin=0.5).item() == pytest.approx(2.0)
+    assert embeddings.batch_hard_triplet_loss(e, torch.tensor([0, 1, 2, 3]), 0.5).item() == 0.0
+
+
+def test_distance_threshold_separates_same_and_different_pairs():
+    e = torch.tensor([[1.0, 0.0], [0.99, 0.14], [0.0, 1.0], [0.14, 0.99]])
+    e = torch.nn.functional.normalize(e, dim=1)
+    choice = embeddings.choose_distance_threshold(e, torch.tensor([0, 0, 1, 1]))
+    assert choice["accuracy"] == choice["same_accuracy"] == choice["different_accuracy"] == 1.0
+    assert 0.14 < choice["threshold"] < 1.2
+
+
+def test_knn_head_votes_by_inverse_distance_and_loads_any_gallery_size():
+    head = models.KNNHead(num_classes=2, k=3)
+    head.set_gallery(torch.tensor([[0.0], [0.1], [5.0], [5.2]]), torch.tensor([0, 0, 1, 1]))
+    shares = head(torch.tensor([[0.05], [5.1]])).softmax(1)
+    assert shares[0].argmax() == 0 and shares[1].argmax() == 1
+    # Query 0: neighbours at 0.05 (class 0), 0.05 (class 0), 4.95 (class 1).
+    w = torch.tensor([1 / 0.05, 1 / 0.05, 1 / 4.95])
+    assert shares[0, 1].item() == pytest.approx((w[2] / w.sum()).item(), rel=1e-3)
+    fresh = models.KNNHead(num_classes=2, k=3)
+    fresh.load_state_dict(head.state_dict())
+    assert torch.equal(fresh.gallery, head.gallery)
+
+
+@pytest.mark.parametrize("arch", ["siamese", "triplet"])
+def test_embedding_networks_learn_and_classify_by_nearest_neighbours(tmp_path, toy, backbone_file, arch):
+    settings = {**SETTINGS, "arch": arch, "backbone": "pool", "epochs": 4, "batch_size": 16, "lr": 0.05}
+    path, history, meta = trained(tmp_path, settings, toy, backbone_file)
+    assert history["val_acc"].iloc[-1] >= 0.9
+    assert meta["distance_threshold"]["accuracy"] >= 0.9 and meta["feature_views"] == 2
+    vectors = inference.embed(settings, path, toy, "val")
+    assert vectors.shape == (12, 64) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
+    predictions = inference.predict(settings, path, toy, "val")
+    assert (predictions["label"] == predictions["predicted"]).mean() == pytest.approx(history["val_acc"].iloc[-1])
+    # The frozen encoder is the backbone, unchanged.
+    backbone = torch.load(backbone_file, weights_only=True)["model"]
+    saved = torch.load(path, weights_only=True)
+    assert torch.equal(saved["model"]["encoder.layer4.1.conv2.weight"], backbone["layer4.1.conv2.weight"])
+    assert saved["distance_threshold"] == meta["distance_threshold"]["threshold"]
+
+
+def test_triplet_network_can_train_its_encoder_too(tmp_path, toy, backbone_file):
+    settings = {**SETTINGS, "arch": "triplet", "backbone": "pool", "epochs": 1, "freeze_backbone": False}
+    path, history, meta = trained(tmp_path, settings, toy, backbone_file)
+    backbone = torch.load(backbone_file, weights_only=True)["model"]
+    saved = torch.load(path, weights_only=True)["model"]
+    assert not torch.equal(saved["encoder.layer4.1.conv2.weight"], backbone["layer4.1.conv2.weight"])
+    assert "feature_views" not in meta and len(history) == 1
+
+
+# CLIP
+
+
+@pytest.fixture(scope="module")
+def clip_file(tmp_path_factory, toy):
+    """The tiny CLIP, pre-trained on the toy images captioned 'a photo of {species}'."""
+    settings = {**SETTINGS, "source": "clip_pretrain", "clip": TINY_CLIP, "optimizer": "adamw", "epochs": 2}
+    weights, history, meta = train.pretrain_backbone(settings, toy)
+    assert meta["captions"] == ["a photo of blue fish", "a photo of red fish"] and len(history) == 2
+    path = tmp_path_factory.mktemp("clip") / "weights.pt"
+    torch.save(weights, path)
+    return path
+
+
+def test_clip_loss_by_hand():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    labels = torch.tensor([0, 1, 1])
+    image_to_text = torch.nn.functional.cross_entropy(logits, labels)
+    # Caption 0's only image is 0; caption 1's images are 1 and 2.
+    column = logits.T.log_softmax(1)
+    text_to_image = (-column[0, 0] + -(column[1, 1] + column[1, 2]) / 2) / 2
+    assert clip_models.clip_loss(logits, labels).item() == pytest.approx(((image_to_text + text_to_image) / 2).item())
+
+
+def test_clip_zero_shot_scores_are_prompt_similarities(tmp_path, toy, clip_file):
+    settings = {**SETTINGS, "arch": "clip_zeroshot", "backbone": "clip"}
+    path, history, meta = trained(tmp_path, settings, toy, clip_file, backbone_spec={"source": "clip_pretrain"})
+    assert list(history["epoch"]) == [0] and "open_clip" in meta["versions"]
+    backbone = clip_models.from_pretraining(clip_file)
+    images = torch.stack([toy["images"][i] for i, s in enumerate(toy["split"]) if s == "val"])
+    inputs = (images.float() / 255 - backbone.mean.view(1, 3, 1, 1)) / backbone.std.view(1, 3, 1, 1)
+    with torch.no_grad():
+        image = torch.nn.functional.normalize(backbone.model.encode_image(inputs), dim=-1)
+        text = clip_models.prompt_embeddings(backbone, ["blue fish", "red fish"], "a photo of {species}")
+        expected = (backbone.model.logit_scale.exp() * image @ text.T).softmax(1)
+    predictions = inference.predict(settings, path, toy, "val")
+    assert np.allclose(predictions[["score:blue fish", "score:red fish"]].to_numpy(), expected.numpy(), atol=1e-4)
+    # The weights file holds the image tower's config: evaluation needs no backbone.
+    assert torch.load(path, weights_only=True)["architecture"]["clip"]["embed_dim"] == TINY_CLIP["embed_dim"]
+
+
+def test_clip_linear_probe_learns_on_frozen_embeddings(tmp_path, toy, clip_file):
+    settings = {**SETTINGS, "arch": "clip_linear", "backbone": "clip", "epochs": 4}
+    path, history, meta = trained(tmp_path, settings, toy, clip_file, backbone_spec={"source": "clip_pretrain"})
+    assert history["val_acc"].iloc[-1] >= 0.9 and meta["feature_views"] == 2
+    tower = clip_models.from_pretraining(clip_file).model.visual.state_dict()
+    saved = torch.load(path, weights_only=True)["model"]
+    assert all(torch.equal(saved[f"encoder.visual.{k}"], v) for k, v in tower.items())
+    vectors = inference.embed(settings, path, toy, "val")
+    assert vectors.shape == (12, TINY_CLIP["embed_dim"]) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
+
+
+def test_open_clip_backbone_from_a_local_folder(tmp_path, toy):
+    """open_clip's own loader (create_model with 'local-dir:'), as a user with downloaded
+    weights would use it."""
+    folder = tmp_path / "tiny-clip"
+    folder.mkdir()
+    model = clip_models.build_clip(TINY_CLIP)
+    torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP, "preprocess_cfg": {}}))
+    spec = {"source": "open_clip", "model": f"local-dir:{folder}"}
+    backbone = clip_models.load_backbone(spec, None, allow_download=False)
+    assert all(torch.equal(backbone.model.state_dict()[k], v) for k, v in model.state_dict().items())
+    assert backbone.config["embed_dim"] == TINY_CLIP["embed_dim"]
+    settings = {**SETTINGS, "arch": "clip_zeroshot", "backbone": "hub"}
+    path, _, meta = trained(tmp_path, settings, toy, None, backbone_spec=spec)
+    # open_clip's default normalisation (OpenAI's), not the dataset's.
+    assert meta["mean"] == pytest.approx([0.48145466, 0.4578275, 0.40821073])
+    assert len(inference.predict(settings, path, toy, "val")) == 12
+
+
+def test_open_clip_offline_without_cached_weights_names_what_to_download(tmp_path):
+    with pytest.raises(WeightsUnavailable) as error:
+        clip_models.resolve_pretrained("ViT-B-32", "laion2b_s34b_b79k", tmp_path, allow_download=False)
+    message = str(error.value)
+    assert "huggingface.co/laion/CLIP-ViT-B-32-laion2B-s34B-b79K" in message and "`pretrained:`" in message
+    with pytest.raises(WeightsUnavailable, match="neither an existing file nor a tag"):
+        clip_models.resolve_pretrained("ViT-B-32", "no-such-tag", tmp_path, allow_download=False)
+
+
+def test_open_clip_offline_finds_weights_in_the_hugging_face_cache(tmp_path):
+    repo = tmp_path / "models--laion--CLIP-ViT-B-32-laion2B-s34B-b79K"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0123abcd")
+    (repo / "snapshots" / "0123abcd").mkdir(parents=True)
+    weights = repo / "snapshots" / "0123abcd" / "open_clip_pytorch_model.bin"
+    weights.write_bytes(b"stand-in")
+    found = clip_models.resolve_pretrained("ViT-B-32", "laion2b_s34b_b79k", tmp_path, allow_download=False)
+    assert found == str(weights)
+
+
+# Configuration
+
+
+def test_demo_config_declares_every_variant():
+    from conftest import REPO
+
+    config = load(REPO / "config" / "config.yaml")
+    archs = {m["arch"] for m in config["models"].values()}
+    assert archs == {"ri", "tl", "resnet18", "siamese", "triplet", "clip_zeroshot", "clip_linear"}
+    assert any(m.get("open_set") == "threshold" for m in config["models"].values())
+
+
+def test_config_rejects_a_clip_model_on_a_resnet_backbone():
+    from conftest import REPO
+
+    config = load(REPO / "config" / "config.yaml")
+    config["models"]["CLIP4-linear"]["backbone"] = "pool"
+    config["models"]["Siamese4"]["backbone"] = "clip_pool"
+    with pytest.raises(ConfigError) as error:
+        validate(config)
+    assert "models.CLIP4-linear.backbone: 'pool' is not one of the CLIP backbones ['clip_pool']" in str(error.value)
+    assert "models.Siamese4.backbone: 'clip_pool' is neither 'random' nor one of ['pool']" in str(error.value)
+
+
+# Real photos
+
+
+def test_ri_and_tl_run_end_to_end_on_real_photos(seed_mini, tmp_path):
+    """The study's own photos (mixed JPEG kinds and a GIF): cache, train, predict."""
+    import pandas as pd
+
+    from fishid import imagecache
+    from fishid.tables import write_table
+
+    rows = [
+        {"sha256": f"{i:064x}", "label": p.parent.name.replace("_", " "), "split": p.parts[-3], "derived_path": str(p)}
+        for i, p in enumerate(sorted(seed_mini.glob("*/*/*")))
+    ]
+    write_table(pd.DataFrame(rows).assign(dataset="seed-mini", group="", taxon=""), tmp_path / "split.tsv")
+    cache = imagecache.build(tmp_path / "split.tsv", "/", 64)
+    assert cache["classes"] == ["Amphiprion clarkii", "Amphiprion perideraion"] and len(cache["split"]) == len(rows)
+    backbone = tmp_path / "backbone.pt"
+    torch.save({"model": models.backbone_resnet18().state_dict()}, backbone)
+    for settings in (
+        {**SETTINGS, "image_size": 64, "epochs": 2},
+        {**SETTINGS, "image_size": 64, "epochs": 2, "arch": "tl", "backbone": "pool"},
+    ):
+        folder = tmp_path / settings["arch"]
+        folder.mkdir()
+        path, history, _ = trained(folder, settings, cache, backbone)
+        assert len(history) == 2 and np.isfinite(history["val_loss"]).all()
+        predictions = inference.predict(settings, path, cache, "val")
+        assert len(predictions) == cache["split"].count("val")
+        assert set(predictions["predicted"]) <= set(cache["classes"])

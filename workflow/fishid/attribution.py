@@ -1,0 +1,58 @@
+"""Who to credit for every image the datasets use: one row per (image, source record).
+
+Licences such as CC BY require naming the rights holder wherever the images are published;
+`results/provenance/attribution.csv` is that list, built from the stage tables alone.
+"""
+
+import pandas as pd
+
+ATTRIBUTION_COLUMNS = [
+    "sha256",
+    "taxon",
+    "datasets",
+    "record_id",
+    "source",
+    "license",
+    "rights_holder",
+    "creator",
+    "media_url",
+    "page_url",
+    "occurrence_id",
+    "dataset_key",
+]
+
+
+def used_images(splits: pd.DataFrame) -> pd.DataFrame:
+    """Each image in any dataset, with the datasets that use it (`a;b`)."""
+    return (
+        splits.groupby("sha256")["dataset"]
+        .agg(lambda names: ";".join(sorted(set(names))))
+        .rename("datasets")
+        .reset_index()
+    )
+
+
+def stored_records(records: pd.DataFrame, downloads: pd.DataFrame) -> pd.DataFrame:
+    """Source records joined to the image their download stored (failed downloads left out)."""
+    stored = downloads[(downloads["error"] == "") & (downloads["sha256"] != "")][["record_id", "sha256"]]
+    return stored.merge(records, on="record_id", how="inner", validate="one_to_one")
+
+
+def attribution(
+    records: pd.DataFrame, downloads: pd.DataFrame, clean: pd.DataFrame, splits: pd.DataFrame
+) -> pd.DataFrame:
+    """The attribution list: every record behind every image a dataset uses."""
+    used = used_images(splits)
+    linked = stored_records(records, downloads)
+    taxa = clean[["sha256", "taxon"]].rename(columns={"taxon": "image_taxon"})
+    table = used.merge(linked, on="sha256", how="left").merge(taxa, on="sha256", how="left")
+    orphans = table.loc[table["record_id"].isna(), "sha256"]
+    if len(orphans):
+        raise ValueError(
+            f"{len(orphans)} image(s) in the splits have no source record behind them "
+            f"(first: {orphans.iloc[0]}): the record and download tables do not match the splits; "
+            "rerun the pipeline from the source listing"
+        )
+    # The image's taxon is the one cleaning settled on; a record may have listed it otherwise.
+    table["taxon"] = table["image_taxon"].fillna(table["taxon"])
+    return table.reindex(columns=ATTRIBUTION_COLUMNS).sort_values(["taxon", "sha256", "record_id"], ignore_index=True)

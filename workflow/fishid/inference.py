@@ -1,0 +1,78 @@
+"""Load any trained variant from its weights file and predict, or embed, a cache's images.
+
+Every variant loads as a module from normalised images to class logits (softmax gives the
+scores), with an `embed` view where it has one: the metric embedding of siamese and triplet
+networks, CLIP's unit-length image embedding, ResNet-18's 512 pooled features, the RI
+network's last hidden layer.
+"""
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from fishid import augment, imagecache, models, openset
+from fishid.runtime import normalise, predict_logits
+from fishid.train import with_defaults
+
+CPU = torch.device("cpu")
+
+
+def load_model(settings: dict, weights_path) -> tuple[nn.Module, dict]:
+    """(model in eval mode, the weights file's dict: classes, mean, std and, where the model
+    has them, threshold, threshold_label, distance_threshold, architecture)."""
+    weights = torch.load(weights_path, map_location="cpu", weights_only=True)
+    model = models.build(with_defaults(settings), len(weights["classes"]), weights.get("architecture"))
+    model.load_state_dict(weights["model"])
+    return model.eval(), weights
+
+
+def model_inputs(cache: dict, role: str, weights: dict) -> torch.Tensor:
+    images, _ = imagecache.subset(cache, role)
+    return normalise(augment.to_float(images), weights["mean"], weights["std"])
+
+
+def predict(settings: dict, weights_path, cache: dict, role: str, device=CPU) -> pd.DataFrame:
+    """sha256, split, label, predicted, score:<class> for each image of `role`. A threshold
+    open-set model predicts its threshold label ("other") where its top score is below its
+    threshold; its score columns are its known classes only."""
+    model, weights = load_model(settings, weights_path)
+    scores = torch.softmax(predict_logits(model, model_inputs(cache, role, weights), device), dim=1).numpy()
+    classes = weights["classes"]
+    _, labels = imagecache.subset(cache, role)
+    table = pd.DataFrame(
+        {
+            "sha256": [s for s, r in zip(cache["sha256"], cache["split"]) if r == role],
+            "split": role,
+            "label": [cache["classes"][i] for i in labels.tolist()],
+            "predicted": openset.apply_threshold(
+                scores, classes, weights.get("threshold"), weights.get("threshold_label", "other")
+            ),
+        }
+    )
+    for i, name in enumerate(classes):
+        table[f"score:{name}"] = scores[:, i].round(6)
+    return table
+
+
+class Embedder(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        if hasattr(self.model, "embed"):
+            return self.model.embed(x)
+        # torchvision's ResNet: everything but the final layer.
+        head, self.model.fc = self.model.fc, nn.Identity()
+        try:
+            return self.model(x)
+        finally:
+            self.model.fc = head
+
+
+def embed(settings: dict, weights_path, cache: dict, role: str, device=CPU) -> np.ndarray:
+    """(N, dim) float32 embeddings of the images of `role`, in the cache's order (the order of
+    `predict`'s rows). Siamese/triplet embeddings are unit vectors: distances lie in [0, 2]."""
+    model, weights = load_model(settings, weights_path)
+    return predict_logits(Embedder(model), model_inputs(cache, role, weights), device).numpy()

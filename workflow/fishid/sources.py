@@ -1,0 +1,150 @@
+"""List one configured source: the `kind` of its config entry picks the adapter.
+
+Every adapter returns record dicts with the columns of `tables.RECORD_COLUMNS` (the
+`source` column is filled here with the source's name in the config) and notes by
+taxon: what was expected but not found, so that an empty species is reported, never
+silent. A source that lists nothing at all is an error.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from fishid import web
+from fishid.tables import RECORD_COLUMNS
+
+log = logging.getLogger(__name__)
+SUMMARY_COLUMNS = ["taxon", "records", "note"]
+NETWORK_KINDS = {"gbif", "fishbase", "fishpix"}
+
+
+@dataclass
+class Listing:
+    records: list[dict]
+    notes: dict[str, str] = field(default_factory=dict)  # taxon -> why it has no (or few) records
+
+
+@dataclass
+class Context:
+    """What every adapter may need besides its own config entry."""
+
+    name: str
+    seed: int = 0
+    offline: bool = False
+    client: web.Client = field(default_factory=web.Client)
+
+
+# Package modules each kind runs besides this one: the listing rule's code inputs.
+KIND_MODULES = {
+    "synthetic": ["synthetic"],
+    "gbif": ["gbif", "web", "licences"],
+    "gbif_download": ["dwca", "gbif", "licences"],
+    "fishbase": ["fishbase", "web"],
+    "fishpix": ["fishpix", "web"],
+    "folder": ["folder"],
+}
+
+
+def kind_of(name: str, spec: dict) -> str:
+    return spec.get("kind", name)
+
+
+def local_inputs(name: str, spec: dict) -> list[str]:
+    """The local files a source lists from (editing them lists it again)."""
+    kind = kind_of(name, spec)
+    if kind == "synthetic":
+        return [spec["patterns"]]
+    if kind in ("gbif_download", "folder") and spec.get("path"):
+        return [spec["path"]]
+    return []
+
+
+def _adapter(kind: str):
+    # Imported on demand: a synthetic-only run never imports pygbif or BeautifulSoup.
+    if kind == "synthetic":
+        from fishid import synthetic
+
+        def synthetic_listing(spec, context):
+            patterns = synthetic.load_patterns(spec["patterns"])
+            size = tuple(spec.get("size", (160, 120)))
+            return Listing(synthetic.list_records(patterns, spec["counts"], context.seed, size))
+
+        return synthetic_listing
+    if kind == "gbif":
+        from fishid.gbif import list_records
+    elif kind == "gbif_download":
+        from fishid.dwca import list_records
+    elif kind == "fishbase":
+        from fishid.fishbase import list_records
+    elif kind == "fishpix":
+        from fishid.fishpix import list_records
+    elif kind == "folder":
+        from fishid.folder import list_records
+    else:
+        raise ValueError(
+            f"unknown source kind {kind!r} (known: synthetic, gbif, gbif_download, fishbase, fishpix, folder)"
+        )
+    return list_records
+
+
+def list_source(name: str, spec: dict, context: Context | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(records table, per-taxon summary) of source `name`; raises ValueError naming what to fix."""
+    context = context or Context(name)
+    kind = kind_of(name, spec)
+    if context.offline and kind in NETWORK_KINDS:
+        raise ValueError(
+            f"sources.{name}: kind {kind} lists from the web, but the configuration says offline: true; "
+            "set offline: false (or use a gbif_download or folder source)"
+        )
+    listing = _adapter(kind)(spec, context)
+    if not listing.records:
+        raise ValueError(
+            f"sources.{name}: the {kind} source listed no images"
+            + ("".join(f"\n  {taxon}: {note}" for taxon, note in listing.notes.items()) or "; check its settings")
+        )
+    records = pd.DataFrame(listing.records).reindex(columns=RECORD_COLUMNS, fill_value="").fillna("")
+    records["source"] = name
+    records["listed_at"] = web.utc_now()
+    duplicated = records["record_id"].duplicated()
+    if duplicated.any():
+        raise ValueError(f"sources.{name}: duplicate record id(s) {list(records['record_id'][duplicated][:5])}")
+    for taxon, note in listing.notes.items():
+        log.warning("sources.%s: %s: %s", name, taxon, note)
+    return records, summarise(records, listing.notes)
+
+
+def summarise(records: pd.DataFrame, notes: dict[str, str]) -> pd.DataFrame:
+    counts = records["taxon"].value_counts()
+    taxa = sorted(set(counts.index) | set(notes))
+    return pd.DataFrame(
+        {"taxon": taxa, "records": [int(counts.get(t, 0)) for t in taxa], "note": [notes.get(t, "") for t in taxa]},
+        columns=SUMMARY_COLUMNS,
+    )
+
+
+def retrying(call, settings: web.Settings, sleep=None, what: str = "request"):
+    """Run `call()` (a request made by a third-party client such as pygbif), retrying transient failures."""
+    import time
+
+    import requests
+
+    sleep = sleep or time.sleep
+    for attempt in range(settings.retries + 1):
+        try:
+            return call()
+        except (requests.ConnectionError, requests.Timeout, requests.HTTPError) as error:
+            response = getattr(error, "response", None)
+            status = getattr(response, "status_code", None)
+            transient = status is None or status in web.TRANSIENT_STATUSES or status == 420
+            if not transient or attempt == settings.retries:
+                detail = f"HTTP {status}" if status else type(error).__name__
+                raise ValueError(f"{what} failed ({detail}): {getattr(response, 'url', '') or error}") from None
+            wait = web.retry_after_seconds(response.headers.get("Retry-After")) if response is not None else None
+            if wait is None:
+                wait = settings.backoff * 2**attempt
+            log.info("%s: %s, retrying in %.1f s", what, status or type(error).__name__, wait)
+            sleep(min(wait, settings.max_wait))
+    raise AssertionError("unreachable")

@@ -1,0 +1,217 @@
+"""A polite HTTP client: what every request of the pipeline to a website goes through.
+
+Politeness: a User-Agent that names the project, at most `per_host` connections to one
+host at a time and at most `rate` requests a second to it, and retries that back off
+exponentially or wait as long as the server's Retry-After asks. Safety: http and https
+only (redirects included), a redirect limit, connect and read timeouts, a byte limit
+checked while streaming, bodies that end before their Content-Length are retried.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from urllib.parse import urljoin, urlparse
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from fishid import __version__
+
+USER_AGENT = f"fishid/{__version__} (species photo dataset pipeline; python-requests/{requests.__version__})"
+TRANSIENT_STATUSES = {408, 425, 429, 500, 502, 503, 504}
+REDIRECT_STATUSES = {301, 302, 303, 307, 308}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How the client behaves; `download:` in the config overrides any of these."""
+
+    user_agent: str = USER_AGENT
+    workers: int = 16  # concurrent downloads in all
+    per_host: int = 4  # concurrent connections to one host
+    rate: float = 5.0  # requests a second to one host; 0 = no limit
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    retries: int = 4  # further attempts after a transient failure
+    backoff: float = 1.0  # seconds before the first retry; doubled for each next one
+    max_wait: float = 120.0  # the longest a Retry-After or backoff is honoured
+    max_bytes: int = 50_000_000
+    max_redirects: int = 5
+
+    @classmethod
+    def from_spec(cls, spec: dict | None) -> Settings:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(spec or {}) - known)
+        if unknown:
+            raise ValueError(f"download: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        return cls(**(spec or {}))
+
+
+class FetchFailure(Exception):
+    """A URL that could not be had. `transient` failures may succeed on a later run."""
+
+    def __init__(self, message: str, status: int | None = None, transient: bool = False, retry_after=None):
+        super().__init__(message)
+        self.status = status
+        self.transient = transient
+        self.retry_after = retry_after
+
+
+@dataclass
+class Response:
+    url: str  # after redirects
+    status: int
+    content: bytes
+    content_type: str
+    attempts: int
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delay-seconds or an HTTP-date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    now = time.time() if now is None else now
+    return max(0.0, when.timestamp() - now)
+
+
+class _Pacer:
+    """Spaces requests to one host at least 1/rate seconds apart, across threads."""
+
+    def __init__(self, rate: float):
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.lock = threading.Lock()
+        self.next_at = 0.0
+
+    def wait(self):
+        if not self.interval:
+            return
+        with self.lock:
+            now = time.monotonic()
+            at = max(now, self.next_at)
+            self.next_at = at + self.interval
+        if at > now:
+            time.sleep(at - now)
+
+
+class Client:
+    """Thread-safe: one instance serves every worker thread of a run."""
+
+    def __init__(self, settings: Settings | None = None, sleep=time.sleep):
+        self.settings = settings or Settings()
+        self._sleep = sleep
+        self._hosts: dict[str, tuple[threading.BoundedSemaphore, _Pacer]] = {}
+        self._hosts_lock = threading.Lock()
+        # One connection pool for all threads: a blocking pool of `per_host` connections per
+        # host caps open connections, not only requests in flight (idle keep-alive ones count).
+        self.session = requests.Session()
+        adapter = HTTPAdapter(
+            pool_connections=64, pool_maxsize=max(1, self.settings.per_host), pool_block=True, max_retries=0
+        )
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers["User-Agent"] = self.settings.user_agent
+
+    def _host(self, netloc: str):
+        with self._hosts_lock:
+            if netloc not in self._hosts:
+                self._hosts[netloc] = (threading.BoundedSemaphore(self.settings.per_host), _Pacer(self.settings.rate))
+            return self._hosts[netloc]
+
+    def get(self, url: str, expect: str = "any") -> Response:
+        """GET `url`, retrying transient failures; raise FetchFailure when it cannot be had.
+
+        `expect="image"` refuses a body whose Content-Type says it is not an image (an HTML
+        error page served in place of a photo), before reading it.
+        """
+        settings = self.settings
+        for attempt in range(settings.retries + 1):
+            try:
+                response = self._attempt(url, expect)
+                response.attempts = attempt + 1
+                return response
+            except FetchFailure as failure:
+                if not failure.transient or attempt == settings.retries:
+                    if failure.transient:
+                        failure.args = (f"{failure.args[0]} (gave up after {attempt + 1} attempts)",)
+                    raise
+                wait = failure.retry_after
+                if wait is None:
+                    wait = settings.backoff * 2**attempt * random.uniform(1.0, 1.25)
+                self._sleep(min(wait, settings.max_wait))
+        raise AssertionError("unreachable")
+
+    def _attempt(self, url: str, expect: str) -> Response:
+        settings = self.settings
+        timeout = (settings.connect_timeout, settings.read_timeout)
+        for _ in range(settings.max_redirects + 1):
+            parts = urlparse(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise FetchFailure(f"refused URL (http and https only): {url[:120]}")
+            slots, pacer = self._host(parts.netloc.lower())
+            with slots:
+                pacer.wait()
+                try:
+                    with self.session.get(url, stream=True, allow_redirects=False, timeout=timeout) as reply:
+                        if reply.status_code in REDIRECT_STATUSES and reply.headers.get("Location"):
+                            url = urljoin(url, reply.headers["Location"])
+                            continue
+                        return self._read(url, reply, expect)
+                except requests.Timeout as error:
+                    raise FetchFailure(f"timed out: {type(error).__name__}", transient=True) from None
+                except requests.ConnectionError as error:
+                    raise FetchFailure(f"connection failed: {_short(error)}", transient=True) from None
+                except requests.RequestException as error:
+                    raise FetchFailure(f"request failed: {_short(error)}") from None
+        raise FetchFailure(f"more than {settings.max_redirects} redirects, last to {url[:120]}")
+
+    def _read(self, url: str, reply: requests.Response, expect: str) -> Response:
+        settings = self.settings
+        status = reply.status_code
+        if status in TRANSIENT_STATUSES:
+            wait = retry_after_seconds(reply.headers.get("Retry-After"))
+            raise FetchFailure(f"HTTP {status}", status=status, transient=True, retry_after=wait)
+        if status >= 400:
+            raise FetchFailure(f"HTTP {status}", status=status)
+        content_type = reply.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if expect == "image" and content_type and not content_type.startswith("image/"):
+            if content_type not in ("application/octet-stream", "binary/octet-stream"):
+                raise FetchFailure(f"not an image: Content-Type {content_type}", status=status)
+        declared = reply.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > settings.max_bytes:
+            raise FetchFailure(f"too large: {declared} bytes (max_bytes {settings.max_bytes})", status=status)
+        chunks, size = [], 0
+        try:
+            for chunk in reply.iter_content(chunk_size=64 * 1024):
+                size += len(chunk)
+                if size > settings.max_bytes:
+                    raise FetchFailure(f"too large: over max_bytes {settings.max_bytes}", status=status)
+                chunks.append(chunk)
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as error:
+            raise FetchFailure(f"body cut short: {_short(error)}", status=status, transient=True) from None
+        content = b"".join(chunks)
+        if declared.isdigit() and not reply.headers.get("Content-Encoding") and len(content) != int(declared):
+            raise FetchFailure(f"body cut short: {len(content)} of {declared} bytes", status=status, transient=True)
+        return Response(url, status, content, content_type, 1)
+
+
+def _short(error: Exception) -> str:
+    text = str(error)
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
