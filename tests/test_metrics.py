@@ -94,3 +94,9 @@ def test_knn_votes_and_breaks_ties_by_the_nearest():
     assert metrics.knn_predict(train, labels, [[0.05], [1.05]], k=3).tolist() == ["a", "b"]
     # k=2 at 0.6: one 'a' (0.1, distance 0.5) and one 'b' (1.0, distance 0.4): the nearer wins.
     assert metrics.knn_predict(train, labels, [[0.6]], k=2).tolist() == ["b"]
+
+
+def test_distance_thresholds_cover_the_studys_range():
+    from fishid.evaluate import DISTANCES
+
+    assert DISTANCES[0] == 0.3 and DISTANCES[-1] == 2.9 and len(DISTANCES) == 27

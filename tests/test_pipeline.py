@@ -105,6 +105,10 @@ def test_every_model_is_trained_and_evaluated(tiny_run):
         assert metrics["n"] == len(evaluated)
         assert metrics["correct"] == (evaluated["label"] == evaluated["predicted"]).sum()
         assert sum(map(sum, metrics["confusion"])) == metrics["n"]
+    # Embedding models add same/different decisions over the study's distance thresholds and KNN.
+    embedding = json.loads((workdir / "results/models/Siamese2/metrics.json").read_text())["embedding"]
+    assert [row["threshold"] for row in embedding["pairs"]][::13] == [0.3, 1.6, 2.9]
+    assert 0 <= embedding["knn_accuracy"] <= 1
     # A dataset with a test split reports test numbers.
     assert json.loads((workdir / "results/models/TL3o/metrics.json").read_text())["evaluated_on"] == "test"
     # The threshold model knows only the species; below its threshold it says "other".

@@ -63,7 +63,7 @@ def test_same_seed_same_training_on_cpu(toy_cache):
 def test_meta_names_data_code_libraries_and_device(toy_cache):
     _, history, meta = train.train_model({**SETTINGS, "epochs": 1}, toy_cache)
     assert list(history.columns) == [
-        "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "data_seconds"
+        "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "data_seconds", "selected"
     ]  # fmt: skip
     assert meta["dataset_table_sha256"] == toy_cache["split_sha256"]
     assert meta["device"] == "cpu" and meta["mixed_precision"] == "no" and meta["threads"] >= 1
@@ -79,10 +79,15 @@ def test_tl_trains_only_the_new_layer_on_a_frozen_backbone(toy_cache, tmp_path):
     settings = {**SETTINGS, "arch": "tl", "backbone": "pool", "epochs": 4}
     weights_, history, _ = train.train_model(settings, toy_cache, tmp_path / "backbone.pt")
     trained = weights_["model"]
-    for name, value in pretrained.state_dict().items():
+    for name, value in pretrained.named_parameters():
         assert torch.equal(trained[name], value), f"{name} changed although frozen"
     assert trained["fc.weight"].shape == (2, 512)
     assert history["val_acc"].iloc[-1] >= 0.9
+    # Batch-norm statistics follow the new images, as in the study's training-mode loop...
+    assert not torch.equal(trained["bn1.running_mean"], pretrained.bn1.running_mean)
+    # ...unless the model keeps the backbone's.
+    kept = train.train_model({**settings, "refit_batchnorm": False}, toy_cache, tmp_path / "backbone.pt")[0]["model"]
+    assert all(torch.equal(kept[name], value) for name, value in pretrained.state_dict().items())
 
 
 def test_pretrained_backbone_drops_its_classifier(toy_cache, tmp_path):
@@ -120,3 +125,27 @@ def test_imagenet_weights_cached_file_is_checked_then_loads(tmp_path):
     bad.write_bytes(good.read_bytes())
     with pytest.raises(weights.WeightsUnavailable, match="corrupt or not the expected file"):
         weights.ensure_imagenet_weights(tmp_path, False, FakeWeights(f"https://host/models/{bad.name}"))
+
+
+def test_cpu_bfloat16_is_a_setting_that_changes_the_numbers_not_the_learning(toy_cache):
+    float32 = train.train_model(SETTINGS, toy_cache)
+    bfloat16 = train.train_model({**SETTINGS, "cpu_bfloat16": True}, toy_cache)
+    assert bfloat16[2]["mixed_precision"] == "bfloat16" and float32[2]["mixed_precision"] == "no"
+    assert not bfloat16[1]["train_loss"].equals(float32[1]["train_loss"])
+    assert bfloat16[1]["val_acc"].iloc[-1] == 1.0
+
+
+def test_with_a_test_split_the_best_validation_epoch_is_kept(tmp_path):
+    cache = make_toy_cache(tmp_path, per_label=30, n_val=4, n_test=4)
+    settings = {**SETTINGS, "epochs": 5, "lr": 0.003}
+    weights_, history, _ = train.train_model(settings, cache)
+    best = history["val_acc"].idxmax()  # the first epoch with the highest validation accuracy
+    assert history["selected"].tolist() == [i == best for i in range(len(history))]
+    torch.save(weights_, tmp_path / "w.pt")
+    val = evaluate.predict(settings, tmp_path / "w.pt", cache, "val")
+    assert (val["label"] == val["predicted"]).mean() == pytest.approx(history["val_acc"][best])
+
+
+def test_without_a_test_split_the_last_epoch_is_kept(toy_cache):
+    _, history, _ = train.train_model({**SETTINGS, "epochs": 3}, toy_cache)
+    assert history["selected"].tolist() == [False, False, True]

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fishid import augment, imagecache, inference
+from fishid import augment, imagecache, inference, models
 from fishid import metrics as metric
 from fishid.train import normalise, predict_logits
 
@@ -130,6 +130,24 @@ def figure_data(settings, weights_path, cache, role, predictions, n_saliency=8, 
     }
 
 
+DISTANCES = np.round(np.arange(0.3, 2.91, 0.1), 1)
+
+
+def embedding_metrics(settings, weights_path, cache, role, k=5) -> dict:
+    """Same/different decisions by distance over all pairs of `role` images, at the distance
+    thresholds of the metric-learning study, and a k-nearest-neighbour classifier whose
+    neighbours are the training images."""
+    labels = np.array(cache["classes"])[imagecache.subset(cache, role)[1].numpy()]
+    train_labels = np.array(cache["classes"])[imagecache.subset(cache, "train")[1].numpy()]
+    embedded = inference.embed(settings, weights_path, cache, role)
+    knn = metric.knn_predict(inference.embed(settings, weights_path, cache, "train"), train_labels, embedded, k=k)
+    return {
+        "pairs": metric.pair_distance_accuracy(embedded, labels, DISTANCES),
+        "knn_k": k,
+        "knn_accuracy": float((knn == labels).mean()),
+    }
+
+
 def run(
     settings: dict,
     model_name: str,
@@ -154,6 +172,8 @@ def run(
         "evaluated_on": reported,
         **metrics(evaluated, cache["classes"], train_labels, other_label, seed=settings["seed"]),
     }
+    if settings["arch"] in models.EMBEDDING_ARCHS:
+        result["embedding"] = embedding_metrics(settings, weights_path, cache, reported)
     with open(metrics_path, "w") as handle:
         json.dump(result, handle, indent=2)
     np.savez_compressed(figure_data_path, **figure_data(settings, weights_path, cache, reported, evaluated))

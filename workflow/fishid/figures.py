@@ -91,7 +91,10 @@ def reliability_diagram(metrics: dict, model: str):
 
 
 def threshold_curves(metrics: dict, model: str):
-    """Accuracy against the confidence below which an image is called 'other'."""
+    """Accuracy against the confidence below which an image is called 'other'; for embedding
+    models, same/different accuracy against the distance threshold."""
+    if "embedding" in metrics:
+        return distance_curves(metrics, model)
     rows = pd.DataFrame(metrics["thresholds"])
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.plot(rows["threshold"], rows["known_accuracy"], label="known species")
@@ -100,6 +103,19 @@ def threshold_curves(metrics: dict, model: str):
     ax.plot(rows["threshold"], rows["accuracy"], "--", color="grey", label="all")
     ax.set(xlabel="threshold on the top known-species score", ylabel="accuracy", ylim=(0, 1.02))
     ax.set_title(f"{model}: open-set threshold")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def distance_curves(metrics: dict, model: str):
+    rows = pd.DataFrame(metrics["embedding"]["pairs"])
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(rows["threshold"], rows["accuracy"], label="all pairs")
+    ax.plot(rows["threshold"], rows["same_accuracy"], label="same species")
+    ax.plot(rows["threshold"], rows["different_accuracy"], label="different species")
+    ax.set(xlabel="distance threshold (same below)", ylabel="accuracy", ylim=(0, 1.02))
+    ax.set_title(f"{model}: pairs by distance; KNN accuracy {metrics['embedding']['knn_accuracy']:.2f}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig

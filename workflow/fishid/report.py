@@ -154,6 +154,18 @@ def per_species_table(metrics: dict) -> pd.DataFrame:
     )
 
 
+def embedding_paragraph(metrics: dict) -> str:
+    embedding = metrics.get("embedding")
+    if not embedding:
+        return ""
+    best = max(embedding["pairs"], key=lambda row: row["accuracy"])
+    return (
+        f"<p>Embeddings: {embedding['knn_k']}-nearest-neighbour accuracy {embedding['knn_accuracy']:.3f}; "
+        f"same/different by distance is best at threshold {best['threshold']:.1f}: accuracy {best['accuracy']:.3f} "
+        f"(same species {best['same_accuracy']:.3f}, different {best['different_accuracy']:.3f}).</p>"
+    )
+
+
 def open_set_paragraph(metrics: dict) -> str:
     open_set = metrics.get("open_set")
     if not open_set:
@@ -204,6 +216,7 @@ def build(config: dict, record_paths, download_paths, clean_path, counts_paths, 
         body.append(f'<h3 id="model-{html.escape(name)}">{html.escape(name)}</h3>')
         body.append(table_html(per_species_table(metrics)))
         body.append(open_set_paragraph(metrics))
+        body.append(embedding_paragraph(metrics))
         for stem, caption, wide in MODEL_FIGURES:
             body.append(inline_png(figure_dir / name / f"{stem}.png", f"{name}: {caption}", wide))
 

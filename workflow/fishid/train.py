@@ -40,6 +40,7 @@ VARIANT_DEFAULTS = {
     "knn_k": 5,
     "prompt": "a photo of {species}",
     "cpu_bfloat16": False,
+    "refit_batchnorm": True,
 }
 FEATURE_BATCH = 256
 
@@ -96,8 +97,17 @@ def train_loop(
     over the training set per epoch. `train_batch(indices)` returns a batch's (inputs, labels),
     so the loop does not care whether it sees images or cached features; `validate(model)`
     returns (val_loss, val_acc)."""
-    epochs = train_epochs(model, train_batch, n_train, validate, settings, device, loss_fn, batch_accuracy)
-    return pd.DataFrame(list(epochs))
+    rows, best = [], None
+    for row in train_epochs(model, train_batch, n_train, validate, settings, device, loss_fn, batch_accuracy):
+        rows.append(row)
+        if settings.get("select_best_val") and (best is None or row["val_acc"] > best[0]):
+            best = (row["val_acc"], row["epoch"], {k: v.detach().clone() for k, v in model.state_dict().items()})
+    history = pd.DataFrame(rows)
+    if best is not None:
+        # Model selection on validation: the dataset has a test split, which alone is reported.
+        model.load_state_dict(best[2])
+    history["selected"] = history["epoch"] == (best[1] if best else history["epoch"].iloc[-1])
+    return history
 
 
 def train_epochs(model, train_batch, n_train, validate, settings, device, loss_fn, batch_accuracy):
@@ -165,15 +175,20 @@ def plain_inputs(images, data: Data) -> torch.Tensor:
 
 def fit_network(model, data: Data, settings, device, loss_fn=F.cross_entropy) -> pd.DataFrame:
     """Train every trainable parameter of `model` on freshly augmented training images."""
-    return pd.DataFrame(list(network_epochs(model, data, settings, device, loss_fn)))
+    return train_loop(model, *network_inputs(data, settings, device), settings, device, loss_fn)
+
+
+def network_inputs(data: Data, settings, device):
+    """(train_batch, n_train, validate) for training a whole network on augmented images."""
+    generator = torch.Generator().manual_seed(settings["seed"] + 1)
+    train_batch = augmented_batches(data.train_x, data.train_y, data.mean, data.std, settings, generator)
+    validate = classification_validator(plain_inputs(data.val_x, data), data.val_y, device)
+    return train_batch, len(data.train_y), validate
 
 
 def network_epochs(model, data: Data, settings, device, loss_fn=F.cross_entropy):
     """fit_network one epoch at a time (a generator of history rows)."""
-    generator = torch.Generator().manual_seed(settings["seed"] + 1)
-    train_batch = augmented_batches(data.train_x, data.train_y, data.mean, data.std, settings, generator)
-    validate = classification_validator(plain_inputs(data.val_x, data), data.val_y, device)
-    return train_epochs(model, train_batch, len(data.train_y), validate, settings, device, loss_fn, argmax_accuracy)
+    return train_epochs(model, *network_inputs(data, settings, device), settings, device, loss_fn, argmax_accuracy)
 
 
 @torch.no_grad()
@@ -197,8 +212,37 @@ def extract_features(encoder, images, data: Data, settings, device, views: int, 
     return torch.stack(out)
 
 
+@torch.no_grad()
+def refit_batch_norm(encoder, data: Data, settings, device) -> bool:
+    """Re-estimate a frozen encoder's batch-norm statistics on augmented training images; say
+    whether it has any. The study's loop did this implicitly: it ran the frozen network in
+    training mode, whose batch norms follow the new images, and evaluated with them."""
+    norms = [m for m in encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return False
+    generator = torch.Generator().manual_seed(settings["seed"] + 3)
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a plain average over all batches
+    encoder.train()
+    for chunk in data.train_x.split(FEATURE_BATCH):
+        crops = augment.random_resized_crop_flip(
+            chunk, scale=settings["crop_scale"], flip=settings["flip"], generator=generator
+        )
+        with runtime.autocast(device):
+            encoder(runtime.to_device(normalise(crops, data.mean, data.std), device))
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+    encoder.eval()
+    return True
+
+
 def cached_features(encoder, data: Data, settings, device, plain_train=False):
-    """(augmented train views, val features, plain train features or None), computed once."""
+    """(augmented train views, val features, plain train features or None), computed once,
+    after re-estimating the encoder's batch-norm statistics where `refit_batchnorm` asks."""
+    if settings["refit_batchnorm"]:
+        refit_batch_norm(encoder, data, settings, device)
     generator = torch.Generator().manual_seed(settings["seed"] + 1)
     views = settings["feature_views"]
     train = extract_features(encoder, data.train_x, data, settings, device, views, generator)
@@ -387,7 +431,7 @@ def train_model(
     allow_download: bool = False,
 ) -> tuple[dict, pd.DataFrame, dict]:
     """Train the model `settings` describe; return (weights, history, meta)."""
-    settings = with_defaults(settings)
+    settings = {**with_defaults(settings), "select_best_val": "test" in cache["split"]}
     torch.manual_seed(settings["seed"])
     device = select_device()
     threshold_label = other_label or "other"
