@@ -74,6 +74,7 @@ def test_meta_names_data_code_libraries_and_device(toy_cache):
 
 
 def test_tl_trains_only_the_new_layer_on_a_frozen_backbone(toy_cache, tmp_path):
+    torch.manual_seed(0)  # the stand-in "pre-trained" backbone is random: the same one every run
     pretrained = models.backbone_resnet18()
     torch.save({"model": pretrained.state_dict()}, tmp_path / "backbone.pt")
     settings = {**SETTINGS, "arch": "tl", "backbone": "pool", "epochs": 4}
