@@ -24,6 +24,7 @@ Results go to bench/results/tl_cached_features.json and .md.
 """
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -39,8 +40,9 @@ from torchvision import datasets, transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from training_data import FOUR_SPECIES, POOL, cache, image_folder  # noqa: E402
+from training_data import FOUR_SPECIES, POOL, ROOT, cache, image_folder  # noqa: E402
 
+from fishid import config as fishid_config  # noqa: E402
 from fishid import models, train  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -58,9 +60,8 @@ STUDY = {
     "channels": [32, 64, 128],
     "hidden": [512, 128],
 }
-# The demo's backbone recipe (config/config.yaml, backbones.pool).
-POOL_BACKBONE = {**STUDY, "image_size": 64, "epochs": 12, "batch_size": 32, "lr": 0.05, "step_size": 5, "gamma": 0.2}
-POOL_BACKBONE["weight_decay"] = 0.0005
+# The demo's backbone recipe, read where the pipeline reads it.
+POOL_BACKBONE = fishid_config.backbone_settings(fishid_config.load(ROOT / "config" / "config.yaml"), "pool")
 
 
 def study_loop(folder: Path, size: int, backbone_path: Path, mean, std, halfway=lambda: None) -> dict:
@@ -145,7 +146,9 @@ def main():
     work = Path(args.workdir)
     image_folder(work / "four_species", FOUR_SPECIES)
     image_folder(work / "pool", POOL)
-    backbone_path = work / f"pool-backbone-{POOL_BACKBONE['image_size']}px.pt"
+    # Named by the recipe, so that a changed recipe trains a new backbone.
+    recipe = hashlib.sha256(json.dumps(POOL_BACKBONE, sort_keys=True).encode()).hexdigest()[:12]
+    backbone_path = work / f"pool-backbone-{recipe}.pt"
     if not backbone_path.exists():
         pool_cache, _ = cache(work / "pool", POOL_BACKBONE["image_size"])
         weights, _, _ = train.pretrain_backbone({**POOL_BACKBONE, "dataset": "pool", "arch": "ri"}, pool_cache)

@@ -1,5 +1,5 @@
-"""A throwaway copy of the project (Snakefile, workflow, config, envs, profiles) with
-tests/config/tiny.yaml as its config, and Snakemake run in it.
+"""A throwaway copy of the project (Snakefile, workflow, config, envs, profiles), with
+tests/config/tiny.yaml as its config unless a test runs the demo, and Snakemake run in it.
 
 Tests that edit the project's code (the training module, the exclusion table) or that
 run it through another executor work on such a copy, never on the checkout.
@@ -16,9 +16,11 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_PARTS = ["Snakefile", "workflow", "config", "envs", "profiles"]
+TINY_CONFIG = REPO / "tests" / "config" / "tiny.yaml"
 
 
-def make_project(dest: Path) -> Path:
+def make_project(dest: Path, config: Path | None = TINY_CONFIG) -> Path:
+    """`config=None` keeps the demo's config/config.yaml."""
     dest.mkdir(parents=True, exist_ok=True)
     for part in PROJECT_PARTS:
         source = REPO / part
@@ -26,7 +28,8 @@ def make_project(dest: Path) -> Path:
             shutil.copytree(source, dest / part, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(source, dest / part)
-    shutil.copy(REPO / "tests" / "config" / "tiny.yaml", dest / "config" / "config.yaml")
+    if config is not None:
+        shutil.copy(config, dest / "config" / "config.yaml")
     return dest
 
 

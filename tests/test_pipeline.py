@@ -1,15 +1,11 @@
 """The whole DAG through Snakemake on tests/config/tiny.yaml, then its outputs' contents."""
 
-import base64
 import io
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
-from html.parser import HTMLParser
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,38 +13,13 @@ import pytest
 import torch
 import yaml
 from conftest import REPO
-
-
-def snakemake(workdir, *args):
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(workdir / "config" / "config.yaml"),
-        "--cores",
-        "2",
-        *args,
-    ]
-    # Jobs run `python` from PATH: make it this interpreter, as `make` does with the venv.
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
+from projectrun import make_project, snakemake
+from reportcheck import FIGURES_PER_MODEL, check_report, render_in_chromium
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("tiny")
-    (workdir / "config").mkdir()
-    shutil.copy(REPO / "tests" / "config" / "tiny.yaml", workdir / "config" / "config.yaml")
-    shutil.copy(REPO / "config" / "synthetic_species.tsv", workdir / "config")
-    shutil.copy(REPO / "config" / "exclusions.tsv", workdir / "config")
-    result = snakemake(workdir)
-    assert result.returncode == 0, result.stderr[-5000:]
-    return workdir, yaml.safe_load((workdir / "config" / "config.yaml").read_text())
+def tiny_run(tiny_project):
+    return tiny_project, yaml.safe_load((tiny_project / "config" / "config.yaml").read_text())
 
 
 def read(path):
@@ -120,86 +91,25 @@ def test_every_model_is_trained_and_evaluated(tiny_run):
     assert ((predictions["predicted"] == "other") == (top < threshold["threshold"]))[clear].all()
 
 
-class ImageSources(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.sources = []
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "img":
-            self.sources.append(dict(attrs)["src"])
-
-
 def test_report_is_self_contained_and_shows_every_model_and_figure(tiny_run):
     workdir, config = tiny_run
-    page = (workdir / "results/report/index.html").read_text()
-    parser = ImageSources()
-    parser.feed(page)
-    # Eight figures per model, all inlined: the page is one file a user can mail.
-    assert len(parser.sources) == 8 * len(config["models"])
-    for src in parser.sources:
-        assert src.startswith("data:image/png;base64,")
-        assert base64.b64decode(src.split(",", 1)[1]).startswith(b"\x89PNG")
-    for name in config["models"]:
-        metrics = json.loads((workdir / "results/models" / name / "metrics.json").read_text())
-        low, high = metrics["accuracy_ci95"]
-        assert low <= metrics["accuracy"] <= high
-        row = re.search(rf"<td>{re.escape(name)}</td>(.*?)</tr>", page, re.DOTALL).group(1)
-        assert f"<td>{metrics['accuracy']:.3f} [{low:.2f}, {high:.2f}]</td>" in row, (name, row)
-        assert f"<td>{metrics['correct']}/{metrics['n']}</td>" in row
-        assert f'id="model-{name}"' in page
-    for dataset in config["datasets"]:
-        assert f"<h3>{dataset}</h3>" in page
+    page = check_report(workdir, config)
     assert "tiny pre-trained backbone for the test" in page
-    assert "TL3o-random: " in page  # the control's accuracy beside the model it controls
-    for section in ("Images per source and licence", "Images per species and source", "Attribution"):
-        assert section in page
+    assert "TL3o-random: " in page
 
 
 def test_offline_without_cached_imagenet_weights_stops_with_the_place_to_put_them(tiny_run):
     workdir, _ = tiny_run
-    result = snakemake(workdir, "resources/weights/resnet18-f37072fd.pth")
+    result = snakemake(workdir, "resources/weights/resnet18-f37072fd.pth", "--cores", "1")
     assert result.returncode != 0
     log = (workdir / "logs/imagenet_weights/resources/weights.log").read_text()
     assert "place it at resources/weights/resnet18-f37072fd.pth" in log
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-# Flags that keep Chromium off the network it does not have here.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
 def test_report_renders_in_headless_chromium(tiny_run):
-    if CHROMIUM is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is missing in CI: .ci/run must install Debian's chromium package")
-        pytest.skip("chromium not installed (apt-get install chromium); CI installs it and runs this test")
-    from playwright.sync_api import sync_playwright
-
     workdir, config = tiny_run
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        errors, failed = [], []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.on("console", lambda message: message.type == "error" and errors.append(message.text))
-        page.on("requestfailed", lambda request: failed.append(request.url))
-        page.goto((workdir / "results/report/index.html").as_uri(), wait_until="load")
-        sizes = page.evaluate("Array.from(document.images, i => [i.complete, i.naturalWidth, i.naturalHeight])")
-        page.screenshot(path=workdir / "results/report/screenshot.png", full_page=True)
-        browser.close()
-    assert errors == [] and failed == []
-    assert len(sizes) == 8 * len(config["models"])
-    assert all(complete and width > 100 and height > 100 for complete, width, height in sizes), sizes
-    assert (workdir / "results/report/screenshot.png").stat().st_size > 10_000
+    sizes = render_in_chromium(workdir / "results/report/index.html", workdir / "results/report/screenshot.png")
+    assert len(sizes) == FIGURES_PER_MODEL * len(config["models"])
 
 
 def test_predict_labels_a_folder_and_lists_unreadable_files(tiny_run, tmp_path):
@@ -243,10 +153,9 @@ def test_predict_calls_other_below_the_models_threshold(tiny_run, tmp_path):
 
 def test_deleting_results_and_rerunning_gives_the_same_numbers(tiny_run, tmp_path):
     workdir, config = tiny_run
-    again = tmp_path / "again"
-    shutil.copytree(workdir / "config", again / "config")
+    again = make_project(tmp_path / "again")
     shutil.copytree(workdir / "resources", again / "resources")
-    result = snakemake(again)
+    result = snakemake(again, "--cores", "2")
     assert result.returncode == 0, result.stderr[-5000:]
     for name in config["models"]:
         for file in ("metrics.json", "predictions.tsv", "history.csv"):

@@ -1,0 +1,120 @@
+"""What a finished run's report must hold, checked the same way for the tiny test run and for
+the demo: every section, and for every model of its config its row, numbers and figures."""
+
+import base64
+import json
+import os
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+FIGURES_PER_MODEL = 8
+PROVENANCE_SECTIONS = ("Images per source and licence", "Images per species and source", "Cleaning", "Attribution")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Flags that keep Chromium off the network it does not have here.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+class Figures(HTMLParser):
+    """Every <img> source and every <figcaption> text of a page, in order."""
+
+    def __init__(self):
+        super().__init__()
+        self.sources, self.captions, self._in_caption = [], [], False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.sources.append(dict(attrs)["src"])
+        self._in_caption = tag == "figcaption"
+
+    def handle_data(self, data):
+        if self._in_caption:
+            self.captions.append(data)
+            self._in_caption = False
+
+
+def table_row(page: str, name: str) -> str:
+    """The model comparison table's row of a model."""
+    return re.search(rf"<td>{re.escape(name)}</td>(.*?)</tr>", page, re.DOTALL).group(1)
+
+
+def model_section(page: str, name: str) -> str:
+    start = page.index(f'<h3 id="model-{name}">')
+    end = page.find("<h3 ", start + 1)
+    return page[start : end if end != -1 else len(page)]
+
+
+def check_report(project: Path, config: dict) -> str:
+    """Assert that results/report/index.html shows everything the run produced; returns the page."""
+    page = (project / "results/report/index.html").read_text()
+    figures = Figures()
+    figures.feed(page)
+    # Every figure inlined: the page is one file a user can mail.
+    assert len(figures.sources) == FIGURES_PER_MODEL * len(config["models"])
+    for src in figures.sources:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1]).startswith(b"\x89PNG")
+    for section in PROVENANCE_SECTIONS:
+        assert f"<h3>{section}</h3>" in page, section
+    for dataset in config["datasets"]:
+        assert f"<h3>{dataset}</h3>" in page, dataset
+    for name, spec in config["models"].items():
+        metrics = json.loads((project / "results/models" / name / "metrics.json").read_text())
+        low, high = metrics["accuracy_ci95"]
+        assert low <= metrics["accuracy"] <= high
+        row = table_row(page, name)
+        assert f"<td>{metrics['accuracy']:.3f} [{low:.2f}, {high:.2f}]</td>" in row, (name, row)
+        assert f"<td>{metrics['correct']}/{metrics['n']}</td>" in row
+        assert f"<td>{metrics['calibration']['ece']:.3f}</td>" in row
+        assert f"<td>{metrics['majority_baseline']:.3f}</td>" in row
+        section = model_section(page, name)
+        for label, scores in metrics["per_species"].items():
+            assert f"<td>{label}</td>" in section and f"<td>{scores['f1']:.3f}</td>" in section, (name, label)
+        captions = [c for c in figures.captions if c.startswith(f"{name}: ")]
+        assert len(captions) == FIGURES_PER_MODEL, (name, captions)
+        if "open_set" in metrics:
+            auroc = metrics["open_set"]["auroc_known_vs_other"]
+            assert f"AUROC of known vs other by top known-species score {auroc:.3f}" in section, name
+        if "embedding" in metrics:
+            assert f"nearest-neighbour accuracy {metrics['embedding']['knn_accuracy']:.3f}" in section
+        if spec.get("control_of"):
+            # The control's accuracy stands in the row of the model it controls.
+            assert f"<td>{name}: {metrics['accuracy']:.3f}</td>" in table_row(page, spec["control_of"]), name
+    return page
+
+
+def render_in_chromium(report: Path, screenshot: Path) -> list:
+    """Load the report in headless Chromium; assert no page error or failed request and
+    return [complete, width, height] per image."""
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing in CI: .ci/run must install Debian's chromium package")
+        pytest.skip("chromium not installed (apt-get install chromium); CI installs it and runs this test")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        errors, failed = [], []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+        page.on("requestfailed", lambda request: failed.append(request.url))
+        page.goto(report.as_uri(), wait_until="load")
+        sizes = page.evaluate("Array.from(document.images, i => [i.complete, i.naturalWidth, i.naturalHeight])")
+        page.screenshot(path=screenshot, full_page=True)
+        browser.close()
+    assert errors == [] and failed == []
+    assert all(complete and width > 100 and height > 100 for complete, width, height in sizes), sizes
+    assert screenshot.stat().st_size > 10_000
+    return sizes
