@@ -16,7 +16,7 @@ turn, so that both see the same load on a shared machine.
 
 Results go to bench/results/ri_epoch.json and .md.
 
-    python bench/ri_epoch.py                 # about 6 minutes on 2 quiet cores
+    python bench/ri_epoch.py                 # about 2 minutes per seed (3) on 2 quiet cores
 """
 
 import argparse
@@ -32,57 +32,26 @@ import numpy as np
 import torch
 import torchvision
 from torch import nn
-from torchvision import datasets, transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from training_data import cache, image_folder  # noqa: E402
+from training_data import STUDY, cache, image_folder, study_loaders  # noqa: E402
 
 from fishid import models, runtime, train  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SPECIES = {"Amphiprion clarkii": 400, "Amphiprion perideraion": 400}
 SIZE = 96
-STUDY = {
-    "arch": "ri",
-    "dataset": "bench",
-    "image_size": SIZE,
-    "batch_size": 16,
-    "lr": 0.001,
-    "momentum": 0.9,
-    "weight_decay": 0.0,
-    "step_size": 7,
-    "gamma": 0.1,
-    "crop_scale": [0.5, 1.0],
-    "flip": True,
-    "seed": 2018,
-    "feature_views": 1,
-    "channels": [32, 64, 128],
-    "hidden": [512, 128],
-}
+SETTINGS = {**STUDY, "arch": "ri", "dataset": "bench", "image_size": SIZE, "feature_views": 1}
 
 
-def study_epochs(folder: Path, epochs: int, mean, std):
+def study_epochs(folder: Path, epochs: int, mean, std, seed: int):
     """The study's loop, one epoch at a time (a generator of history rows)."""
-    torch.manual_seed(STUDY["seed"])
-    normalize = transforms.Normalize(mean.tolist(), std.tolist())
-    train_set = datasets.ImageFolder(
-        folder / "train",
-        transforms.Compose(
-            [
-                transforms.RandomResizedCrop(SIZE, scale=tuple(STUDY["crop_scale"])),
-                transforms.RandomHorizontalFlip(),
-                transforms.ToTensor(),
-                normalize,
-            ]
-        ),
-    )
-    val_set = datasets.ImageFolder(
-        folder / "val", transforms.Compose([transforms.Resize((SIZE, SIZE)), transforms.ToTensor(), normalize])
-    )
-    train_loader = torch.utils.data.DataLoader(train_set, batch_size=STUDY["batch_size"], shuffle=True)
-    val_loader = torch.utils.data.DataLoader(val_set, batch_size=STUDY["batch_size"])
-    model = models.StudyCNN(len(train_set.classes), SIZE, STUDY["channels"], STUDY["hidden"])
+    torch.manual_seed(seed)
+    loaders = study_loaders(folder, SIZE, mean, std)
+    train_loader, val_loader = loaders["train"], loaders["val"]
+    train_set, val_set = train_loader.dataset, val_loader.dataset
+    model = models.StudyCNN(len(train_set.classes), SIZE, SETTINGS["channels"], SETTINGS["hidden"])
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=STUDY["lr"], momentum=STUDY["momentum"])
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, STUDY["step_size"], STUDY["gamma"])
@@ -118,9 +87,9 @@ def study_epochs(folder: Path, epochs: int, mean, std):
         yield {"epoch": epoch, "seconds": seconds, "data_seconds": data_seconds, "val_acc": correct / len(val_set)}
 
 
-def our_epochs(images: dict, epochs: int, cpu_bfloat16=False):
+def our_epochs(images: dict, epochs: int, seed: int, cpu_bfloat16=False):
     """The pipeline's RI training (fishid.train, as train_model runs it), one epoch at a time."""
-    settings = train.with_defaults({**STUDY, "epochs": epochs, "cpu_bfloat16": cpu_bfloat16})
+    settings = train.with_defaults({**SETTINGS, "epochs": epochs, "seed": seed, "cpu_bfloat16": cpu_bfloat16})
     torch.manual_seed(settings["seed"])
     device = torch.device("cpu")
     data = train.training_data(images)
@@ -140,25 +109,30 @@ def interleaved(loops: dict, epochs: int) -> dict:
     return histories
 
 
-def summary(history: list[dict]) -> dict:
+def summary(runs: list[list[dict]]) -> dict:
+    """Epoch times over every run (one per seed), accuracy per run and on average."""
     # The first epoch warms up allocators and oneDNN kernels: leave it out of the mean.
-    steady = history[1:] if len(history) > 1 else history
+    steady = [h for history in runs for h in (history[1:] if len(history) > 1 else history)]
     seconds = float(np.mean([h["seconds"] for h in steady]))
     data = float(np.mean([h["data_seconds"] for h in steady]))
+    last = [history[-1]["val_acc"] for history in runs]
     return {
         "epoch_seconds": seconds,
         "data_seconds": data,
         "compute_seconds": seconds - data,
         "data_share": data / seconds,
-        "val_acc_last": history[-1]["val_acc"],
-        "val_acc_best": max(h["val_acc"] for h in history),
-        "epochs": history,
+        "val_acc_last": last,
+        "val_acc_last_mean": float(np.mean(last)),
+        "val_acc_best_mean": float(np.mean([max(h["val_acc"] for h in history) for history in runs])),
+        "runs": runs,
     }
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10)
+    # 80 validation photos: one photo is 1.25 points, so accuracy is compared over seeds.
+    parser.add_argument("--seeds", type=int, nargs="+", default=[2018, 1, 2])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "fishid-bench-training"))
     args = parser.parse_args()
@@ -167,15 +141,19 @@ def main():
     image_folder(folder, SPECIES, size=(320, 220))
     load_before = os.getloadavg()[0]
     images, cache_seconds = cache(folder, SIZE)
-    histories = interleaved(
-        {
-            "study": study_epochs(folder, args.epochs, images["mean"], images["std"]),
-            "ours": our_epochs(images, args.epochs),
-            "ours_bfloat16": our_epochs(images, args.epochs, cpu_bfloat16=True),
-        },
-        args.epochs,
-    )
-    study, ours, ours_bf16 = (summary(histories[n]) for n in ("study", "ours", "ours_bfloat16"))
+    runs = {"study": [], "ours": [], "ours_bfloat16": []}
+    for seed in args.seeds:
+        histories = interleaved(
+            {
+                "study": study_epochs(folder, args.epochs, images["mean"], images["std"], seed),
+                "ours": our_epochs(images, args.epochs, seed),
+                "ours_bfloat16": our_epochs(images, args.epochs, seed, cpu_bfloat16=True),
+            },
+            args.epochs,
+        )
+        for name, history in histories.items():
+            runs[name].append(history)
+    study, ours, ours_bf16 = (summary(runs[n]) for n in ("study", "ours", "ours_bfloat16"))
     ours["cache_seconds_once"] = cache_seconds
     results = {
         "study": study,
@@ -185,6 +163,7 @@ def main():
         "speedup_cpu_bfloat16": study["epoch_seconds"] / ours_bf16["epoch_seconds"],
         "setup": {
             "epochs": args.epochs,
+            "seeds": args.seeds,
             "n_train": images["split"].count("train"),
             "n_val": images["split"].count("val"),
             "photo_pixels": 320 * 220,
@@ -200,12 +179,12 @@ def main():
     setup = results["setup"]
     lines = [
         f"# RI: one epoch, the study's loop vs ours ({setup['n_train']} training / {setup['n_val']} validation "
-        f"photos of 320 x 220 px, {SIZE} px input, batch 16, {args.epochs} epochs, {args.threads} threads, "
-        f"load average {load_before:.1f} before)",
+        f"photos of 320 x 220 px, {SIZE} px input, batch 16, {args.epochs} epochs, seeds {args.seeds}, "
+        f"{args.threads} threads, load average {load_before:.1f} before)",
         "",
-        "| loop | epoch s (mean of epochs 2+) | data loading s | compute s | data share | val acc (last) | "
-        "val acc (best) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| loop | epoch s (mean of epochs 2+) | data loading s | compute s | data share | val acc (last, per seed) | "
+        "mean | mean of best |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, row in (
         ("study (PIL per image)", study),
@@ -214,7 +193,8 @@ def main():
     ):
         lines.append(
             f"| {name} | {row['epoch_seconds']:.2f} | {row['data_seconds']:.2f} | {row['compute_seconds']:.2f} | "
-            f"{row['data_share']:.1%} | {row['val_acc_last']:.3f} | {row['val_acc_best']:.3f} |"
+            f"{row['data_share']:.1%} | {' / '.join(f'{a:.3f}' for a in row['val_acc_last'])} | "
+            f"{row['val_acc_last_mean']:.3f} | {row['val_acc_best_mean']:.3f} |"
         )
     lines += [
         "",

@@ -36,30 +36,15 @@ from pathlib import Path
 import torch
 import torchvision
 from torch import nn
-from torchvision import datasets, transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from training_data import FOUR_SPECIES, POOL, ROOT, cache, image_folder  # noqa: E402
+from training_data import FOUR_SPECIES, POOL, ROOT, STUDY, cache, image_folder, study_loaders  # noqa: E402
 
 from fishid import config as fishid_config  # noqa: E402
 from fishid import models, train  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-STUDY = {
-    "epochs": 30,
-    "batch_size": 16,
-    "lr": 0.001,
-    "momentum": 0.9,
-    "weight_decay": 0.0,
-    "step_size": 7,
-    "gamma": 0.1,
-    "crop_scale": [0.5, 1.0],
-    "flip": True,
-    "seed": 2018,
-    "channels": [32, 64, 128],
-    "hidden": [512, 128],
-}
 # The demo's backbone recipe, read where the pipeline reads it.
 POOL_BACKBONE = fishid_config.backbone_settings(fishid_config.load(ROOT / "config" / "config.yaml"), "pool")
 
@@ -67,25 +52,8 @@ POOL_BACKBONE = fishid_config.backbone_settings(fishid_config.load(ROOT / "confi
 def study_loop(folder: Path, size: int, backbone_path: Path, mean, std, halfway=lambda: None) -> dict:
     """The study's loop; `halfway()` runs after half its epochs, off its clock."""
     torch.manual_seed(STUDY["seed"])
-    normalize = transforms.Normalize(mean.tolist(), std.tolist())
-    train_set = datasets.ImageFolder(
-        folder / "train",
-        transforms.Compose(
-            [
-                transforms.RandomResizedCrop(size, scale=tuple(STUDY["crop_scale"])),
-                transforms.RandomHorizontalFlip(),
-                transforms.ToTensor(),
-                normalize,
-            ]
-        ),
-    )
-    val_set = datasets.ImageFolder(
-        folder / "val", transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor(), normalize])
-    )
-    loaders = {
-        "train": torch.utils.data.DataLoader(train_set, batch_size=STUDY["batch_size"], shuffle=True),
-        "val": torch.utils.data.DataLoader(val_set, batch_size=STUDY["batch_size"]),
-    }
+    loaders = study_loaders(folder, size, mean, std)
+    train_set, val_set = loaders["train"].dataset, loaders["val"].dataset
     model = models.backbone_resnet18()
     models.load_backbone_state(model, backbone_path)
     for parameter in model.parameters():

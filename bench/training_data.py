@@ -1,18 +1,25 @@
 """Data for the training benchmarks: the pipeline's synthetic clownfish photos, written as an
 image folder (train/<species>/, val/<species>/, what torchvision's ImageFolder and the
-study's scripts read) and as the pipeline's image cache of the same files."""
+study's scripts read) and as the pipeline's image cache of the same files; the study's
+settings and its data loaders, which the benchmarks compare ours with."""
 
 import sys
 import time
 from pathlib import Path
 
 import pandas as pd
+import torch
+from torchvision import datasets, transforms
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
 
-from fishid import imagecache, synthetic  # noqa: E402
+from fishid import config, imagecache, synthetic  # noqa: E402
 from fishid.tables import write_table  # noqa: E402
+
+# The study's training settings (SGD 0.001, momentum 0.9, StepLR 7/0.1, batch 16, ...), as
+# the pipeline's config holds them.
+STUDY = config.load(ROOT / "config" / "config.yaml")["training_defaults"]
 
 PATTERNS = ROOT / "config" / "synthetic_species.tsv"
 # The demo's species and counts (config/config.yaml).
@@ -61,3 +68,24 @@ def cache(folder, size: int) -> tuple[dict, float]:
     start = time.perf_counter()
     built = imagecache.build(Path(folder) / "split.tsv", folder, size)
     return built, time.perf_counter() - start
+
+
+def study_loaders(folder, size: int, mean, std) -> dict:
+    """The study's data pipeline: ImageFolder whose PIL transforms decode, random-resized-crop,
+    flip and normalise every photo every epoch; validation resized, in batches of 16 too."""
+    normalize = transforms.Normalize(mean.tolist(), std.tolist())
+    augmented = transforms.Compose(
+        [
+            transforms.RandomResizedCrop(size, scale=tuple(STUDY["crop_scale"])),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            normalize,
+        ]
+    )
+    plain = transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor(), normalize])
+    train_set = datasets.ImageFolder(Path(folder) / "train", augmented)
+    val_set = datasets.ImageFolder(Path(folder) / "val", plain)
+    return {
+        "train": torch.utils.data.DataLoader(train_set, batch_size=STUDY["batch_size"], shuffle=True),
+        "val": torch.utils.data.DataLoader(val_set, batch_size=STUDY["batch_size"]),
+    }

@@ -108,9 +108,12 @@ def saliency(model, inputs) -> torch.Tensor:
     return inputs.grad.abs().amax(dim=1)
 
 
-def figure_data(settings, weights_path, cache, role, predictions, n_saliency=8, n_misclassified=16) -> dict:
-    """Arrays the figures need that only the model can give: embeddings, saliency maps and
-    the pictures of a fixed sample and of the mistakes."""
+def figure_data(
+    settings, weights_path, cache, role, predictions, embedded=None, n_saliency=8, n_misclassified=16
+) -> dict:
+    """Arrays the figures need that only the model can give: embeddings (`embedded` for
+    metric-learning models, else what the last linear layer sees), saliency maps and the
+    pictures of a fixed sample and of the mistakes."""
     model, weights = load_model(settings, weights_path)
     images, _ = imagecache.subset(cache, role)
     inputs = normalise(augment.to_float(images), weights["mean"], weights["std"])
@@ -120,7 +123,7 @@ def figure_data(settings, weights_path, cache, role, predictions, n_saliency=8, 
     titles = predictions["label"] + " -> " + predictions["predicted"]
     # Plain unicode arrays: np.load refuses object arrays (they would need pickle).
     return {
-        "features": penultimate_features(model, inputs).numpy(),
+        "features": embedded if embedded is not None else penultimate_features(model, inputs).numpy(),
         "labels": predictions["label"].to_numpy(dtype=str),
         "saliency_images": images[sample].numpy(),
         "saliency": saliency(model, inputs[sample]).numpy(),
@@ -133,13 +136,12 @@ def figure_data(settings, weights_path, cache, role, predictions, n_saliency=8, 
 DISTANCES = np.round(np.arange(0.3, 2.91, 0.1), 1)
 
 
-def embedding_metrics(settings, weights_path, cache, role, k=5) -> dict:
-    """Same/different decisions by distance over all pairs of `role` images, at the distance
-    thresholds of the metric-learning study, and a k-nearest-neighbour classifier whose
-    neighbours are the training images."""
+def embedding_metrics(settings, weights_path, cache, role, embedded, k=5) -> dict:
+    """Same/different decisions by distance over all pairs of the `role` images' embeddings,
+    at the distance thresholds of the metric-learning study, and a k-nearest-neighbour
+    classifier whose neighbours are the training images."""
     labels = np.array(cache["classes"])[imagecache.subset(cache, role)[1].numpy()]
     train_labels = np.array(cache["classes"])[imagecache.subset(cache, "train")[1].numpy()]
-    embedded = inference.embed(settings, weights_path, cache, role)
     knn = metric.knn_predict(inference.embed(settings, weights_path, cache, "train"), train_labels, embedded, k=k)
     return {
         "pairs": metric.pair_distance_accuracy(embedded, labels, DISTANCES),
@@ -172,9 +174,12 @@ def run(
         "evaluated_on": reported,
         **metrics(evaluated, cache["classes"], train_labels, other_label, seed=settings["seed"]),
     }
+    embedded = None
     if settings["arch"] in models.EMBEDDING_ARCHS:
-        result["embedding"] = embedding_metrics(settings, weights_path, cache, reported)
+        embedded = inference.embed(settings, weights_path, cache, reported)
+        result["embedding"] = embedding_metrics(settings, weights_path, cache, reported, embedded)
     with open(metrics_path, "w") as handle:
         json.dump(result, handle, indent=2)
-    np.savez_compressed(figure_data_path, **figure_data(settings, weights_path, cache, reported, evaluated))
+    figures = figure_data(settings, weights_path, cache, reported, evaluated, embedded)
+    np.savez_compressed(figure_data_path, **figures)
     return result

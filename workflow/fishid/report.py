@@ -43,7 +43,12 @@ MODEL_FIGURES = [
     ),
     ("saliency", "Saliency maps for a fixed sample of evaluation images (true -> predicted).", True),
     ("misclassified", "Evaluation images the model got wrong.", True),
-    ("embeddings", "2-D map of the embeddings (input of the last linear layer), coloured by label.", False),
+    (
+        "embeddings",
+        "2-D map of the embeddings (siamese/triplet: the learned embedding; otherwise the input of the last "
+        "linear layer), coloured by label.",
+        False,
+    ),
 ]
 
 
