@@ -16,7 +16,7 @@ turn, so that both see the same load on a shared machine.
 
 Results go to bench/results/ri_epoch.json and .md.
 
-    python bench/ri_epoch.py                 # about 2 minutes per seed (3) on 2 quiet cores
+    python bench/ri_epoch.py                 # about 5 minutes per seed (3) on 2 quiet cores
 """
 
 import argparse
@@ -130,7 +130,7 @@ def summary(runs: list[list[dict]]) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=30, help="the study trained 30")
     # 80 validation photos: one photo is 1.25 points, so accuracy is compared over seeds.
     parser.add_argument("--seeds", type=int, nargs="+", default=[2018, 1, 2])
     parser.add_argument("--threads", type=int, default=2)
