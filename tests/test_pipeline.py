@@ -91,6 +91,16 @@ def test_every_model_is_trained_and_evaluated(tiny_run):
     assert ((predictions["predicted"] == "other") == (top < threshold["threshold"]))[clear].all()
 
 
+def test_the_embedding_map_of_a_metric_learning_model_is_of_its_learned_embedding(tiny_run):
+    workdir, _ = tiny_run
+    for name in ("Siamese2", "Triplet2"):
+        features = np.load(workdir / "results/models" / name / "figure_data.npz")["features"]
+        meta = json.loads((workdir / "results/models" / name / "meta.json").read_text())
+        # Unit vectors of the embedding's size, not the projector's hidden layer.
+        assert features.shape[1] == meta["settings"]["embedding_dim"], name
+        assert np.allclose(np.linalg.norm(features, axis=1), 1, atol=1e-4), name
+
+
 def test_report_is_self_contained_and_shows_every_model_and_figure(tiny_run):
     workdir, config = tiny_run
     page = check_report(workdir, config)
