@@ -5,10 +5,10 @@ The study's loop (PyTorch's transfer-learning tutorial, which the study followed
 ImageFolder whose transforms decode, random-resized-crop, flip and normalise every photo
 every epoch, batches of 16, the whole frozen network run forward for every batch in training
 mode, then validation through the whole network. Ours (fishid.train, arch tl): decode and
-resize once into the image cache, re-estimate the frozen backbone's batch-norm statistics on
-the training images (what the study's training-mode forward passes did), run it once over
-`feature_views` augmented views of each training image and once over validation, then train
-the layer on the features.
+resize once into the image cache, run the frozen backbone once over `feature_views`
+augmented views of each training image in training mode, in shuffled batches (as the study's
+loop did every epoch; its batch norms re-estimate their statistics on the way), once over
+validation in evaluation mode, then train the layer on the features.
 
 Ours runs before, halfway through and after the study's loop and the median run counts.
 Both start from the same backbone, pre-trained by the pipeline's own rule on the demo's six

@@ -150,3 +150,18 @@ def test_with_a_test_split_the_best_validation_epoch_is_kept(tmp_path):
 def test_without_a_test_split_the_last_epoch_is_kept(toy_cache):
     _, history, _ = train.train_model({**SETTINGS, "epochs": 3}, toy_cache)
     assert history["selected"].tolist() == [False, False, True]
+
+
+def test_training_mode_features_never_pass_a_batch_of_one_image(monkeypatch):
+    # 5 images in batches of at most 4: 4 + 1 would stop the batch norms (one value per channel).
+    monkeypatch.setattr(train, "FEATURE_BATCH", 4)
+    encoder = models.backbone_resnet18()
+    encoder.fc = torch.nn.Identity()
+    images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
+    data = train.Data(images, torch.zeros(5), images, torch.zeros(5), ["a"], torch.full((3,), 0.5), torch.ones(3))
+    generator = torch.Generator().manual_seed(0)
+    features = train.extract_features(
+        encoder, images, data, SETTINGS, torch.device("cpu"), 1, generator, train_mode=True
+    )
+    assert features.shape == (1, 5, 512) and torch.isfinite(features).all()
+    assert not encoder.training

@@ -6,6 +6,7 @@ Frozen encoders (TL, CLIP linear probe, frozen siamese/triplet) compute their fe
 for `feature_views` augmented views per image, and train only the new layers on them.
 """
 
+import contextlib
 import json
 import logging
 import platform
@@ -192,14 +193,21 @@ def network_epochs(model, data: Data, settings, device, loss_fn=F.cross_entropy)
 
 
 @torch.no_grad()
-def extract_features(encoder, images, data: Data, settings, device, views: int, generator) -> torch.Tensor:
+def extract_features(
+    encoder, images, data: Data, settings, device, views: int, generator, train_mode=False
+) -> torch.Tensor:
     """Encoder features of `views` random augmentations of every image: (views, N, dim).
     views=0 gives the plain images, as seen at evaluation."""
-    encoder.eval()
+    encoder.train(train_mode)
+    # Chunks of near-equal size: a last chunk of one image would stop a batch norm in training mode.
+    n_chunks = max(1, -(-len(images) // FEATURE_BATCH))
     out = []
     for _ in range(max(views, 1)):
+        # In training mode a batch's statistics shape its features: mixed batches, as the
+        # study's shuffled loader gave, not runs of one species.
+        order = torch.randperm(len(images), generator=generator) if train_mode else torch.arange(len(images))
         chunks = []
-        for chunk in images.split(FEATURE_BATCH):
+        for chunk in images[order].tensor_split(n_chunks):
             if views:
                 chunk = augment.random_resized_crop_flip(
                     chunk, scale=settings["crop_scale"], flip=settings["flip"], generator=generator
@@ -208,44 +216,39 @@ def extract_features(encoder, images, data: Data, settings, device, views: int, 
                 chunk = augment.to_float(chunk)
             with runtime.autocast(device):
                 chunks.append(encoder(runtime.to_device(normalise(chunk, data.mean, data.std), device)).float().cpu())
-        out.append(torch.cat(chunks))
+        out.append(torch.cat(chunks)[torch.argsort(order)])
+    encoder.eval()
     return torch.stack(out)
 
 
-@torch.no_grad()
-def refit_batch_norm(encoder, data: Data, settings, device) -> bool:
-    """Re-estimate a frozen encoder's batch-norm statistics on augmented training images; say
-    whether it has any. The study's loop did this implicitly: it ran the frozen network in
-    training mode, whose batch norms follow the new images, and evaluated with them."""
+@contextlib.contextmanager
+def refitting_batch_norm(encoder):
+    """Within the block, the encoder's batch norms forget their statistics and average those
+    of every batch they then see, in training mode; after it, they keep that average."""
     norms = [m for m in encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return False
-    generator = torch.Generator().manual_seed(settings["seed"] + 3)
     momenta = [m.momentum for m in norms]
     for norm in norms:
         norm.reset_running_stats()
         norm.momentum = None  # a plain average over all batches
-    encoder.train()
-    for chunk in data.train_x.split(FEATURE_BATCH):
-        crops = augment.random_resized_crop_flip(
-            chunk, scale=settings["crop_scale"], flip=settings["flip"], generator=generator
-        )
-        with runtime.autocast(device):
-            encoder(runtime.to_device(normalise(crops, data.mean, data.std), device))
-    for norm, momentum in zip(norms, momenta):
-        norm.momentum = momentum
-    encoder.eval()
-    return True
+    try:
+        yield
+    finally:
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
 
 
 def cached_features(encoder, data: Data, settings, device, plain_train=False):
-    """(augmented train views, val features, plain train features or None), computed once,
-    after re-estimating the encoder's batch-norm statistics where `refit_batchnorm` asks."""
-    if settings["refit_batchnorm"]:
-        refit_batch_norm(encoder, data, settings, device)
+    """(augmented train views, val features, plain train features or None), computed once.
+
+    With `refit_batchnorm`, the training views go through the frozen encoder in training
+    mode, as the study's loop ran its frozen network: each batch is normalised by its own
+    statistics, and the running statistics re-estimated on them serve validation and
+    evaluation. One pass does both."""
     generator = torch.Generator().manual_seed(settings["seed"] + 1)
     views = settings["feature_views"]
-    train = extract_features(encoder, data.train_x, data, settings, device, views, generator)
+    refit = settings["refit_batchnorm"]
+    with refitting_batch_norm(encoder) if refit else contextlib.nullcontext():
+        train = extract_features(encoder, data.train_x, data, settings, device, views, generator, train_mode=refit)
     val = extract_features(encoder, data.val_x, data, settings, device, 0, generator)[0]
     plain = extract_features(encoder, data.train_x, data, settings, device, 0, generator)[0] if plain_train else None
     return train, val, plain
