@@ -83,12 +83,16 @@ def test_tl_trains_only_the_new_layer_on_a_frozen_backbone(toy_cache, tmp_path):
     for name, value in pretrained.named_parameters():
         assert torch.equal(trained[name], value), f"{name} changed although frozen"
     assert trained["fc.weight"].shape == (2, 512)
-    assert history["val_acc"].iloc[-1] >= 0.9
+    # The layer learned (chance is 0.5; 12 validation images on a random "pre-trained" backbone).
+    assert history["val_acc"].iloc[-1] >= 0.75
     # Batch-norm statistics follow the new images, as in the study's training-mode loop...
     assert not torch.equal(trained["bn1.running_mean"], pretrained.bn1.running_mean)
     # ...unless the model keeps the backbone's.
-    kept = train.train_model({**settings, "refit_batchnorm": False}, toy_cache, tmp_path / "backbone.pt")[0]["model"]
-    assert all(torch.equal(kept[name], value) for name, value in pretrained.state_dict().items())
+    kept, kept_history, _ = train.train_model(
+        {**settings, "refit_batchnorm": False}, toy_cache, tmp_path / "backbone.pt"
+    )
+    assert all(torch.equal(kept["model"][name], value) for name, value in pretrained.state_dict().items())
+    assert kept_history["val_acc"].iloc[-1] >= 0.75
 
 
 def test_pretrained_backbone_drops_its_classifier(toy_cache, tmp_path):

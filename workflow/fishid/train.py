@@ -221,11 +221,15 @@ def extract_features(
     return torch.stack(out)
 
 
+def batch_norms(encoder) -> list:
+    return [m for m in encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 @contextlib.contextmanager
 def refitting_batch_norm(encoder):
     """Within the block, the encoder's batch norms forget their statistics and average those
     of every batch they then see, in training mode; after it, they keep that average."""
-    norms = [m for m in encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = batch_norms(encoder)
     momenta = [m.momentum for m in norms]
     for norm in norms:
         norm.reset_running_stats()
@@ -246,7 +250,8 @@ def cached_features(encoder, data: Data, settings, device, plain_train=False):
     evaluation. One pass does both."""
     generator = torch.Generator().manual_seed(settings["seed"] + 1)
     views = settings["feature_views"]
-    refit = settings["refit_batchnorm"]
+    # Encoders without batch norms (CLIP's transformers) stay in evaluation mode.
+    refit = settings["refit_batchnorm"] and bool(batch_norms(encoder))
     with refitting_batch_norm(encoder) if refit else contextlib.nullcontext():
         train = extract_features(encoder, data.train_x, data, settings, device, views, generator, train_mode=refit)
     val = extract_features(encoder, data.val_x, data, settings, device, 0, generator)[0]
