@@ -1,11 +1,9 @@
 """config/amphiprion.yaml (the real study) is valid and plans the whole DAG; source config errors are named."""
 
-import shutil
-
 import pytest
 import yaml
 from conftest import REPO
-from test_pipeline import snakemake
+from projectrun import make_project, snakemake
 
 from fishid import config
 
@@ -24,10 +22,8 @@ def test_the_real_study_config_is_valid_and_complete():
 
 
 def test_the_real_study_plans_every_stage(tmp_path):
-    (tmp_path / "config").mkdir()
-    shutil.copy(REPO / "config" / "amphiprion.yaml", tmp_path / "config" / "config.yaml")
-    shutil.copy(REPO / "config" / "exclusions.tsv", tmp_path / "config")
-    result = snakemake(tmp_path, "--dry-run")
+    project = make_project(tmp_path, config=REPO / "config" / "amphiprion.yaml")
+    result = snakemake(project, "--dry-run", "--cores", "2")
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
     for rule in ("list_source", "fetch_images", "imagenet_weights", "train_model", "report"):
         assert rule in result.stdout

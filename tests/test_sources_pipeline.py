@@ -3,13 +3,11 @@
 The web sources point at a loopback server; nothing leaves 127.0.0.1.
 """
 
-import shutil
-
 import pandas as pd
 import yaml
 from conftest import REPO
 from fake_sites import FakeSites, html_reply, image_reply
-from test_pipeline import snakemake
+from projectrun import make_project, snakemake
 from test_sources_gbif import small_archive
 from test_sources_sites import GENUS_PAGE, photo_page
 
@@ -19,9 +17,7 @@ def read(path):
 
 
 def test_list_and_fetch_rules_run_every_kind(tmp_path):
-    (tmp_path / "config").mkdir()
-    for name in ("synthetic_species.tsv", "exclusions.tsv"):
-        shutil.copy(REPO / "config" / name, tmp_path / "config")
+    make_project(tmp_path)
     folder = tmp_path / "photos" / "Amphiprion clarkii"
     folder.mkdir(parents=True)
     with FakeSites() as sites:
@@ -51,7 +47,7 @@ def test_list_and_fetch_rules_run_every_kind(tmp_path):
         }
         (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
         targets = [f"resources/downloads/{name}.tsv" for name in config["sources"]]
-        result = snakemake(tmp_path, *targets)
+        result = snakemake(tmp_path, *targets, "--cores", "2")
         hits = dict(sites.hits)
     assert result.returncode == 0, result.stderr[-5000:]
 
