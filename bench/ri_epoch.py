@@ -22,7 +22,6 @@ Results go to bench/results/ri_epoch.json and .md.
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -30,12 +29,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from training_data import STUDY, cache, image_folder, study_loaders  # noqa: E402
+from training_data import STUDY, cache, image_folder, setup_record, study_loaders  # noqa: E402
 
 from fishid import models, runtime, train  # noqa: E402
 
@@ -164,14 +162,8 @@ def main():
         "setup": {
             "epochs": args.epochs,
             "seeds": args.seeds,
-            "n_train": images["split"].count("train"),
-            "n_val": images["split"].count("val"),
             "photo_pixels": 320 * 220,
-            "threads": args.threads,
-            "load_average_before_after": [load_before, os.getloadavg()[0]],
-            "cpu": platform.processor() or platform.machine(),
-            "torch": torch.__version__,
-            "torchvision": torchvision.__version__,
+            **setup_record(images, args.threads, load_before),
         },
     }
     RESULTS.mkdir(exist_ok=True)

@@ -27,19 +27,26 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from training_data import FOUR_SPECIES, POOL, ROOT, STUDY, cache, image_folder, study_loaders  # noqa: E402
+from training_data import (  # noqa: E402
+    FOUR_SPECIES,
+    POOL,
+    ROOT,
+    STUDY,
+    cache,
+    image_folder,
+    setup_record,
+    study_loaders,
+)
 
 from fishid import config as fishid_config  # noqa: E402
 from fishid import models, train  # noqa: E402
@@ -143,13 +150,7 @@ def main():
     results["setup"] = {
         "size": args.size,
         "epochs": STUDY["epochs"],
-        "n_train": images["split"].count("train"),
-        "n_val": images["split"].count("val"),
-        "threads": args.threads,
-        "load_average_before_after": [load_before, os.getloadavg()[0]],
-        "cpu": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        **setup_record(images, args.threads, load_before),
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "tl_cached_features.json").write_text(json.dumps(results, indent=2))

@@ -3,12 +3,15 @@ image folder (train/<species>/, val/<species>/, what torchvision's ImageFolder a
 study's scripts read) and as the pipeline's image cache of the same files; the study's
 settings and its data loaders, which the benchmarks compare ours with."""
 
+import os
+import platform
 import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import torch
+import torchvision
 from torchvision import datasets, transforms
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,4 +91,17 @@ def study_loaders(folder, size: int, mean, std) -> dict:
     return {
         "train": torch.utils.data.DataLoader(train_set, batch_size=STUDY["batch_size"], shuffle=True),
         "val": torch.utils.data.DataLoader(val_set, batch_size=STUDY["batch_size"]),
+    }
+
+
+def setup_record(images: dict, threads: int, load_before: float) -> dict:
+    """What a benchmark's figures depend on besides the code: data, threads, load, machine."""
+    return {
+        "n_train": images["split"].count("train"),
+        "n_val": images["split"].count("val"),
+        "threads": threads,
+        "load_average_before_after": [load_before, os.getloadavg()[0]],
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
     }
