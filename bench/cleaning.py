@@ -17,7 +17,6 @@ Results go to bench/results/cleaning.json and .md.
 """
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -32,13 +31,15 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from output import write_results  # noqa: E402
 
 from fishid import clean, near_duplicates, photo_filters, store  # noqa: E402
 from fishid.decode import decode  # noqa: E402
 from fishid.tables import DOWNLOAD_COLUMNS, RECORD_COLUMNS, write_table  # noqa: E402
 
 SEED_MINI = ROOT.parent / "shared" / "data" / "seed-mini"
-RESULTS = ROOT / "bench" / "results"
 SIZES = {"web": (1024, 768), "2k": (2048, 1536), "camera": (4032, 3024)}
 
 
@@ -141,10 +142,7 @@ def main():
             row["ms_per_step_one_core"] = {k: round(v * 1000, 1) for k, v in steps.median().items()}
             report["sizes"][name] = row
             print(name, row, flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "cleaning.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "cleaning.md").write_text(markdown(report))
-    print(markdown(report))
+    write_results("cleaning", report, markdown(report))
 
 
 def markdown(report: dict) -> str:

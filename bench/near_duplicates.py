@@ -23,7 +23,6 @@ Results go to bench/results/near_duplicates.json and .md.
 import argparse
 import io
 import itertools
-import json
 import os
 import platform
 import sys
@@ -37,6 +36,9 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from output import write_results  # noqa: E402
 
 from fishid import clean  # noqa: E402
 from fishid.decode import decode  # noqa: E402
@@ -49,7 +51,6 @@ from fishid.near_duplicates import (  # noqa: E402
 )
 
 SEED_MINI = ROOT.parent / "shared" / "data" / "seed-mini"
-RESULTS = ROOT / "bench" / "results"
 
 
 def synthetic_hashes(n: int, kind: str, rng, planted_share=0.05, max_flips=12) -> np.ndarray:
@@ -227,10 +228,7 @@ def main():
         "decisions": decisions_time(100_000, rng),
         "hash_quality": hash_quality(args.max_distance),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "near_duplicates.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "near_duplicates.md").write_text(markdown(report))
-    print(markdown(report))
+    write_results("near_duplicates", report, markdown(report))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ Results go to bench/results/ri_epoch.json and .md.
 """
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -33,14 +32,26 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from output import write_results  # noqa: E402
 from training_data import STUDY, cache, image_folder, setup_record, study_loaders  # noqa: E402
 
 from fishid import models, runtime, train  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SPECIES = {"Amphiprion clarkii": 400, "Amphiprion perideraion": 400}
 SIZE = 96
 SETTINGS = {**STUDY, "arch": "ri", "dataset": "bench", "image_size": SIZE, "feature_views": 1}
+
+
+def timed_batches(loader, waited: list):
+    """The loader's batches; the seconds spent waiting for each are added to waited[0]."""
+    batches = iter(loader)
+    while True:
+        start = time.perf_counter()
+        batch = next(batches, None)
+        waited[0] += time.perf_counter() - start
+        if batch is None:
+            return
+        yield batch
 
 
 def study_epochs(folder: Path, epochs: int, mean, std, seed: int):
@@ -55,16 +66,9 @@ def study_epochs(folder: Path, epochs: int, mean, std, seed: int):
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, STUDY["step_size"], STUDY["gamma"])
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
-        data_seconds = 0.0
+        waited = [0.0]
         model.train()
-        batches = iter(train_loader)
-        while True:
-            loaded = time.perf_counter()
-            batch = next(batches, None)
-            data_seconds += time.perf_counter() - loaded
-            if batch is None:
-                break
-            inputs, labels = batch
+        for inputs, labels in timed_batches(train_loader, waited):
             loss = criterion(model(inputs), labels)
             optimizer.zero_grad()
             loss.backward()
@@ -73,16 +77,10 @@ def study_epochs(folder: Path, epochs: int, mean, std, seed: int):
         model.eval()
         correct = 0
         with torch.no_grad():
-            batches = iter(val_loader)
-            while True:
-                loaded = time.perf_counter()
-                batch = next(batches, None)
-                data_seconds += time.perf_counter() - loaded
-                if batch is None:
-                    break
-                correct += (model(batch[0]).argmax(1) == batch[1]).sum().item()
+            for inputs, labels in timed_batches(val_loader, waited):
+                correct += (model(inputs).argmax(1) == labels).sum().item()
         seconds = time.perf_counter() - start
-        yield {"epoch": epoch, "seconds": seconds, "data_seconds": data_seconds, "val_acc": correct / len(val_set)}
+        yield {"epoch": epoch, "seconds": seconds, "data_seconds": waited[0], "val_acc": correct / len(val_set)}
 
 
 def our_epochs(images: dict, epochs: int, seed: int, cpu_bfloat16=False):
@@ -166,8 +164,6 @@ def main():
             **setup_record(images, args.threads, load_before),
         },
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ri_epoch.json").write_text(json.dumps(results, indent=2))
     setup = results["setup"]
     lines = [
         f"# RI: one epoch, the study's loop vs ours ({setup['n_train']} training / {setup['n_val']} validation "
@@ -193,8 +189,7 @@ def main():
         f"Speed-up per epoch: {results['speedup']:.2f}x in float32, {results['speedup_cpu_bfloat16']:.2f}x with "
         f"bfloat16 autocast; our cache took {cache_seconds:.1f} s once (decoding and resizing every photo).",
     ]
-    (RESULTS / "ri_epoch.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("ri_epoch", results, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from output import write_results  # noqa: E402
 from training_data import (  # noqa: E402
     FOUR_SPECIES,
     POOL,
@@ -51,7 +52,6 @@ from training_data import (  # noqa: E402
 from fishid import config as fishid_config  # noqa: E402
 from fishid import models, train  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 # The demo's backbone recipe, read where the pipeline reads it.
 POOL_BACKBONE = fishid_config.backbone_settings(fishid_config.load(ROOT / "config" / "config.yaml"), "pool")
 
@@ -152,8 +152,6 @@ def main():
         "epochs": STUDY["epochs"],
         **setup_record(images, args.threads, load_before),
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "tl_cached_features.json").write_text(json.dumps(results, indent=2))
     study = results["study"]
     lines = [
         f"# TL: cached features vs the study's loop ({args.size} px, {STUDY['epochs']} epochs, "
@@ -172,8 +170,7 @@ def main():
             f"{row['feature_views']} | {row['seconds']:.1f} | {row['speedup']:.1f}x | {row['val_acc']:.3f} | "
             f"{row['best_val_acc']:.3f} |"
         )
-    (RESULTS / "tl_cached_features.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("tl_cached_features", results, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
