@@ -5,7 +5,12 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# A configuration given with --configfile is the whole configuration (Snakemake would
+# otherwise merge it into this default key by key: the demo's synthetic source and models
+# would join the real study's). `--config key=value` overrides keys either way.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 report: "workflow/report/workflow.rst"

@@ -112,6 +112,7 @@ def decisions_time(n: int, rng) -> dict:
             "frames": 1,
             "phash": [f"{a:016x}{b:016x}" for a, b in words],
             "chroma": 40.0,
+            "midtone_chroma": 40.0,
             "colours": 900,
             "flat_fraction": 0.01,
             "derived_path": "",

@@ -1,5 +1,7 @@
-"""A throwaway copy of the project (Snakefile, workflow, config, envs, profiles), with
-tests/config/tiny.yaml as its config unless a test runs the demo, and Snakemake run in it.
+"""A throwaway copy of the project (Snakefile, workflow, config, envs, profiles), and
+Snakemake run in it the way users run it: another configuration than the demo's is passed
+with --configfile (copied beside the project's own as config/run.yaml), never copied over
+config/config.yaml.
 
 Tests that edit the project's code (the training module, the exclusion table) or that
 run it through another executor work on such a copy, never on the checkout.
@@ -17,10 +19,11 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_PARTS = ["Snakefile", "workflow", "config", "envs", "profiles"]
 TINY_CONFIG = REPO / "tests" / "config" / "tiny.yaml"
+RUN_CONFIG = Path("config", "run.yaml")
 
 
 def make_project(dest: Path, config: Path | None = TINY_CONFIG) -> Path:
-    """`config=None` keeps the demo's config/config.yaml."""
+    """`config=None` runs the demo's config/config.yaml, as a plain `snakemake` does."""
     dest.mkdir(parents=True, exist_ok=True)
     for part in PROJECT_PARTS:
         source = REPO / part
@@ -29,8 +32,18 @@ def make_project(dest: Path, config: Path | None = TINY_CONFIG) -> Path:
         else:
             shutil.copy2(source, dest / part)
     if config is not None:
-        shutil.copy(config, dest / "config" / "config.yaml")
+        shutil.copy(config, dest / RUN_CONFIG)
     return dest
+
+
+def run_config_path(project: Path) -> Path:
+    """The file holding the configuration the project's runs use."""
+    given = project / RUN_CONFIG
+    return given if given.exists() else project / "config" / "config.yaml"
+
+
+def run_config(project: Path) -> dict:
+    return yaml.safe_load(run_config_path(project).read_text())
 
 
 def environment(**extra) -> dict:
@@ -42,8 +55,9 @@ def environment(**extra) -> dict:
 
 def snakemake_command(project: Path, *args, configfiles=()) -> list[str]:
     """`args` first: Snakemake options that take several values (--configfile, --forcerun,
-    --rerun-triggers) would otherwise swallow a target that follows them."""
-    configs = [project / "config" / "config.yaml", *configfiles]
+    --rerun-triggers) would otherwise swallow a target that follows them. `configfiles` are
+    merged, in order, over the project's run configuration."""
+    configs = [*([project / RUN_CONFIG] if (project / RUN_CONFIG).exists() else []), *configfiles]
     return [
         sys.executable,
         "-m",
@@ -53,8 +67,7 @@ def snakemake_command(project: Path, *args, configfiles=()) -> list[str]:
         str(project / "Snakefile"),
         "--directory",
         str(project),
-        "--configfile",
-        *map(str, configs),
+        *(["--configfile", *map(str, configs)] if configs else []),
     ]
 
 
@@ -68,27 +81,37 @@ def snakemake(project: Path, *args, env=None, timeout=900, configfiles=()) -> su
     )
 
 
-def planned(project: Path, config=None, *args) -> tuple[dict[str, int], set[str]]:
+def planned(project: Path, config=None, *args, configfiles=()) -> tuple[dict[str, int], set[str]]:
     """What a dry run would run: (jobs by rule, the jobs as `rule[wildcards]`). Printed, so
-    that `pytest -s` and a failing test show the whole plan."""
-    configfiles = []
+    that `pytest -s` and a failing test show the whole plan. `config` (a dict) is merged over
+    the run configuration, as a user's extra --configfile would be."""
+    configfiles = list(configfiles)
     if config is not None:
         changed = project / "config" / "changed.yaml"
         changed.write_text(yaml.safe_dump(config))
         configfiles.append(changed)
     result = snakemake(project, "--cores", "2", "--dry-run", *args, configfiles=configfiles)
     assert result.returncode == 0, result.stderr[-5000:]
-    output = result.stdout + result.stderr
-    stats = output.split("Job stats:", 1)[1].split("\n\n", 1)[0] if "Job stats:" in output else ""
+    counts, jobs = plan_of(result.stdout + result.stderr)
+    print(f"planned jobs: {counts or 'none'}")
+    for job in sorted(jobs):
+        print(f"  {job}")
+    return counts, jobs
+
+
+def plan_of(output: str) -> tuple[dict[str, int], set[str]]:
+    """Parse a dry run's output; an output that is neither a plan nor "Nothing to be done" fails."""
+    if "Job stats:" not in output:
+        assert "Nothing to be done" in output, f"neither a plan nor 'Nothing to be done':\n{output[-3000:]}"
+        return {}, set()
+    stats = output.split("Job stats:", 1)[1].split("\n\n", 1)[0]
     counts = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", stats, re.MULTILINE) if rule != "total"}
+    assert counts, f"no job counts under 'Job stats:':\n{stats}"
     jobs = set()
     for block in re.split(r"^(?=(?:local)?rule \w+:)", output, flags=re.MULTILINE)[1:]:
         rule = re.match(r"(?:local)?rule (\w+):", block).group(1)
         wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.MULTILINE)
         jobs.add(f"{rule}[{wildcards.group(1)}]" if wildcards else rule)
-    print(f"planned jobs: {counts or 'none'}")
-    for job in sorted(jobs):
-        print(f"  {job}")
     return counts, jobs
 
 

@@ -2,6 +2,7 @@
 the demo: every section, and for every model of its config its row, numbers and figures."""
 
 import base64
+import html
 import json
 import os
 import re
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-FIGURES_PER_MODEL = 8
+from fishid.figure_list import MODEL_FIGURES
+
+FIGURES_PER_MODEL = len(MODEL_FIGURES)
 PROVENANCE_SECTIONS = ("Images per source and licence", "Images per species and source", "Cleaning", "Attribution")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Flags that keep Chromium off the network it does not have here.
@@ -46,7 +49,7 @@ class Figures(HTMLParser):
 
 def table_row(page: str, name: str) -> str:
     """The model comparison table's row of a model."""
-    return re.search(rf"<td>{re.escape(name)}</td>(.*?)</tr>", page, re.DOTALL).group(1)
+    return re.search(rf"<td>{re.escape(name)}(?: ⚠)?</td>(.*?)</tr>", page, re.DOTALL).group(1)
 
 
 def model_section(page: str, name: str) -> str:
@@ -78,6 +81,10 @@ def check_report(project: Path, config: dict) -> str:
         assert f"<td>{metrics['correct']}/{metrics['n']}</td>" in row
         assert f"<td>{metrics['calibration']['ece']:.3f}</td>" in row
         assert f"<td>{metrics['majority_baseline']:.3f}</td>" in row
+        # A model that learned nothing carries the mark and its reasons, and only such a model.
+        assert (f"<td>{name} ⚠</td>" in page) == bool(metrics["learned_nothing"]), (name, metrics["learned_nothing"])
+        for reason in metrics["learned_nothing"]:
+            assert reason in html.unescape(row), (name, reason)
         section = model_section(page, name)
         for label, scores in metrics["per_species"].items():
             assert f"<td>{label}</td>" in section and f"<td>{scores['f1']:.3f}</td>" in section, (name, label)

@@ -6,8 +6,8 @@ import sys
 
 import pandas as pd
 import pytest
-import yaml
 from conftest import REPO
+from projectrun import run_config
 
 from fishid.attribution import ATTRIBUTION_COLUMNS, attribution
 
@@ -23,7 +23,7 @@ def fishid(*args):
 
 
 def tiny_config(project):
-    return yaml.safe_load((project / "config/config.yaml").read_text())
+    return run_config(project)
 
 
 def models_using(config, datasets, backbones=()):

@@ -228,7 +228,7 @@ def test_non_photos_are_flagged(tmp_path, seed_mini):
     reasons = {r: row["reason"] for r, row in by_record(table, downloads).items()}
     assert reasons["p"] == ""
     assert reasons["d"] == "not a photo: few colours (2 < 128); large flat areas (97% of pixels > 85%)"
-    assert reasons["g"].startswith("not a photo: greyscale (chroma 0 < 6)")
+    assert reasons["g"].startswith("not a photo: greyscale (mid-tone chroma 0 < 5)")
 
 
 def test_broken_small_and_excluded_images_say_why(tmp_path):

@@ -13,7 +13,7 @@ import time
 import pandas as pd
 import torch
 import yaml
-from projectrun import environment, snakemake, snakemake_command
+from projectrun import environment, run_config_path, snakemake, snakemake_command
 
 EPOCHS = 60  # long enough for the kill to land mid-training
 
@@ -32,7 +32,7 @@ def test_a_run_killed_mid_training_resumes_with_rerun_incomplete(tiny_project, t
     # at other absolute paths, so only modification times decide what is out of date here.
     project = tmp_path / "project"
     shutil.copytree(tiny_project, project, symlinks=True)
-    config_path = project / "config/config.yaml"
+    config_path = run_config_path(project)
     config = yaml.safe_load(config_path.read_text())
     config["models"]["RI2"]["epochs"] = EPOCHS
     config_path.write_text(yaml.safe_dump(config))

@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 
 from fishid import metrics
@@ -100,3 +101,26 @@ def test_distance_thresholds_cover_the_studys_range():
     from fishid.evaluate import DISTANCES
 
     assert DISTANCES[0] == 0.3 and DISTANCES[-1] == 2.9 and len(DISTANCES) == 27
+
+
+def evaluation(labels, predicted, train_labels):
+    from fishid.evaluate import add_confidences
+    from fishid.evaluate import metrics as evaluate_metrics
+
+    scores = {f"score:{c}": [1.0 if p == c else 0.0 for p in predicted] for c in ("a", "b")}
+    table = pd.DataFrame({"sha256": range(len(labels)), "label": labels, "predicted": predicted, **scores})
+    return evaluate_metrics(add_confidences(table, ""), ["a", "b"], train_labels)
+
+
+def test_a_model_that_learned_nothing_is_flagged_and_one_that_learned_is_not():
+    labels = ["a"] * 60 + ["b"] * 40
+    train = ["a"] * 6 + ["b"] * 4
+    majority = evaluation(labels, ["a"] * 100, train)["learned_nothing"]
+    assert majority[0] == "predicts 'a' for every image"
+    assert majority[1].endswith("] does not clear the majority baseline 0.600") and len(majority) == 2
+    # Right 65 times in 100 against a baseline of 60: not clearly better.
+    coin = labels[:65] + ["a"] * 35
+    (reason,) = evaluation(labels, coin, train)["learned_nothing"]
+    assert "does not clear the majority baseline 0.600" in reason
+    learned = labels[:90] + ["a" if label == "b" else "b" for label in labels[90:]]
+    assert evaluation(labels, learned, train)["learned_nothing"] == []

@@ -1,5 +1,6 @@
 """The whole DAG through Snakemake on tests/config/tiny.yaml, then its outputs' contents."""
 
+import html
 import io
 import json
 import re
@@ -11,15 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 from conftest import REPO
-from projectrun import make_project, snakemake
-from reportcheck import FIGURES_PER_MODEL, check_report, render_in_chromium
+from projectrun import make_project, run_config, snakemake
+from reportcheck import FIGURES_PER_MODEL, check_report, render_in_chromium, table_row
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_project):
-    return tiny_project, yaml.safe_load((tiny_project / "config" / "config.yaml").read_text())
+    return tiny_project, run_config(tiny_project)
 
 
 def read(path):
@@ -91,6 +91,19 @@ def test_every_model_is_trained_and_evaluated(tiny_run):
     assert ((predictions["predicted"] == "other") == (top < threshold["threshold"]))[clear].all()
 
 
+def test_a_model_that_cannot_learn_is_flagged_in_its_metrics_and_the_report(tiny_run):
+    workdir, config = tiny_run
+    assert config["models"]["RI2-lr0"]["lr"] == 0
+    flags = json.loads((workdir / "results/models/RI2-lr0/metrics.json").read_text())["learned_nothing"]
+    assert flags and all("predicts" in f or "majority baseline" in f for f in flags), flags
+    page = (workdir / "results/report/index.html").read_text()
+    row = table_row(page, "RI2-lr0")
+    assert "<td>RI2-lr0 ⚠</td>" in page and flags[0] in html.unescape(row)
+    log = (workdir / "logs/train_model/RI2-lr0.log").read_text()
+    assert "training accuracy has been the majority class's share (0.500) for 2 epochs" in log
+    assert json.loads((workdir / "results/models/RI2-lr0/meta.json").read_text())["left_majority_epoch"] is None
+
+
 def test_the_embedding_map_of_a_metric_learning_model_is_of_its_learned_embedding(tiny_run):
     workdir, _ = tiny_run
     for name in ("Siamese2", "Triplet2"):
@@ -149,16 +162,56 @@ def test_predict_labels_a_folder_and_lists_unreadable_files(tiny_run, tmp_path):
     assert table.loc["more/cut.jpg", "predicted"] == ""
 
 
-def test_predict_calls_other_below_the_models_threshold(tiny_run, tmp_path):
+def raw_photos(workdir, dataset, role, dest):
+    """The stored photos (as downloaded, before cleaning) of one split role, named by SHA-256."""
+    dest.mkdir(parents=True)
+    split = read(workdir / f"results/splits/{dataset}.tsv")
+    downloads = pd.concat(read(p) for p in (workdir / "resources/downloads").glob("*.tsv"))
+    stored = dict(zip(downloads["sha256"], downloads["path"]))
+    for sha in split.loc[split["split"] == role, "sha256"]:
+        shutil.copy(workdir / "resources/images" / stored[sha], dest / f"{sha}.jpg")
+    return dest
+
+
+@pytest.mark.parametrize("model", ["TL3o", "TL3o-threshold", "Siamese2", "RI2"])
+def test_predict_gives_a_photo_what_evaluate_gave_it(tiny_run, tmp_path, model):
+    """`fishid predict` on the raw photos of the split a model was evaluated on: the same
+    labels and scores as its predictions.tsv (closed set, open-set threshold, embedding)."""
+    workdir, config = tiny_run
+    role = json.loads((workdir / f"results/models/{model}/metrics.json").read_text())["evaluated_on"]
+    photos = raw_photos(workdir, config["models"][model]["dataset"], role, tmp_path / "photos")
+    out = tmp_path / "labels.csv"
+    command = [sys.executable, str(REPO / "workflow/fishid_cli.py"), "predict", "--model", model, str(photos)]
+    result = subprocess.run([*command, "--results", str(workdir / "results"), "--out", str(out)], capture_output=True)
+    assert result.returncode == 0, result.stderr
+    labels = pd.read_csv(out, keep_default_na=False)
+    labels.index = labels["file"].str.removesuffix(".jpg")
+    evaluated = read(workdir / f"results/models/{model}/predictions.tsv").set_index("sha256")
+    evaluated = evaluated[evaluated["split"] == role]
+    assert sorted(labels.index) == sorted(evaluated.index) and (labels["error"] == "").all()
+    labels = labels.loc[evaluated.index]
+    assert labels["predicted"].tolist() == evaluated["predicted"].tolist()
+    score_columns = [c for c in evaluated if c.startswith("score:")]
+    difference = (labels[score_columns].astype(float) - evaluated[score_columns].astype(float)).abs()
+    assert difference.to_numpy().max() < 1e-5
+
+
+def test_predict_says_the_models_own_label_below_its_threshold(tiny_run, tmp_path):
     from fishid import predict
 
     workdir, _ = tiny_run
-    model_dir = tmp_path / "RI2"
-    shutil.copytree(workdir / "results/models/RI2", model_dir)
+    model_dir = tmp_path / "TL3o"
+    shutil.copytree(workdir / "results/models/TL3o", model_dir)
+    photos = raw_photos(workdir, "trio_other", "val", tmp_path / "photos")
+    top = predict.predict_folder(model_dir, photos)["top_score"]
+    threshold = float(top.median())
     weights = torch.load(model_dir / "weights.pt", weights_only=True)
-    torch.save({**weights, "threshold": 1.01}, model_dir / "weights.pt")
-    table = predict.predict_folder(model_dir, workdir / "results/clean/derived")
-    assert len(table) > 0 and (table["predicted"] == "other").all()
+    torch.save({**weights, "threshold": threshold, "threshold_label": "not a clownfish"}, model_dir / "weights.pt")
+    table = predict.predict_folder(model_dir, photos)
+    below = table["top_score"] < threshold
+    assert below.any() and (~below).any()
+    assert (table.loc[below, "predicted"] == "not a clownfish").all()
+    assert not (table.loc[~below, "predicted"] == "not a clownfish").any()
 
 
 def test_deleting_results_and_rerunning_gives_the_same_numbers(tiny_run, tmp_path):

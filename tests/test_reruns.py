@@ -7,10 +7,28 @@ the project back exactly as it was (content and modification time).
 
 import contextlib
 import os
+from pathlib import Path
 
 import pandas as pd
-import yaml
-from projectrun import planned, planned_jobs
+from projectrun import planned, planned_jobs, run_config
+
+from fishid import codedeps
+
+# The `fishid` subcommand each rule of the tiny run's DAG runs (its shell line).
+RULE_STEPS = {
+    "list_source": "list",
+    "fetch_images": "fetch",
+    "clean_images": "clean",
+    "split_dataset": "split",
+    "cache_images": "cache",
+    "pretrain_backbone": "pretrain",
+    "train_model": "train",
+    "evaluate_model": "evaluate",
+    "plot_model": "plot-model",
+    "plot_dataset": "plot-dataset",
+    "report": "report",
+    "attribution": "attribution",
+}
 
 
 def rule_of(job: str) -> str:
@@ -18,7 +36,7 @@ def rule_of(job: str) -> str:
 
 
 def config_of(project):
-    return yaml.safe_load((project / "config/config.yaml").read_text())
+    return run_config(project)
 
 
 @contextlib.contextmanager
@@ -74,4 +92,23 @@ def test_an_edit_to_the_training_code_reruns_the_training_rules_and_downstream(t
         "cache_images",
         "attribution",
     }
+    assert planned_jobs(tiny_project) == {}
+
+
+def test_an_edit_to_any_module_reruns_exactly_the_rules_that_run_it_and_downstream(tiny_project):
+    """For every module of the package: the rules whose step imports it (transitively, by
+    fishid.codedeps, which tests/test_codedeps.py checks against Python's imports) rerun with
+    everything after them, and nothing else does."""
+    root = tiny_project / "workflow"
+    runs = {rule: {Path(f) for f in codedeps.step_files(root, step)} for rule, step in RULE_STEPS.items()}
+    runs["list_source"] |= codedeps.closure(root, ["fishid.synthetic"])  # the tiny run's one source kind
+    assert set(RULE_STEPS) >= {rule_of(job) for job in planned(tiny_project, None, "--forceall")[1]} - {"all"}
+    expected_plans = {}
+    for module in sorted((root / "fishid").rglob("*.py")):
+        rules = sorted(rule for rule, files in runs.items() if module in files)
+        if tuple(rules) not in expected_plans:
+            expected_plans[tuple(rules)] = planned(tiny_project, None, "--forcerun", *rules)[1] if rules else set()
+        with edited(module, "\n# a comment is an edit too\n"):
+            _, jobs = planned(tiny_project)
+        assert jobs == expected_plans[tuple(rules)], (module.name, rules)
     assert planned_jobs(tiny_project) == {}

@@ -7,7 +7,7 @@ import pandas as pd
 import yaml
 from conftest import REPO
 from fake_sites import FakeSites, html_reply, image_reply
-from projectrun import make_project, snakemake
+from projectrun import make_project, run_config_path, snakemake
 from test_sources_gbif import small_archive
 from test_sources_sites import GENUS_PAGE, photo_page
 
@@ -45,7 +45,7 @@ def test_list_and_fetch_rules_run_every_kind(tmp_path):
             "gbif2018": {"kind": "gbif_download", "path": str(tmp_path / "download.zip")},
             "mine": {"kind": "folder", "path": str(tmp_path / "photos"), "licence": "CC0-1.0"},
         }
-        (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+        run_config_path(tmp_path).write_text(yaml.safe_dump(config))
         targets = [f"resources/downloads/{name}.tsv" for name in config["sources"]]
         result = snakemake(tmp_path, *targets, "--cores", "2")
         hits = dict(sites.hits)

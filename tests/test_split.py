@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fishid.split import count_table, draw_groups, make_split
+from fishid.tables import LEAK
 
 SPEC = {"species": ["A a", "B b"], "val_fraction": 0.1, "cap_ratio": 2, "seed": 5}
 
@@ -87,6 +88,53 @@ def test_groups_stay_together():
     sizes = {"A a": [5, 1, 1, 3, 1, 1, 1, 2, 4, 1, 1, 1, 2, 1, 1], "B b": [1] * 20}
     split, _ = make_split(clean_table({"A a": 26, "B b": 20}, sizes), "d", {**SPEC, "test_fraction": 0.2})
     assert (split.groupby("group")["split"].nunique() == 1).all()
+
+
+def given_split_table() -> pd.DataFrame:
+    """A a: 30 images in train/, 6 in val/; B b: 12 and 4; plus leaks and images without a role."""
+    table = clean_table({"A a": 40, "B b": 16})
+    roles = ["train"] * 30 + ["val"] * 6 + [""] * 4 + ["train"] * 12 + ["val"] * 4
+    table = table.assign(source_split=roles, near_duplicate_cluster=table["sha256"])
+    a = table.index[table["taxon"] == "A a"]
+    # One occurrence photographed twice, filed once in train/ and once in val/.
+    table.loc[[a[0], a[30]], "group"] = table.loc[a[0], "group"]
+    # Near duplicates on both sides (cleaning keeps both when keep: all).
+    table.loc[[a[1], a[31]], ["group", "near_duplicate_cluster"]] = table.loc[a[1], "sha256"]
+    # The same bytes in train/ and val/.
+    table.loc[a[2], "source_split"] = "train|val"
+    # A photo without a role in the group of a val/ photo follows it.
+    table.loc[a[36], "group"] = table.loc[a[32], "group"]
+    return table
+
+
+def test_a_given_split_is_kept_and_its_leaks_are_reported_not_moved():
+    table = given_split_table()
+    spec = {**SPEC, "use_source_split": True, "cap_ratio": 100}
+    split, decisions = make_split(table, "d", spec)
+    role = dict(zip(split["sha256"], split["split"]))
+    given = table[table["source_split"].isin(["train", "val"])]
+    assert all(role[sha] == r for sha, r in zip(given["sha256"], given["source_split"]))
+    a = table[table["taxon"] == "A a"]["sha256"].tolist()
+    assert role[a[2]] == "val", "the same bytes in train/ and val/ are held out"
+    assert role[a[36]] == "val", "an image without a role takes its group's"
+    assert {role[sha] for sha in a[37:40]} <= {"train", "val"}
+    leaks = decisions[decisions["decision"] == LEAK].set_index("sha256")["reason"]
+    assert sorted(leaks.index) == sorted([a[0], a[30], a[1], a[31], a[2]])
+    assert "(same occurrence) in train and val, kept in train" in leaks[a[0]]
+    assert "(same occurrence) in train and val, kept in val" in leaks[a[30]]
+    assert "(near-duplicate cluster) in train and val" in leaks[a[31]]
+    assert leaks[a[2]] == "same bytes given as train and val, kept in val"
+    # Without the option, the project's own leak-free split is drawn instead.
+    drawn, drawn_decisions = make_split(table, "d", {**SPEC, "cap_ratio": 100})
+    assert (drawn.groupby("group")["split"].nunique() == 1).all()
+    assert LEAK not in set(drawn_decisions["decision"])
+
+
+def test_a_given_split_is_still_capped():
+    split, decisions = make_split(given_split_table(), "d", {**SPEC, "use_source_split": True})
+    train = split[split["split"] == "train"].groupby("label").size().to_dict()
+    assert train["A a"] == 2 * train["B b"] == 24
+    assert (decisions["decision"] == "capped").sum() > 0
 
 
 def test_draw_groups_takes_what_brings_it_closer():

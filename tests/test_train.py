@@ -1,4 +1,6 @@
 import hashlib
+import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,7 +9,9 @@ from torchvision.models import ResNet18_Weights
 from toydata import SETTINGS
 from toydata import toy_cache as make_toy_cache
 
-from fishid import augment, evaluate, models, train, weights
+from fishid import augment, config, evaluate, models, train, weights
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -19,6 +23,38 @@ def test_study_cnn_shapes():
     for size in (32, 96):
         model = models.StudyCNN(5, size)
         assert model(torch.zeros(2, 3, size, size)).shape == (2, 5)
+
+
+def test_ri_is_the_studys_net96_in_both_configs():
+    model = models.StudyCNN(2)
+    convs = [m for m in model.features if isinstance(m, torch.nn.Conv2d)]
+    linears = [m for m in model.classifier if isinstance(m, torch.nn.Linear)]
+    assert [(m.out_channels, m.kernel_size) for m in convs] == [(70, (5, 5)), (110, (3, 3)), (180, (3, 3))]
+    assert [(m.in_features, m.out_features) for m in linears] == [(180 * 9 * 9, 2000), (2000, 200), (200, 2)]
+    for name in ("config.yaml", "amphiprion.yaml"):
+        defaults = config.load(ROOT / "config" / name)["training_defaults"]
+        assert (defaults["channels"], defaults["hidden"]) == ([70, 110, 180], [2000, 200])
+
+
+def test_ri_at_the_studys_learning_rate_leaves_the_majority_class_within_three_epochs(toy_cache):
+    # With PyTorch's default init (the study's script's) the network's outputs hardly depend on
+    # the image at first: at lr 0.001 it predicts one class for every image for epochs.
+    study = {**SETTINGS, "lr": 0.001, "epochs": 3}
+    _, history, meta = train.train_model(study, toy_cache)
+    assert meta["majority_share"] == 0.5 and meta["left_majority_epoch"] <= 2
+    assert history["val_acc"].iloc[-1] == 1.0
+    _, history, meta = train.train_model({**study, "init": "pytorch"}, toy_cache)
+    assert meta["left_majority_epoch"] is None and (history["val_acc"] == 0.5).all()
+
+
+def test_training_stuck_at_the_majority_share_is_warned_once(toy_cache, caplog):
+    # PyTorch's init starts with nearly constant outputs; lr 0 keeps them so.
+    settings = {**SETTINGS, "lr": 0.0, "init": "pytorch", "epochs": 4, "collapse_warning_epochs": 3}
+    with caplog.at_level(logging.WARNING, logger="fishid.train"):
+        _, _, meta = train.train_model(settings, toy_cache)
+    warned = [r for r in caplog.records if "majority class's share (0.500) for 3 epochs" in r.getMessage()]
+    assert len(warned) == 1
+    assert meta["left_majority_epoch"] is None
 
 
 def test_augmentation_keeps_shape_and_range_and_full_crop_is_identity():

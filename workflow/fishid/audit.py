@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from fishid.attribution import stored_records
-from fishid.tables import read_table
+from fishid.tables import LEAK, read_table
 
 MISTAKES_SHOWN = 20
 
@@ -133,6 +133,7 @@ def image_chain(prov: Provenance, sha256: str) -> dict:
     clean = prov.clean[prov.clean["sha256"] == sha256]
     splits = prov.splits[prov.splits["sha256"] == sha256]
     decisions = prov.decisions[prov.decisions["sha256"] == sha256] if len(prov.decisions) else prov.decisions
+    leaked = decisions["decision"] == LEAK if len(decisions) else []
     users = users_of_datasets(prov, set(splits["dataset"]))
     predictions = prov.predictions[prov.predictions["sha256"] == sha256] if len(prov.predictions) else prov.predictions
     return {
@@ -141,7 +142,8 @@ def image_chain(prov: Provenance, sha256: str) -> dict:
         "downloads": downloads.to_dict("records"),
         "clean": clean.iloc[0].to_dict() if len(clean) else None,
         "splits": splits[["dataset", "label", "split"]].to_dict("records"),
-        "left_out": decisions[["dataset", "decision", "reason"]].to_dict("records") if len(decisions) else [],
+        "left_out": decisions[~leaked][["dataset", "decision", "reason"]].to_dict("records") if len(decisions) else [],
+        "leaks": decisions[leaked][["dataset", "reason"]].to_dict("records") if len(decisions) else [],
         "backbones": [{"name": b, "dataset": _dataset_of(prov.backbones[b])} for b in users["backbones"]],
         "models": [
             {"name": m, "dataset": _dataset_of(prov.models[m]), "backbone": _backbone_of(prov.models[m])}
@@ -160,6 +162,8 @@ def species_chain(prov: Provenance, taxon: str) -> dict:
     clean = prov.clean[prov.clean["taxon"] == taxon] if "taxon" in prov.clean else prov.clean.iloc[0:0]
     splits = prov.splits[prov.splits["taxon"] == taxon] if "taxon" in prov.splits else prov.splits.iloc[0:0]
     decisions = prov.decisions[prov.decisions["taxon"] == taxon] if len(prov.decisions) else prov.decisions
+    if len(decisions):
+        decisions = decisions[decisions["decision"] != LEAK]
     users = users_of_datasets(prov, set(splits["dataset"]))
     accuracy = {}
     for name in users["models"]:
@@ -257,6 +261,7 @@ def format_image(chain: dict) -> str:
     lines.append("splits:")
     lines += [f"  {s['dataset']}: {s['split']} as {s['label']!r}" for s in chain["splits"]]
     lines += [f"  {s['dataset']}: left out ({s['decision']}: {s['reason']})" for s in chain["left_out"]]
+    lines += [f"  {s['dataset']}: LEAK ({s['reason']})" for s in chain["leaks"]]
     if not chain["splits"] and not chain["left_out"]:
         lines.append("  (in no dataset)")
     lines.append("backbones pre-trained on it:")

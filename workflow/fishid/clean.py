@@ -20,6 +20,8 @@ Groups are what a split must never cut: images linked by one occurrence, by one 
 merged transitively. A group is named after its smallest SHA-256.
 """
 
+import io
+import json
 import re
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -31,7 +33,7 @@ from PIL import Image
 from fishid import grouping, near_duplicates, photo_filters
 from fishid.decode import DecodeError
 from fishid.decode import decode as decode_bytes
-from fishid.tables import CLEAN_COLUMNS, DOWNLOAD_COLUMNS, read_table, write_table
+from fishid.tables import CLEAN_COLUMNS, DOWNLOAD_COLUMNS, read_table, write_table, write_text_atomic
 
 EXCLUSION_COLUMNS = ["id", "reason"]
 # What the per-image step finds out (clean_image), before any decision across images.
@@ -46,12 +48,15 @@ DECODED_COLUMNS = [
     "frames",
     "phash",
     "chroma",
+    "midtone_chroma",
     "colours",
     "flat_fraction",
     "derived_path",
 ]
-# Columns of the records table that cleaning reads; preparations is optional (GBIF has it).
+# Columns of the records table that cleaning reads; preparations (GBIF) and source_split (a
+# folder source's train/ and val/) only some sources have.
 RECORD_INPUT_COLUMNS = ["record_id", "taxon", "occurrence_id", "basis_of_record"]
+OPTIONAL_RECORD_COLUMNS = ["preparations", "source_split"]
 # Used when a configuration leaves these keys out (config/schema.yaml documents them).
 DEFAULTS = {
     "max_pixels": 89_478_485,
@@ -106,12 +111,36 @@ def clean_image(sha256: str, source_path, derived_root, settings: dict) -> dict:
             "kept": False,
             "reason": f"too small: {decoded.width}x{decoded.height} < {settings['min_side']}",
         }
-    image.thumbnail((settings["max_side"], settings["max_side"]), Image.Resampling.LANCZOS)
     relative = f"{sha256[:2]}/{sha256}.jpg"
     target = Path(derived_root, relative)
     target.parent.mkdir(parents=True, exist_ok=True)
-    image.save(target, quality=95)
+    target.write_bytes(derived_jpeg(image, settings["max_side"]))
     return {**row, "derived_path": relative}
+
+
+# What the derived copies were made with, beside them: `fishid predict` makes the same of a new photo.
+PREPROCESS_FILE = "preprocess.json"
+DERIVED_QUALITY = 95
+
+
+def derived_jpeg(image: Image.Image, max_side: int) -> bytes:
+    """The derived copy the models read: at most `max_side` on its longest side (LANCZOS), JPEG."""
+    image = image.copy()
+    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=DERIVED_QUALITY)
+    return buffer.getvalue()
+
+
+def derive_photo(path, preprocess: dict) -> Image.Image:
+    """A new photo as the models see theirs: decoded and derived exactly as cleaning does.
+    Raises what Pillow raised for a corrupt file, or DecodeError for a decompression bomb."""
+    max_side = preprocess["max_side"]
+    try:
+        decoded = decode_bytes(Path(path).read_bytes(), preprocess["max_pixels"], at_least=max_side)
+    except DecodeError as error:
+        raise (error.__cause__ or error) from None
+    return Image.open(io.BytesIO(derived_jpeg(decoded.image, max_side))).convert("RGB")
 
 
 # --- inputs -------------------------------------------------------------------------------
@@ -129,9 +158,10 @@ def read_records(paths) -> pd.DataFrame:
     tables = []
     for path in paths:
         table = read_table(path, RECORD_INPUT_COLUMNS)
-        if "preparations" not in table:
-            table["preparations"] = ""
-        tables.append(table[[*RECORD_INPUT_COLUMNS, "preparations"]])
+        for optional in OPTIONAL_RECORD_COLUMNS:
+            if optional not in table:
+                table[optional] = ""
+        tables.append(table[[*RECORD_INPUT_COLUMNS, *OPTIONAL_RECORD_COLUMNS]])
     return pd.concat(tables, ignore_index=True)
 
 
@@ -180,6 +210,13 @@ def _first_non_empty(links: pd.DataFrame, column: str) -> pd.Series:
     return present.groupby("sha256")[column].first()
 
 
+def _given_roles(links: pd.DataFrame) -> pd.Series:
+    if "source_split" not in links:
+        return pd.Series(dtype=str)
+    given = links[links["source_split"] != ""].drop_duplicates(["sha256", "source_split"])
+    return given.sort_values(["sha256", "source_split"]).groupby("sha256")["source_split"].agg("|".join)
+
+
 def image_table(links: pd.DataFrame, decoded: pd.DataFrame, exclusions: dict[str, str]) -> pd.DataFrame:
     """One row per image: the decode results and what its records say (listed_as: the
     species its counted records name, "|"-joined)."""
@@ -191,11 +228,11 @@ def image_table(links: pd.DataFrame, decoded: pd.DataFrame, exclusions: dict[str
             "n_taxa": counted.groupby("sha256").size(),
             "source_reason": _first_non_empty(links, "source_reason"),
             "record_exclusion": _first_non_empty(links, "excluded"),
+            "source_split": _given_roles(links[links["excluded"] == ""]),
         }
     )
-    per_image[["listed_as", "source_reason", "record_exclusion"]] = per_image[
-        ["listed_as", "source_reason", "record_exclusion"]
-    ].fillna("")
+    text = ["listed_as", "source_reason", "record_exclusion", "source_split"]
+    per_image[text] = per_image[text].fillna("")
     per_image["n_taxa"] = per_image["n_taxa"].fillna(0).astype(int)
     per_image["image_exclusion"] = [exclusions.get(sha, "") for sha in per_image.index]
     table = decoded.set_index("sha256").join(per_image, how="inner").reset_index()
@@ -358,6 +395,12 @@ def run(
             "download tables so that they are fetched again"
         )
     decoded = decode_all(images, store_root, derived_root, settings, threads)
+    preprocess = {
+        "max_side": settings["max_side"],
+        "max_pixels": settings["max_pixels"],
+        "jpeg_quality": DERIVED_QUALITY,
+    }
+    write_text_atomic(Path(derived_root, PREPROCESS_FILE), json.dumps(preprocess, indent=2) + "\n")
     table = decide(links, decoded, exclusions, settings)
     if not table["kept"].any():
         reasons = table["reason"].str.split(":").str[0].value_counts().to_dict()

@@ -92,6 +92,14 @@ def cmd_imagenet_weights(args):
     logging.info("verified %s", path)
 
 
+def cmd_open_clip_weights(args):
+    from fishid import weights
+
+    files = weights.hub_files(args.model, args.cache_dir, allow_download=not args.offline)
+    weights.write_hub_record(args.model, files, args.out)
+    logging.info("%s: %s and %s", args.model, files.config, files.weights)
+
+
 def cmd_evaluate(args):
     import torch
 
@@ -115,19 +123,13 @@ def cmd_plot_model(args):
     import numpy as np
 
     from fishid import figures
+    from fishid.figure_list import STEMS
 
     history = pd.read_csv(args.history)
     metrics = json.loads(Path(args.metrics).read_text())
     data = np.load(args.figure_data)
-    out = Path(args.out_dir)
-    figures.save(figures.curves(history, args.name), out / "curves.png")
-    figures.save(figures.confusion_heatmap(metrics["confusion"], metrics["classes"], args.name), out / "confusion.png")
-    figures.save(figures.per_species_bars(metrics, args.name), out / "per_species.png")
-    figures.save(figures.reliability_diagram(metrics, args.name), out / "reliability.png")
-    figures.save(figures.threshold_curves(metrics, args.name), out / "thresholds.png")
-    figures.save(figures.saliency_grid(data, args.name), out / "saliency.png")
-    figures.save(figures.misclassified_grid(data, args.name), out / "misclassified.png")
-    figures.save(figures.embedding_map(data, args.name), out / "embeddings.png")
+    for stem in STEMS:
+        figures.save(figures.model_figure(stem, history, metrics, data, args.name), Path(args.out_dir, f"{stem}.png"))
 
 
 def cmd_plot_dataset(args):
@@ -141,7 +143,17 @@ def cmd_report(args):
     from fishid import report
 
     model_dirs = [Path(p).parent for p in args.metrics]
-    report.build(args.spec, args.records, args.downloads, args.clean, args.counts, model_dirs, args.figures, args.out)
+    report.build(
+        args.spec,
+        args.records,
+        args.downloads,
+        args.clean,
+        args.counts,
+        model_dirs,
+        args.figures,
+        args.out,
+        decision_paths=args.decisions,
+    )
 
 
 def cmd_predict(args):
@@ -287,6 +299,14 @@ def parser() -> argparse.ArgumentParser:
         (["--offline"], {"action": "store_true"}),
     )
     command(
+        "open-clip-weights",
+        cmd_open_clip_weights,
+        (["--model"], {"required": True, "help": "hf-hub:org/name"}),
+        (["--cache-dir"], {"required": True}),
+        (["--offline"], {"action": "store_true"}),
+        out,
+    )
+    command(
         "evaluate",
         cmd_evaluate,
         spec,
@@ -317,6 +337,7 @@ def parser() -> argparse.ArgumentParser:
         (["--records"], {"nargs": "+", "required": True}),
         (["--downloads"], {"nargs": "+", "required": True}),
         (["--counts"], {"nargs": "+", "required": True}),
+        (["--decisions"], {"nargs": "+", "default": [], "help": "the datasets' decisions tables (leaks)"}),
         (["--metrics"], {"nargs": "+", "required": True}),
         (["--figures"], {"required": True}),
         out,

@@ -5,7 +5,10 @@ A CLIP backbone comes from one of two places:
 - `source: open_clip`: a model open_clip knows (`model: ViT-B-32`, or `local-dir:/folder`)
   with `pretrained:` weights, a tag the library downloads into `cache` the usual way, or a
   local file. Offline, a tag must already be in the cache; if not, the error says what to
-  download and where to point `pretrained`.
+  download and where to point `pretrained`. A model on the Hugging Face Hub
+  (`model: hf-hub:imageomics/bioclip-2`, no `pretrained`) is read from its snapshot folder
+  in `cache` (huggingface_hub's layout, filled by rule open_clip_weights; weights.hub_files),
+  so that training never needs the network.
 - `source: clip_pretrain`: an open_clip CLIP built from the `clip:` config dict and trained
   by this pipeline on a dataset's images captioned with the prompt (rule pretrain_backbone).
 
@@ -24,6 +27,7 @@ import torch.nn.functional as F
 from open_clip.model import _build_vision_tower
 from torch import nn
 
+from fishid import weights
 from fishid.models import FeatureScaler
 from fishid.weights import WeightsUnavailable
 
@@ -129,10 +133,17 @@ def resolve_pretrained(model_name: str, pretrained: str, cache_dir, allow_downlo
     )
 
 
+OPEN_CLIP_CACHE = "resources/weights/open_clip"
+
+
 def from_open_clip(spec: dict, allow_download: bool) -> ClipBackbone:
-    name, cache_dir = spec["model"], spec.get("cache", "resources/weights/open_clip")
+    name, cache_dir = spec["model"], spec.get("cache", OPEN_CLIP_CACHE)
     pretrained = None
-    if not name.startswith("local-dir:"):
+    if weights.hub_repo(name):
+        # open_clip's own hf-hub loader would ask the Hub first (and get_model_config ignores
+        # cache_dir): read the cached snapshot folder with its local-dir loader instead.
+        name = f"local-dir:{weights.hub_files(name, cache_dir, allow_download).folder}"
+    elif not name.startswith("local-dir:"):
         if not spec.get("pretrained"):
             raise WeightsUnavailable(f"open_clip backbone {name} needs `pretrained:` (a tag or a file)")
         pretrained = resolve_pretrained(name, spec["pretrained"], cache_dir, allow_download)

@@ -43,8 +43,9 @@ def validate(config: dict, source="config") -> dict:
 CLIP_SOURCES = ("clip_pretrain", "open_clip")
 
 
-def _local_dir(spec: dict) -> bool:
-    return spec.get("model", "").startswith("local-dir:")
+def _from_folder(spec: dict) -> bool:
+    """open_clip reads a local-dir: or hf-hub: model's weights from its folder, not `pretrained`."""
+    return spec.get("model", "").startswith(("local-dir:", "hf-hub:"))
 
 
 def _cross_references(config: dict) -> list[str]:
@@ -54,7 +55,7 @@ def _cross_references(config: dict) -> list[str]:
         if spec["source"] in ("pretrain", "clip_pretrain") and spec.get("dataset") not in datasets:
             problems.append(f"backbones.{name}.dataset: {spec.get('dataset')!r} is not a dataset in datasets")
         for key, source in (("clip", "clip_pretrain"), ("model", "open_clip"), ("pretrained", "open_clip")):
-            if spec["source"] == source and key not in spec and not (key == "pretrained" and _local_dir(spec)):
+            if spec["source"] == source and key not in spec and not (key == "pretrained" and _from_folder(spec)):
                 problems.append(f"backbones.{name}: source {source} needs `{key}`")
     for name, model in config["models"].items():
         if model["dataset"] not in datasets:

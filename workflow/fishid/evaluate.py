@@ -6,14 +6,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fishid import augment, imagecache, inference, models
+from fishid import imagecache, inference, models
 from fishid import metrics as metric
-from fishid.train import normalise, predict_logits
-
-
-def load_model(settings: dict, weights_path):
-    """Any variant's network and its weights file's dict (see fishid.inference)."""
-    return inference.load_model(settings, weights_path)
+from fishid.train import predict_logits
 
 
 def predict(settings: dict, weights_path, cache: dict, role: str) -> pd.DataFrame:
@@ -43,18 +38,21 @@ def metrics(predictions: pd.DataFrame, classes, train_labels, other_label: str =
     majority = pd.Series(train_labels).value_counts().idxmax()
     confidence = predictions["confidence"].to_numpy()
     bins = metric.calibration_bins(confidence, correct)
+    accuracy_ci = metric.bootstrap_interval(correct, seed=seed)
+    baseline = float((labels == majority).mean())
     result = {
         "n": len(predictions),
         "correct": int(correct.sum()),
         "accuracy": float(correct.mean()),
-        "accuracy_ci95": metric.bootstrap_interval(correct, seed=seed),
+        "accuracy_ci95": accuracy_ci,
         "balanced_accuracy": metric.balanced_accuracy(matrix),
         "balanced_accuracy_ci95": metric.bootstrap_interval(
             pairs, lambda p: metric.balanced_accuracy(metric.confusion(p[:, 0], p[:, 1], classes)), seed=seed
         ),
         **{f"macro_{k}": float(scores[k][scores["support"] > 0].mean()) for k in ("precision", "recall", "f1")},
         "majority_label": majority,
-        "majority_baseline": float((labels == majority).mean()),
+        "majority_baseline": baseline,
+        "learned_nothing": learned_nothing(predicted, accuracy_ci, baseline),
         "per_species": per_species,
         "classes": classes,
         "confusion": matrix.tolist(),
@@ -75,6 +73,21 @@ def metrics(predictions: pd.DataFrame, classes, train_labels, other_label: str =
 
 
 THRESHOLDS = np.round(np.linspace(0, 1, 21), 2)
+
+
+def learned_nothing(predicted, accuracy_ci, baseline: float) -> list[str]:
+    """Why a model's numbers may show no learning at all ([] when none applies): a model that
+    puts every image in one class, or is not clearly better than the majority baseline,
+    must never be reported as if it had learned."""
+    reasons = []
+    if len(set(predicted)) == 1:
+        reasons.append(f"predicts {predicted[0]!r} for every image")
+    if accuracy_ci[0] <= baseline:
+        reasons.append(
+            f"accuracy's 95 % interval [{accuracy_ci[0]:.3f}, {accuracy_ci[1]:.3f}] does not clear the majority "
+            f"baseline {baseline:.3f}"
+        )
+    return reasons
 
 
 def add_confidences(predictions: pd.DataFrame, other_label: str) -> pd.DataFrame:
@@ -108,15 +121,12 @@ def saliency(model, inputs) -> torch.Tensor:
     return inputs.grad.abs().amax(dim=1)
 
 
-def figure_data(
-    settings, weights_path, cache, role, predictions, embedded=None, n_saliency=8, n_misclassified=16
-) -> dict:
+def figure_data(model, weights, cache, role, predictions, embedded=None, n_saliency=8, n_misclassified=16) -> dict:
     """Arrays the figures need that only the model can give: embeddings (`embedded` for
     metric-learning models, else what the last linear layer sees), saliency maps and the
     pictures of a fixed sample and of the mistakes."""
-    model, weights = load_model(settings, weights_path)
     images, _ = imagecache.subset(cache, role)
-    inputs = normalise(augment.to_float(images), weights["mean"], weights["std"])
+    inputs = inference.model_inputs(images, weights)
     # A fixed sample (by hash), so the same images are shown from run to run.
     sample = np.argsort(predictions["sha256"].to_numpy())[:n_saliency]
     wrong = np.flatnonzero((predictions["label"] != predictions["predicted"]).to_numpy())[:n_misclassified]
@@ -136,13 +146,13 @@ def figure_data(
 DISTANCES = np.round(np.arange(0.3, 2.91, 0.1), 1)
 
 
-def embedding_metrics(settings, weights_path, cache, role, embedded, k=5) -> dict:
+def embedding_metrics(model, weights, cache, role, embedded, k=5) -> dict:
     """Same/different decisions by distance over all pairs of the `role` images' embeddings,
     at the distance thresholds of the metric-learning study, and a k-nearest-neighbour
     classifier whose neighbours are the training images."""
     labels = np.array(cache["classes"])[imagecache.subset(cache, role)[1].numpy()]
     train_labels = np.array(cache["classes"])[imagecache.subset(cache, "train")[1].numpy()]
-    knn = metric.knn_predict(inference.embed(settings, weights_path, cache, "train"), train_labels, embedded, k=k)
+    knn = metric.knn_predict(inference.embed_loaded(model, weights, cache, "train"), train_labels, embedded, k=k)
     return {
         "pairs": metric.pair_distance_accuracy(embedded, labels, DISTANCES),
         "knn_k": k,
@@ -161,8 +171,10 @@ def run(
     figure_data_path,
 ) -> dict:
     cache = imagecache.load(cache_path)
+    # One model, loaded once, for every number and figure (and the same path as `fishid predict`).
+    model, weights = inference.load_model(settings, weights_path)
     roles = [r for r in ("val", "test") if r in cache["split"]]
-    predictions = pd.concat([predict(settings, weights_path, cache, role) for role in roles])
+    predictions = pd.concat([inference.predict_loaded(model, weights, cache, role) for role in roles])
     predictions.insert(0, "model", model_name)
     predictions.to_csv(predictions_path, sep="\t", index=False)
     # Reported numbers come from test where the dataset has one, from validation otherwise.
@@ -176,10 +188,10 @@ def run(
     }
     embedded = None
     if settings["arch"] in models.EMBEDDING_ARCHS:
-        embedded = inference.embed(settings, weights_path, cache, reported)
-        result["embedding"] = embedding_metrics(settings, weights_path, cache, reported, embedded)
+        embedded = inference.embed_loaded(model, weights, cache, reported)
+        result["embedding"] = embedding_metrics(model, weights, cache, reported, embedded)
     with open(metrics_path, "w") as handle:
         json.dump(result, handle, indent=2)
-    figures = figure_data(settings, weights_path, cache, reported, evaluated, embedded)
+    figures = figure_data(model, weights, cache, reported, evaluated, embedded)
     np.savez_compressed(figure_data_path, **figures)
     return result

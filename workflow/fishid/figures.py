@@ -169,3 +169,18 @@ def embedding_map(data, model: str, seed: int = 0):
     ax.set(xticks=[], yticks=[], title=f"{model}: embeddings ({method})")
     ax.legend(fontsize=7, loc="best")
     return fig
+
+
+def model_figure(stem: str, history: pd.DataFrame, metrics: dict, data, model: str):
+    """One of fishid.figure_list.MODEL_FIGURES, from the model's history, metrics.json and figure data."""
+    draw = {
+        "curves": lambda: curves(history, model),
+        "per_species": lambda: per_species_bars(metrics, model),
+        "confusion": lambda: confusion_heatmap(metrics["confusion"], metrics["classes"], model),
+        "reliability": lambda: reliability_diagram(metrics, model),
+        "thresholds": lambda: threshold_curves(metrics, model),
+        "saliency": lambda: saliency_grid(data, model),
+        "misclassified": lambda: misclassified_grid(data, model),
+        "embeddings": lambda: embedding_map(data, model),
+    }
+    return draw[stem]()

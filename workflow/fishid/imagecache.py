@@ -1,6 +1,7 @@
 """Decode and resize a dataset's images once; every epoch then reads tensors from memory."""
 
 import hashlib
+import json
 import zlib
 from pathlib import Path
 
@@ -11,9 +12,20 @@ from PIL import Image
 from fishid.tables import SPLIT_COLUMNS, read_table
 
 
+def square(image: Image.Image, size: int) -> np.ndarray:
+    """An image as a model's input reads it: RGB, resized to size x size (BILINEAR)."""
+    return np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
+
+
 def load_square(path, size: int) -> np.ndarray:
     with Image.open(path) as image:
-        return np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
+        return square(image, size)
+
+
+def read_preprocess(derived_root) -> dict:
+    """How cleaning made the derived copies (fishid.clean.PREPROCESS_FILE), {} if it did not say."""
+    path = Path(derived_root, "preprocess.json")
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def build(split_path, derived_root, size: int) -> dict:
@@ -29,6 +41,8 @@ def build(split_path, derived_root, size: int) -> dict:
         "classes": classes,
         "sha256": list(split["sha256"]),
         "split": list(split["split"]),
+        # So that a model can make of a new photo what it was trained on (fishid predict).
+        "preprocess": read_preprocess(derived_root),
         # The study normalises by the training set's own channel statistics.
         "mean": pixels.mean(dim=(0, 2, 3)),
         "std": pixels.std(dim=(0, 2, 3)),

@@ -27,32 +27,46 @@ def load_model(settings: dict, weights_path) -> tuple[nn.Module, dict]:
     return model.eval(), weights
 
 
-def model_inputs(cache: dict, role: str, weights: dict) -> torch.Tensor:
-    images, _ = imagecache.subset(cache, role)
+def model_inputs(images: torch.Tensor, weights: dict) -> torch.Tensor:
+    """uint8 images (N, 3, H, W) as the model reads them: floats normalised by its statistics."""
     return normalise(augment.to_float(images), weights["mean"], weights["std"])
 
 
-def predict(settings: dict, weights_path, cache: dict, role: str, device=CPU) -> pd.DataFrame:
-    """sha256, split, label, predicted, score:<class> for each image of `role`. A threshold
-    open-set model predicts its threshold label ("other") where its top score is below its
-    threshold; its score columns are its known classes only."""
-    model, weights = load_model(settings, weights_path)
-    scores = torch.softmax(predict_logits(model, model_inputs(cache, role, weights), device), dim=1).numpy()
-    classes = weights["classes"]
-    _, labels = imagecache.subset(cache, role)
+def scores_of(model: nn.Module, weights: dict, images: torch.Tensor, device=CPU, batch_size=256) -> np.ndarray:
+    """Softmax scores (N x the model's classes) of uint8 images."""
+    logits = predict_logits(model, model_inputs(images, weights), device, batch_size)
+    return torch.softmax(logits, dim=1).numpy()
+
+
+def labels_of(scores: np.ndarray, weights: dict) -> np.ndarray:
+    """The predicted labels: the top class, or the model's own threshold label (its "other")
+    where a threshold open-set model's top score is below its threshold."""
+    return openset.apply_threshold(
+        scores, weights["classes"], weights.get("threshold"), weights.get("threshold_label", "other")
+    )
+
+
+def predict_loaded(model: nn.Module, weights: dict, cache: dict, role: str, device=CPU) -> pd.DataFrame:
+    """sha256, split, label, predicted, score:<class> for each image of `role`; a threshold
+    model's score columns are its known classes only."""
+    images, labels = imagecache.subset(cache, role)
+    scores = scores_of(model, weights, images, device)
     table = pd.DataFrame(
         {
             "sha256": [s for s, r in zip(cache["sha256"], cache["split"]) if r == role],
             "split": role,
             "label": [cache["classes"][i] for i in labels.tolist()],
-            "predicted": openset.apply_threshold(
-                scores, classes, weights.get("threshold"), weights.get("threshold_label", "other")
-            ),
+            "predicted": labels_of(scores, weights),
         }
     )
-    for i, name in enumerate(classes):
+    for i, name in enumerate(weights["classes"]):
         table[f"score:{name}"] = scores[:, i].round(6)
     return table
+
+
+def predict(settings: dict, weights_path, cache: dict, role: str, device=CPU) -> pd.DataFrame:
+    """predict_loaded for the model in `weights_path`."""
+    return predict_loaded(*load_model(settings, weights_path), cache, role, device)
 
 
 class Embedder(nn.Module):
@@ -71,8 +85,13 @@ class Embedder(nn.Module):
             self.model.fc = head
 
 
-def embed(settings: dict, weights_path, cache: dict, role: str, device=CPU) -> np.ndarray:
+def embed_loaded(model: nn.Module, weights: dict, cache: dict, role: str, device=CPU) -> np.ndarray:
     """(N, dim) float32 embeddings of the images of `role`, in the cache's order (the order of
     `predict`'s rows). Siamese/triplet embeddings are unit vectors: distances lie in [0, 2]."""
-    model, weights = load_model(settings, weights_path)
-    return predict_logits(Embedder(model), model_inputs(cache, role, weights), device).numpy()
+    images, _ = imagecache.subset(cache, role)
+    return predict_logits(Embedder(model), model_inputs(images, weights), device).numpy()
+
+
+def embed(settings: dict, weights_path, cache: dict, role: str, device=CPU) -> np.ndarray:
+    """embed_loaded for the model in `weights_path`."""
+    return embed_loaded(*load_model(settings, weights_path), cache, role, device)

@@ -1,13 +1,35 @@
-"""Heuristic flags for pictures that are not photos: drawings, postage stamps, scans.
+"""Heuristic flags for pictures that are not photos: drawings, postage stamps, greyscale scans.
 
-The study removed these by hand. Three measures are taken on one small thumbnail
-(nearest-neighbour, so that a photo keeps its sensor noise and a drawing its flat fills)
-and written to the clean table, so that thresholds can be tuned from the data:
+The study removed these by hand. The measures are written to the clean table, so that
+thresholds can be tuned from the data. They are taken on two small thumbnails.
 
-- chroma: mean over pixels of max(R, G, B) - min(R, G, B); a greyscale picture is ~0.
+On a 128-px nearest-neighbour one, so that a photo keeps its sensor noise and a drawing its
+flat fills:
+
 - colours: distinct colours at 5 bits per channel; scans and clean drawings have few.
 - flat_fraction: share of pixels identical to their right and lower neighbours; fills of
   drawings and stamps are flat, photos are not (except clipped or cut-out backgrounds).
+- chroma: mean over all pixels of max(R, G, B) - min(R, G, B). Written for comparison, no
+  longer a flag: a photo of a fish on a black (or white) background is mostly neutral
+  pixels, and real underwater photos fell to 5.7, under the 6 once set to catch scans.
+
+On a 64-px area-averaged one, as averaging cancels the colour noise of a sensor, a scanner or
+JPEG (per pixel) while the colour of a scene (regional) stays:
+
+- midtone_chroma: the same mean over mid-tone pixels only, those with some channel at or
+  above DARK_BELOW and some channel at or below BRIGHT_ABOVE, so that neither a dark nor a
+  white background dilutes it. Channels rather than luminance, so that a saturated blue
+  (0, 0, 200) counts as a mid-tone, not as black; 0 when no pixel is one. The greyscale flag
+  reads it: a photo converted to grey stays under 2 with a scanner's colour noise and JPEG
+  artefacts (under 5 with heavy noise that a full-resolution JPEG keeps), while the real
+  photos of classify2-dev are all over 10 (colour-cast slides, small fish in grey anemones
+  and dark scenes included).
+
+A scan toned sepia or yellowed, or printed in one ink, is not flagged: its mid-tones carry
+one colour (chroma 15-85). The colour that one tone curve does not explain would tell such a
+scan from a photo, but not safely: colour-cast FishPix slides keep as little of it (7.3 on
+classify2-dev) as a toned scan with JPEG noise (up to 5 for sepia, 8 for a blue tone), so a
+flag on it would drop real photos. Such scans are rare; config/exclusions.tsv removes them.
 
 Each flag is applied only when configured (clean.non_photo), with its threshold.
 """
@@ -17,19 +39,53 @@ import pandas as pd
 from PIL import Image
 
 THUMBNAIL_SIDE = 128
+COLOUR_SIDE = 64
+# A pixel whose brightest channel is under DARK_BELOW is near-black; one whose darkest channel
+# is over BRIGHT_ABOVE is near-white. Neither has a colour worth measuring, even in a photo.
+DARK_BELOW = 40
+BRIGHT_ABOVE = 215
+
+
+def thumbnail(image: Image.Image, side: int, resample: Image.Resampling) -> np.ndarray:
+    small = image.copy()
+    small.thumbnail((side, side), resample)
+    return np.asarray(small.convert("RGB"), dtype=np.int16)
+
+
+def channel_spread(pixels: np.ndarray) -> np.ndarray:
+    return pixels.max(axis=2) - pixels.min(axis=2)
+
+
+def midtones(pixels: np.ndarray) -> np.ndarray:
+    return (pixels.max(axis=2) >= DARK_BELOW) & (pixels.min(axis=2) <= BRIGHT_ABOVE)
+
+
+def midtone_chroma(pixels: np.ndarray) -> float:
+    chosen = midtones(pixels)
+    return float(channel_spread(pixels)[chosen].mean()) if chosen.any() else 0.0
+
+
+def distinct_colours(pixels: np.ndarray) -> int:
+    quantised = pixels >> 3
+    codes = (quantised[..., 0] << 10) | (quantised[..., 1] << 5) | quantised[..., 2]
+    return int(len(np.unique(codes)))
+
+
+def flat_fraction(pixels: np.ndarray) -> float:
+    right = (pixels[:-1, 1:] == pixels[:-1, :-1]).all(axis=2)
+    below = (pixels[1:, :-1] == pixels[:-1, :-1]).all(axis=2)
+    return float((right & below).mean()) if right.size else 1.0
 
 
 def measure(image: Image.Image) -> dict:
-    small = image.copy()
-    small.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.NEAREST)
-    pixels = np.asarray(small.convert("RGB"), dtype=np.int16)
-    chroma = float((pixels.max(axis=2) - pixels.min(axis=2)).mean())
-    quantised = pixels >> 3
-    codes = (quantised[..., 0] << 10) | (quantised[..., 1] << 5) | quantised[..., 2]
-    right = (pixels[:-1, 1:] == pixels[:-1, :-1]).all(axis=2)
-    below = (pixels[1:, :-1] == pixels[:-1, :-1]).all(axis=2)
-    flat = float((right & below).mean()) if right.size else 1.0
-    return {"chroma": round(chroma, 2), "colours": int(len(np.unique(codes))), "flat_fraction": round(flat, 4)}
+    sharp = thumbnail(image, THUMBNAIL_SIDE, Image.Resampling.NEAREST)
+    averaged = thumbnail(image, COLOUR_SIDE, Image.Resampling.BOX)
+    return {
+        "chroma": round(float(channel_spread(sharp).mean()), 2),
+        "midtone_chroma": round(midtone_chroma(averaged), 2),
+        "colours": distinct_colours(sharp),
+        "flat_fraction": round(flat_fraction(sharp), 4),
+    }
 
 
 def non_photo_reasons(measures: pd.DataFrame, settings: dict) -> pd.Series:
@@ -37,10 +93,9 @@ def non_photo_reasons(measures: pd.DataFrame, settings: dict) -> pd.Series:
     flags = []
     greyscale = settings.get("greyscale")
     if greyscale:
-        limit = greyscale["chroma_below"]
-        flags.append(
-            (measures["chroma"] < limit, measures["chroma"].map(lambda v: f"greyscale (chroma {v:g} < {limit:g})"))
-        )
+        limit = greyscale["midtone_chroma_below"]
+        values = measures["midtone_chroma"]
+        flags.append((values < limit, values.map(lambda v: f"greyscale (mid-tone chroma {v:g} < {limit:g})")))
     few = settings.get("few_colours")
     if few:
         limit = few["colours_below"]

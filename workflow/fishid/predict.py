@@ -1,5 +1,10 @@
-"""Label a folder of new photos with a trained model: species, scores, and 'other' below
-the model's confidence threshold when it has one."""
+"""Label a folder of new photos with a trained model: species, scores, and the model's own
+"other" label below its confidence threshold when it has one.
+
+Each photo is decoded and derived exactly as the cleaning stage made the model's training
+and evaluation images (fishid.clean.derive_photo), then scored by the same code evaluation
+uses (fishid.inference): the same photo gets the same scores from `predict` and `evaluate`.
+"""
 
 import json
 from pathlib import Path
@@ -7,16 +12,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 
-from fishid import augment, clean, evaluate
-from fishid.train import normalise, predict_logits
-
-OTHER = "other"
+from fishid import clean, imagecache, inference
 
 
-def load_image(path, size: int) -> np.ndarray:
-    return np.asarray(clean.decode(path).resize((size, size), Image.Resampling.BILINEAR))
+def load_image(path, weights: dict, size: int) -> np.ndarray:
+    """A photo as the model's inputs were made: the derived copy, then the cache's resize.
+    (Weights from before the derived settings were recorded: the photo decoded as is.)"""
+    preprocess = weights.get("preprocess") or {}
+    image = clean.derive_photo(path, preprocess) if preprocess else clean.decode(path)
+    return imagecache.square(image, size)
 
 
 def predict_folder(model_dir, folder, batch_size: int = 64) -> pd.DataFrame:
@@ -24,17 +29,15 @@ def predict_folder(model_dir, folder, batch_size: int = 64) -> pd.DataFrame:
     model_dir, folder = Path(model_dir), Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder of images")
-    meta = json.loads((model_dir / "meta.json").read_text())
-    settings = meta["settings"]
-    model, weights = evaluate.load_model(settings, model_dir / "weights.pt")
+    settings = json.loads((model_dir / "meta.json").read_text())["settings"]
+    model, weights = inference.load_model(settings, model_dir / "weights.pt")
     classes = weights["classes"]
-    threshold = weights.get("threshold", meta.get("threshold"))
 
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     rows, readable, pixels = [], [], []
     for path in files:
         try:
-            pixels.append(load_image(path, settings["image_size"]))
+            pixels.append(load_image(path, weights, settings["image_size"]))
             readable.append(len(rows))
             rows.append({"file": str(path.relative_to(folder)), "error": ""})
         except Exception as error:  # PIL raises many types for unreadable files; all mean "skip, say why"
@@ -47,14 +50,9 @@ def predict_folder(model_dir, folder, batch_size: int = 64) -> pd.DataFrame:
         table[f"score:{c}"] = np.nan
     if pixels:
         images = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2)
-        inputs = normalise(augment.to_float(images), weights["mean"], weights["std"])
-        scores = torch.softmax(predict_logits(model, inputs, torch.device("cpu"), batch_size), dim=1).numpy()
-        top = scores.max(axis=1)
-        predicted = np.array(classes, dtype=object)[scores.argmax(axis=1)]
-        if threshold is not None:
-            predicted = np.where(top < threshold, OTHER, predicted)
-        table.loc[readable, "predicted"] = predicted
-        table.loc[readable, "top_score"] = top
+        scores = inference.scores_of(model, weights, images, batch_size=batch_size)
+        table.loc[readable, "predicted"] = inference.labels_of(scores, weights)
+        table.loc[readable, "top_score"] = scores.max(axis=1)
         for i, c in enumerate(classes):
             table.loc[readable, f"score:{c}"] = scores[:, i]
     return table[["file", "predicted", "top_score", *[f"score:{c}" for c in classes], "error"]]

@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 import fishid
-from fishid.tables import read_table
+from fishid.figure_list import MODEL_FIGURES
+from fishid.tables import LEAK, read_table
 
 PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
@@ -19,6 +20,7 @@ body {{ font-family: sans-serif; max-width: 1150px; margin: 2em auto; color: #22
 table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }}
 td, th {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }}
 th {{ background: #eef; }} img {{ max-width: 100%; }} .note {{ background: #ffd; padding: 0.5em 1em; }}
+.warning {{ background: #fdd; padding: 0.5em 1em; }}
 figure {{ display: inline-block; vertical-align: top; margin: 0.5em; max-width: 48%; }}
 figure.wide {{ max-width: 98%; }} figcaption {{ font-size: 0.85em; color: #444; }}
 </style></head><body>
@@ -29,27 +31,6 @@ figure.wide {{ max-width: 98%; }} figcaption {{ font-size: 0.85em; color: #444; 
 {body}
 </body></html>
 """
-
-# (file stem, caption, wide): the order and words of each model's figures.
-MODEL_FIGURES = [
-    ("curves", "Loss and accuracy per epoch, training and validation.", True),
-    ("per_species", "Accuracy per species (correct/total above the bars).", False),
-    ("confusion", "Confusion matrix: rows true, columns predicted.", False),
-    ("reliability", "Reliability diagram: accuracy against confidence; ECE in the title.", False),
-    (
-        "thresholds",
-        "Accuracy when images whose top known-species score is below a threshold are called 'other'.",
-        False,
-    ),
-    ("saliency", "Saliency maps for a fixed sample of evaluation images (true -> predicted).", True),
-    ("misclassified", "Evaluation images the model got wrong.", True),
-    (
-        "embeddings",
-        "2-D map of the embeddings (siamese/triplet: the learned embedding; otherwise the input of the last "
-        "linear layer), coloured by label.",
-        False,
-    ),
-]
 
 
 def table_html(frame: pd.DataFrame) -> str:
@@ -107,17 +88,31 @@ def provenance_section(records: pd.DataFrame, downloads: pd.DataFrame, clean: pd
     )
 
 
-def datasets_section(counts_paths) -> str:
+def datasets_section(counts_paths, decision_paths=()) -> str:
+    leaks = {Path(p).name.removesuffix(".decisions.tsv"): leak_table(read_table(p)) for p in decision_paths}
     parts = ['<h2 id="datasets">Datasets</h2>']
     for path in counts_paths:
         dataset = Path(path).name.removesuffix(".counts.tsv")
         parts.append(f"<h3>{html.escape(dataset)}</h3>" + table_html(pd.read_csv(path, sep="\t")))
+        leaked = leaks.get(dataset)
+        if leaked is not None and len(leaked):
+            parts.append(
+                f'<p class="warning">The split this dataset was given cuts {leaked["group"].nunique()} group(s): '
+                f"{len(leaked)} image(s) are linked to an image in another role, so its numbers may be "
+                "optimistic. They were kept where the source put them.</p>" + table_html(leaked)
+            )
     return "\n".join(parts)
 
 
+def leak_table(decisions: pd.DataFrame) -> pd.DataFrame:
+    leaked = decisions[decisions["decision"] == LEAK]
+    return leaked[["group", "label", "sha256", "reason"]].sort_values(["group", "sha256"])
+
+
 def model_row(name: str, settings: dict, metrics: dict, history: pd.DataFrame, controls: dict) -> dict:
+    flags = metrics.get("learned_nothing", [])
     row = {
-        "model": name,
+        "model": f"{name} ⚠" if flags else name,
         "architecture": settings["arch"],
         "dataset": settings["dataset"],
         "backbone": settings.get("backbone", ""),
@@ -130,6 +125,7 @@ def model_row(name: str, settings: dict, metrics: dict, history: pd.DataFrame, c
         "majority baseline": f"{metrics['majority_baseline']:.3f}",
         "random-backbone control": "",
         "best val epoch (optimistic)": "",
+        "⚠ learned nothing?": "; ".join(flags),
     }
     control = controls.get(name)
     if control:
@@ -183,12 +179,25 @@ def open_set_paragraph(metrics: dict) -> str:
     )
 
 
-def build(config: dict, record_paths, download_paths, clean_path, counts_paths, model_dirs, figure_dir, out_path):
+def build(
+    config: dict,
+    record_paths,
+    download_paths,
+    clean_path,
+    counts_paths,
+    model_dirs,
+    figure_dir,
+    out_path,
+    decision_paths=(),
+):
     """`model_dirs` hold each model's metrics.json and history.csv; every file names what it
     belongs to, so the order of the paths does not matter."""
     records = pd.concat([read_table(p) for p in record_paths])
     downloads = pd.concat([read_table(p) for p in download_paths])
-    body = [provenance_section(records, downloads, read_table(clean_path)), datasets_section(counts_paths)]
+    body = [
+        provenance_section(records, downloads, read_table(clean_path)),
+        datasets_section(counts_paths, decision_paths),
+    ]
 
     results = {}
     for folder in map(Path, model_dirs):
@@ -222,8 +231,8 @@ def build(config: dict, record_paths, download_paths, clean_path, counts_paths, 
         body.append(table_html(per_species_table(metrics)))
         body.append(open_set_paragraph(metrics))
         body.append(embedding_paragraph(metrics))
-        for stem, caption, wide in MODEL_FIGURES:
-            body.append(inline_png(figure_dir / name / f"{stem}.png", f"{name}: {caption}", wide))
+        for figure in MODEL_FIGURES:
+            body.append(inline_png(figure_dir / name / f"{figure.stem}.png", f"{name}: {figure.caption}", figure.wide))
 
     nav = " · ".join(
         f'<a href="#{anchor}">{label}</a>'

@@ -8,6 +8,7 @@ silent. A source that lists nothing at all is an error.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import dataclass, field
 
@@ -37,14 +38,16 @@ class Context:
     client: web.Client = field(default_factory=web.Client)
 
 
-# Package modules each kind runs besides this one: the listing rule's code inputs.
-KIND_MODULES = {
-    "synthetic": ["synthetic"],
-    "gbif": ["gbif", "web", "licences"],
-    "gbif_download": ["dwca", "gbif", "licences"],
-    "fishbase": ["fishbase", "web"],
-    "fishpix": ["fishpix", "web"],
-    "folder": ["folder"],
+# Each kind's adapter, imported on demand (a synthetic-only run never imports pygbif or
+# BeautifulSoup): its module and its listing function, (spec, Context) -> Listing. The
+# listing rule's code inputs are this module's imports and its own kind's adapter's.
+ADAPTERS = {
+    "synthetic": ("fishid.synthetic", "source_listing"),
+    "gbif": ("fishid.gbif", "list_records"),
+    "gbif_download": ("fishid.dwca", "list_records"),
+    "fishbase": ("fishid.fishbase", "list_records"),
+    "fishpix": ("fishid.fishpix", "list_records"),
+    "folder": ("fishid.folder", "list_records"),
 }
 
 
@@ -63,31 +66,10 @@ def local_inputs(name: str, spec: dict) -> list[str]:
 
 
 def _adapter(kind: str):
-    # Imported on demand: a synthetic-only run never imports pygbif or BeautifulSoup.
-    if kind == "synthetic":
-        from fishid import synthetic
-
-        def synthetic_listing(spec, context):
-            patterns = synthetic.load_patterns(spec["patterns"])
-            size = tuple(spec.get("size", (160, 120)))
-            return Listing(synthetic.list_records(patterns, spec["counts"], context.seed, size))
-
-        return synthetic_listing
-    if kind == "gbif":
-        from fishid.gbif import list_records
-    elif kind == "gbif_download":
-        from fishid.dwca import list_records
-    elif kind == "fishbase":
-        from fishid.fishbase import list_records
-    elif kind == "fishpix":
-        from fishid.fishpix import list_records
-    elif kind == "folder":
-        from fishid.folder import list_records
-    else:
-        raise ValueError(
-            f"unknown source kind {kind!r} (known: synthetic, gbif, gbif_download, fishbase, fishpix, folder)"
-        )
-    return list_records
+    if kind not in ADAPTERS:
+        raise ValueError(f"unknown source kind {kind!r} (known: {', '.join(ADAPTERS)})")
+    module, function = ADAPTERS[kind]
+    return getattr(importlib.import_module(module), function)
 
 
 def list_source(name: str, spec: dict, context: Context | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:

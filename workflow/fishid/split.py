@@ -6,6 +6,11 @@ then capped at `cap_ratio` times the smallest label's. Whole groups (from the cl
 table: one occurrence, one near-duplicate cluster) are drawn at a time, so no group
 straddles two roles. Every image of the dataset's species that is not in the split says
 why: dropped in cleaning, capped, or not drawn for the pooled "other" class.
+
+With `use_source_split`, the roles a source gave (a folder's train/ val/ test/) are kept
+instead of drawn, so that a published split and its numbers can be compared; images without
+one take their group's, or are drawn as above. Capping still applies to training. Groups
+that the given split cuts are not moved: they are reported, in the decisions table, as leaks.
 """
 
 import zlib
@@ -13,9 +18,11 @@ import zlib
 import numpy as np
 import pandas as pd
 
-from fishid.tables import CLEAN_COLUMNS, DECISION_COLUMNS, SPLIT_COLUMNS, read_table, write_table
+from fishid.tables import CLEAN_COLUMNS, DECISION_COLUMNS, LEAK, SPLIT_COLUMNS, read_table, write_table
 
 SPLITS = ("train", "val", "test")
+# An image given several roles (the same bytes filed under train/ and val/) is held out.
+HELD_OUT_FIRST = ("test", "val", "train")
 
 
 def _rng(seed: int, *keys: str) -> np.random.Generator:
@@ -60,6 +67,38 @@ def assign_roles(images: pd.DataFrame, val_fraction: float, test_fraction: float
         for index in draw_groups([len(g) for g in left], target):
             roles.update(dict.fromkeys(left[index]["sha256"], role))
     return images["sha256"].map(lambda sha: roles.get(sha, "train"))
+
+
+def first_given_role(given: str) -> str:
+    roles = given.split("|")
+    return next((role for role in HELD_OUT_FIRST if role in roles), "")
+
+
+def given_roles(images: pd.DataFrame, val_fraction: float, test_fraction: float, rng) -> pd.Series:
+    """The roles the source gave; an image without one takes its group's, and groups with
+    none are drawn as assign_roles does."""
+    roles = images["source_split"].map(first_given_role)
+    by_group = roles[roles != ""].groupby(images["group"]).agg(lambda r: min(r, key=HELD_OUT_FIRST.index))
+    roles = roles.where(roles != "", images["group"].map(by_group).fillna(""))
+    unassigned = roles == ""
+    if unassigned.any():
+        roles[unassigned] = assign_roles(images[unassigned], val_fraction, test_fraction, rng)
+    return roles
+
+
+def leaks(table: pd.DataFrame) -> pd.DataFrame:
+    """Images of a group that the split cuts, or given several roles (the same bytes filed
+    twice), with a reason naming the link and the roles: the split is not changed."""
+    group_roles = table.groupby("group")["split"].agg(lambda r: " and ".join(sorted(set(r), key=SPLITS.index)))
+    roles = table["group"].map(group_roles)
+    cluster_cut = table["near_duplicate_cluster"].map(table.groupby("near_duplicate_cluster")["split"].nunique()) > 1
+    link = pd.Series("same occurrence", index=table.index).where(~cluster_cut, "near-duplicate cluster")
+    twice = table["source_split"].str.contains("|", regex=False)
+    reason = ("group " + table["group"] + " (" + link + ") in " + roles).where(
+        ~twice, "same bytes given as " + table["source_split"].str.replace("|", " and ", regex=False)
+    )
+    found = table.assign(decision=LEAK, reason=reason + ", kept in " + table["split"])
+    return found[roles.str.contains(" and ") | twice]
 
 
 def sample_other(pool: pd.DataFrame, size: int, rng) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -110,7 +149,8 @@ def make_split(clean: pd.DataFrame, name: str, spec: dict) -> tuple[pd.DataFrame
     parts = []
     for label, images in labelled.groupby("label", sort=True):
         rng = _rng(spec["seed"], name, label)
-        images = images.assign(split=assign_roles(images, spec["val_fraction"], spec.get("test_fraction", 0), rng))
+        draw = given_roles if spec.get("use_source_split") else assign_roles
+        images = images.assign(split=draw(images, spec["val_fraction"], spec.get("test_fraction", 0), rng))
         if not (images["split"] == "train").any():
             raise ValueError(
                 f"dataset {name}: label {label} has {len(images)} image(s) in {images['group'].nunique()} group(s), "
@@ -135,6 +175,8 @@ def make_split(clean: pd.DataFrame, name: str, spec: dict) -> tuple[pd.DataFrame
     cleaned_out = clean[~is_kept & clean["listed_as"].str.split("|").apply(lambda t: bool(set(t) & considered))]
     decisions.append(cleaned_out.assign(decision="dropped in cleaning"))
     table = pd.concat(rows).assign(dataset=name).sort_values(["label", "split", "sha256"])
+    if spec.get("use_source_split"):
+        decisions.append(leaks(table))
     dropped = pd.concat(decisions).assign(dataset=name)
     dropped["taxon"] = dropped["taxon"].where(dropped["taxon"] != "", dropped["listed_as"])
     dropped = dropped.sort_values(["decision", "sha256"])

@@ -524,3 +524,11 @@ def render_url(media_url: str) -> Image.Image:
     """Render the image that a 'synthetic:' media_url describes."""
     pattern, params, size = decode_url(media_url)
     return render(pattern, params, size)
+
+
+def source_listing(spec: dict, context):
+    """The synthetic source's listing, as every source kind gives it (fishid.sources.ADAPTERS)."""
+    from fishid.sources import Listing
+
+    size = tuple(spec.get("size", (160, 120)))
+    return Listing(list_records(load_patterns(spec["patterns"]), spec["counts"], context.seed, size))

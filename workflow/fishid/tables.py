@@ -56,12 +56,18 @@ CLEAN_COLUMNS = [
     "derived_path",
     "group",
     "near_duplicate_cluster",
+    # Split roles the image's records came with ("|"-joined; "train|val": one photo filed in both).
+    "source_split",
     "chroma",
+    "midtone_chroma",
     "colours",
     "flat_fraction",
 ]
 SPLIT_COLUMNS = ["dataset", "sha256", "label", "split", "group", "taxon", "derived_path"]
 DECISION_COLUMNS = ["dataset", "sha256", "taxon", "label", "group", "decision", "reason"]
+# The one decision of that table about an image that is in the split: its group straddles a
+# split the source gave (datasets with use_source_split).
+LEAK = "leak across the given split"
 
 
 def read_table(path, columns=None) -> pd.DataFrame:

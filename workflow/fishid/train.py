@@ -42,6 +42,8 @@ VARIANT_DEFAULTS = {
     "prompt": "a photo of {species}",
     "cpu_bfloat16": False,
     "refit_batchnorm": True,
+    "init": "kaiming",
+    "collapse_warning_epochs": 5,
 }
 FEATURE_BATCH = 256
 
@@ -91,16 +93,49 @@ def argmax_accuracy(outputs, labels) -> float:
     return (outputs.argmax(1) == labels).float().mean().item()
 
 
+def majority_share(labels: torch.Tensor) -> float:
+    return labels.bincount().max().item() / len(labels)
+
+
+def at_majority(train_acc: float, share: float, n_train: int) -> bool:
+    """Whether an epoch's training accuracy is the majority class's share, within one image:
+    what a network that predicts the majority class for every image scores."""
+    return abs(train_acc - share) <= 1 / n_train + 1e-9
+
+
+def left_majority_epoch(history: pd.DataFrame, share: float, n_train: int) -> int | None:
+    """The first epoch whose training accuracy was not the majority share, or None."""
+    left = [row.epoch for row in history.itertuples() if not at_majority(row.train_acc, share, n_train)]
+    return int(left[0]) if left else None
+
+
 def train_loop(
-    model, train_batch, n_train, validate, settings, device, loss_fn=F.cross_entropy, batch_accuracy=argmax_accuracy
+    model,
+    train_batch,
+    n_train,
+    validate,
+    settings,
+    device,
+    loss_fn=F.cross_entropy,
+    batch_accuracy=argmax_accuracy,
+    majority: float | None = None,
 ) -> pd.DataFrame:
     """The study's recipe: SGD with momentum (or AdamW where a variant asks), StepLR, one pass
     over the training set per epoch. `train_batch(indices)` returns a batch's (inputs, labels),
     so the loop does not care whether it sees images or cached features; `validate(model)`
-    returns (val_loss, val_acc)."""
-    rows, best = [], None
+    returns (val_loss, val_acc). With `majority` (the largest class's share of the training
+    set), the log warns when training accuracy has stayed at it for `collapse_warning_epochs`."""
+    rows, best, stuck = [], None, 0
     for row in train_epochs(model, train_batch, n_train, validate, settings, device, loss_fn, batch_accuracy):
         rows.append(row)
+        stuck = stuck + 1 if majority is not None and at_majority(row["train_acc"], majority, n_train) else 0
+        if stuck == settings["collapse_warning_epochs"]:
+            log.warning(
+                "training accuracy has been the majority class's share (%.3f) for %d epochs: the network "
+                "may be predicting that class for every image (check the model's lr and init)",
+                majority,
+                stuck,
+            )
         if settings.get("select_best_val") and (best is None or row["val_acc"] > best[0]):
             best = (row["val_acc"], row["epoch"], {k: v.detach().clone() for k, v in model.state_dict().items()})
     history = pd.DataFrame(rows)
@@ -176,7 +211,8 @@ def plain_inputs(images, data: Data) -> torch.Tensor:
 
 def fit_network(model, data: Data, settings, device, loss_fn=F.cross_entropy) -> pd.DataFrame:
     """Train every trainable parameter of `model` on freshly augmented training images."""
-    return train_loop(model, *network_inputs(data, settings, device), settings, device, loss_fn)
+    majority = majority_share(data.train_y)
+    return train_loop(model, *network_inputs(data, settings, device), settings, device, loss_fn, majority=majority)
 
 
 def network_inputs(data: Data, settings, device):
@@ -280,7 +316,9 @@ def fit_head(encoder, head, data: Data, settings, device):
     generator = torch.Generator().manual_seed(settings["seed"] + 2)
     train_batch = view_batches(train_features, data.train_y, generator)
     validate = classification_validator(val_features, data.val_y, device)
-    return train_loop(head, train_batch, len(data.train_y), validate, settings, device)
+    return train_loop(
+        head, train_batch, len(data.train_y), validate, settings, device, majority=majority_share(data.train_y)
+    )
 
 
 def make_backbone(settings, backbone_path, frozen=True):
@@ -483,6 +521,8 @@ def train_model(
         "classes": data.classes,
         "mean": data.mean,
         "std": data.std,
+        # How cleaning derived the images: fishid predict makes the same of a new photo.
+        "preprocess": cache.get("preprocess", {}),
     }
     if architecture:
         weights["architecture"] = architecture
@@ -495,6 +535,7 @@ def train_model(
         extra["open_set_threshold"] = {**choice, "label": threshold_label}
     if "distance_threshold" in extra:
         weights["distance_threshold"] = extra["distance_threshold"]["threshold"]
+    share = majority_share(data.train_y)
     meta = {
         "settings": settings,
         "classes": data.classes,
@@ -502,6 +543,9 @@ def train_model(
         "std": data.std.tolist(),
         "n_train": len(data.train_y),
         "n_val": len(data.val_y),
+        # A network that predicts the largest class for every image scores its share.
+        "majority_share": share,
+        "left_majority_epoch": left_majority_epoch(history, share, len(data.train_y)),
         **extra,
         "dataset_table_sha256": cache.get("split_sha256", ""),
         "split_crc32": cache["split_crc32"],

@@ -5,9 +5,7 @@ rule clean_images:
         downloads=expand("resources/downloads/{source}.tsv", source=config["sources"]),
         exclusions=config["clean"]["exclusions"],
         cli=CLI,
-        code=package_code(
-            "clean", "decode", "near_duplicates", "grouping", "photo_filters", "tables"
-        ),
+        code=step_code("clean"),
     output:
         table="results/clean/images.tsv",
         derived=directory(DERIVED),

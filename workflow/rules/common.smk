@@ -6,11 +6,16 @@ from pathlib import Path
 PACKAGE_DIR = Path(workflow.basedir, "workflow")
 sys.path.insert(0, str(PACKAGE_DIR))
 
+from fishid import codedeps  # noqa: E402
 from fishid.config import backbone_settings, model_settings, validate  # noqa: E402
+from fishid.figure_list import STEMS  # noqa: E402
+from fishid.sources import ADAPTERS, kind_of  # noqa: E402
 
 validate(
     config,
-    source="the configuration (config/config.yaml and any --configfile/--config)",
+    source="the configuration ({}, with any --config)".format(
+        " + ".join(map(str, workflow.overwrite_configfiles)) or "config/config.yaml"
+    ),
 )
 
 # Every rule runs its step through this script (an input of each rule), so that jobs use
@@ -33,16 +38,7 @@ wildcard_constraints:
 
 
 # The figures of each model, in the order the report shows them.
-MODEL_FIGURES = [
-    "curves",
-    "per_species",
-    "confusion",
-    "reliability",
-    "thresholds",
-    "saliency",
-    "misclassified",
-    "embeddings",
-]
+MODEL_FIGURES = list(STEMS)
 
 
 def model_figure(name):
@@ -55,9 +51,19 @@ def model_figure(name):
     )
 
 
-def package_code(*modules):
-    """A rule's own package modules as inputs: editing one reruns the rule and what follows."""
-    return [str(PACKAGE_DIR / "fishid" / f"{m}.py") for m in modules]
+def step_code(step):
+    """The package files the rule's `fishid` subcommand runs, from their imports (fishid.codedeps):
+    editing any of them reruns the rule and what follows, editing any other file does not.
+    """
+    return codedeps.step_files(PACKAGE_DIR, step)
+
+
+def source_code(spec, name):
+    """The listing's files: those of `fishid list` but only its own kind's adapter."""
+    adapter = ADAPTERS[kind_of(name, spec)][0]
+    return sorted(
+        {*step_code("list"), *map(str, codedeps.closure(PACKAGE_DIR, [adapter]))}
+    )
 
 
 def as_json(value):
@@ -85,15 +91,25 @@ def cache_for(settings):
     return f"results/cache/{settings['dataset']}/{settings['image_size']}px.pt"
 
 
+def hub_record(spec):
+    """Rule open_clip_weights' record of an `hf-hub:org/name` model, beside its folder
+    models--org--name in the backbone's cache."""
+    repo = "--".join(Path(spec["model"].removeprefix("hf-hub:")).parts)
+    return str(
+        Path(spec.get("cache", "resources/weights/open_clip"), f"models--{repo}.json")
+    )
+
+
 def backbone_file(settings):
     """The weights a model starts from; none for a random backbone, an RI model, or an
-    open_clip backbone (open_clip keeps its own cache)."""
+    open_clip backbone by tag (open_clip keeps its own cache). For a Hugging Face Hub one
+    (hf-hub:), the record of its download, so that training waits for it."""
     name = settings.get("backbone", "random")
     if settings["arch"] == "ri" or name == "random":
         return []
     spec = config["backbones"][name]
     if spec["source"] == "open_clip":
-        return []
+        return hub_record(spec) if spec["model"].startswith("hf-hub:") else []
     if spec["source"] == "imagenet":
         return str(
             Path(spec.get("cache", "resources/weights"), "resnet18-f37072fd.pth")

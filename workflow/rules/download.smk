@@ -3,7 +3,7 @@ rule fetch_images:
     input:
         records="resources/records/{source}.tsv",
         cli=CLI,
-        code=package_code("fetch", "store", "web", "licences"),
+        code=step_code("fetch"),
     output:
         "resources/downloads/{source}.tsv",
     log:

@@ -5,7 +5,7 @@ rule evaluate_model:
         weights="results/models/{model}/weights.pt",
         cache=lambda wc: cache_for(model_spec(wc.model)),
         cli=CLI,
-        code=package_code("evaluate", "metrics"),
+        code=step_code("evaluate"),
     output:
         predictions="results/models/{model}/predictions.tsv",
         metrics="results/models/{model}/metrics.json",
@@ -34,7 +34,7 @@ rule predict_folder:
         meta="results/models/{model}/meta.json",
         folder=lambda wc: predict_folder(),
         cli=CLI,
-        code=package_code("predict"),
+        code=step_code("predict"),
     output:
         "results/predictions/{model}.csv",
     log:

@@ -6,7 +6,7 @@ rule attribution:
         clean="results/clean/images.tsv",
         splits=expand("results/splits/{dataset}.tsv", dataset=DATASETS),
         cli=CLI,
-        code=package_code("attribution"),
+        code=step_code("attribution"),
     output:
         "results/provenance/attribution.csv",
     log:

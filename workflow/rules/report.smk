@@ -6,16 +6,9 @@ rule plot_model:
         metrics="results/models/{model}/metrics.json",
         figure_data="results/models/{model}/figure_data.npz",
         cli=CLI,
-        code=package_code("figures"),
+        code=step_code("plot-model"),
     output:
-        curves=model_figure("curves"),
-        confusion=model_figure("confusion"),
-        per_species=model_figure("per_species"),
-        reliability=model_figure("reliability"),
-        thresholds=model_figure("thresholds"),
-        saliency=model_figure("saliency"),
-        misclassified=model_figure("misclassified"),
-        embeddings=model_figure("embeddings"),
+        pngs=[model_figure(stem) for stem in MODEL_FIGURES],
         svgs=expand("results/figures/{{model}}/{figure}.svg", figure=MODEL_FIGURES),
     log:
         "logs/plot_model/{model}.log",
@@ -35,7 +28,7 @@ rule plot_dataset:
     input:
         counts="results/splits/{dataset}.counts.tsv",
         cli=CLI,
-        code=package_code("figures"),
+        code=step_code("plot-dataset"),
     output:
         png=report(
             "results/figures/datasets/{dataset}.png",
@@ -60,13 +53,14 @@ rule report:
         records=expand("resources/records/{source}.tsv", source=config["sources"]),
         downloads=expand("resources/downloads/{source}.tsv", source=config["sources"]),
         counts=expand("results/splits/{dataset}.counts.tsv", dataset=DATASETS),
+        decisions=expand("results/splits/{dataset}.decisions.tsv", dataset=DATASETS),
         metrics=expand("results/models/{model}/metrics.json", model=MODELS),
         histories=expand("results/models/{model}/history.csv", model=MODELS),
         model_figures=expand(
             "results/figures/{model}/{figure}.png", model=MODELS, figure=MODEL_FIGURES
         ),
         cli=CLI,
-        code=package_code("report"),
+        code=step_code("report"),
     output:
         "results/report/index.html",
     log:
@@ -84,5 +78,6 @@ rule report:
         ),
     shell:
         "python {input.cli} report --spec {params.spec:q} --clean {input.clean} --records {input.records}"
-        " --downloads {input.downloads} --counts {input.counts} --metrics {input.metrics}"
+        " --downloads {input.downloads} --counts {input.counts} --decisions {input.decisions}"
+        " --metrics {input.metrics}"
         " --figures results/figures --out {output} 2> {log}"

@@ -1,4 +1,4 @@
-from fishid.sources import KIND_MODULES, kind_of, local_inputs
+from fishid.sources import local_inputs
 
 
 rule list_source:
@@ -6,9 +6,7 @@ rule list_source:
     input:
         files=lambda wc: local_inputs(wc.source, config["sources"][wc.source]),
         cli=CLI,
-        code=lambda wc: package_code(
-            "sources", *KIND_MODULES[kind_of(wc.source, config["sources"][wc.source])]
-        ),
+        code=lambda wc: source_code(config["sources"][wc.source], wc.source),
     output:
         records="resources/records/{source}.tsv",
         summary="resources/records/{source}.summary.tsv",

@@ -3,7 +3,7 @@ rule split_dataset:
     input:
         clean="results/clean/images.tsv",
         cli=CLI,
-        code=package_code("split"),
+        code=step_code("split"),
     output:
         split="results/splits/{dataset}.tsv",
         decisions="results/splits/{dataset}.decisions.tsv",

@@ -4,7 +4,7 @@ rule cache_images:
         split="results/splits/{dataset}.tsv",
         derived=DERIVED,
         cli=CLI,
-        code=package_code("imagecache"),
+        code=step_code("cache"),
     output:
         "results/cache/{dataset}/{size}px.pt",
     log:
@@ -24,7 +24,7 @@ rule pretrain_backbone:
     input:
         cache=lambda wc: cache_for(backbone_settings(config, wc.backbone)),
         cli=CLI,
-        code=package_code("train", "models", "augment", "runtime", "clip_models"),
+        code=step_code("pretrain"),
     output:
         weights="results/backbones/{backbone}/weights.pt",
         history="results/backbones/{backbone}/history.csv",
@@ -62,6 +62,37 @@ rule imagenet_weights:
         "python {input.cli} imagenet-weights --cache-dir {wildcards.cache} {params.offline} 2> {log}"
 
 
+# Downloads from the Hub run where Snakemake runs (a cluster's login node, which has the
+# network that compute nodes often lack), never as a cluster job.
+localrules:
+    open_clip_weights,
+
+
+rule open_clip_weights:
+    """An open_clip model from the Hugging Face Hub (backbone `model: hf-hub:org/name`, e.g.
+    BioCLIP): its open_clip_config.json and weights in huggingface_hub's layout under the
+    backbone's cache, models--org--name/snapshots/<revision>/, which training jobs read
+    without network; the output records the files and their SHA-256. Offline, missing files
+    stop the run with the folder to put them in."""
+    input:
+        cli=CLI,
+    output:
+        "{cache}/models--{org}--{repo}.json",
+    log:
+        "logs/open_clip_weights/{cache}/{org}--{repo}.log",
+    wildcard_constraints:
+        # Hub names never hold "--" (the cache's separator).
+        org=r"[A-Za-z0-9_.]+(?:-[A-Za-z0-9_.]+)*",
+        repo=r"[A-Za-z0-9_.]+(?:-[A-Za-z0-9_.]+)*",
+    conda:
+        ENV
+    params:
+        offline="--offline" if config["offline"] else "",
+    shell:
+        "python {input.cli} open-clip-weights --model hf-hub:{wildcards.org}/{wildcards.repo}"
+        " --cache-dir {wildcards.cache} {params.offline} --out {output} 2> {log}"
+
+
 rule train_model:
     """Train one model of config['models']; its settings are params, so editing one model
     retrains that model only."""
@@ -69,15 +100,7 @@ rule train_model:
         cache=lambda wc: cache_for(model_spec(wc.model)),
         backbone=lambda wc: backbone_file(model_spec(wc.model)),
         cli=CLI,
-        code=package_code(
-            "train",
-            "models",
-            "augment",
-            "runtime",
-            "embeddings",
-            "openset",
-            "clip_models",
-        ),
+        code=step_code("train"),
     output:
         weights="results/models/{model}/weights.pt",
         history="results/models/{model}/history.csv",

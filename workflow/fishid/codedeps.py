@@ -1,0 +1,116 @@
+"""Which package files a pipeline step runs, read from the imports in the code itself.
+
+Each rule runs one `fishid` subcommand; its code inputs are the files of the modules that
+subcommand can import, transitively (imports inside functions included), so that editing any
+of them reruns the rule and nothing else does. Nothing is imported to find out: the files
+are parsed (ast), which keeps building the DAG fast and free of torch.
+"""
+
+import ast
+from functools import cache
+from pathlib import Path
+
+PACKAGE = "fishid"
+
+
+def module_file(root: Path, name: str) -> Path | None:
+    """The file of module `name` (fishid.x.y) under `root` (the folder holding fishid/), or
+    None when the name is not a package module (an attribute such as fishid.tables.read_table)."""
+    parts = name.split(".")
+    if parts[0] != PACKAGE:
+        return None
+    base = root.joinpath(*parts)
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def module_name(root: Path, path: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_names(nodes, current: str, is_package: bool) -> set[str]:
+    """Every dotted name the import statements among `nodes` (and below them) may load.
+    `from a import b` may load module a.b, so both a and a.b are named."""
+    names = set()
+    for node in (n for top in nodes for n in ast.walk(top)):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                # A relative import counts from the current package.
+                anchor = current.split(".")
+                anchor = anchor[: len(anchor) - node.level + (1 if is_package else 0)]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            else:
+                base = node.module
+            names.add(base)
+            names |= {f"{base}.{alias.name}" for alias in node.names}
+    return names
+
+
+def with_parents(name: str) -> list[str]:
+    """Importing fishid.a.b runs fishid/__init__.py and fishid/a/__init__.py first."""
+    parts = name.split(".")
+    return [".".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+@cache
+def _parsed(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), filename=str(path))
+
+
+def closure(root: Path, names) -> set[Path]:
+    """The files of the package modules `names` import, transitively, themselves included."""
+    root = Path(root)
+    seen, todo = set(), [n for name in names for n in with_parents(name)]
+    while todo:
+        path = module_file(root, todo.pop())
+        if path is None or path in seen:
+            continue
+        seen.add(path)
+        name = module_name(root, path)
+        found = imported_names(_parsed(path).body, name, path.name == "__init__.py")
+        todo += [n for name in found for n in with_parents(name)]
+    return seen
+
+
+def _commands(tree: ast.Module) -> dict[str, ast.expr]:
+    """Subcommand name -> the function expression registered for it by `command(name, func, ...)`."""
+    found = {}
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "command"
+            and len(node.args) >= 2
+            and isinstance(node.args[0], ast.Constant)
+        ):
+            found[node.args[0].value] = node.args[1]
+    return found
+
+
+def step_files(root, step: str, cli_module: str = f"{PACKAGE}.cli") -> list[str]:
+    """The files a subcommand of the CLI runs: the CLI module (its top-level statements and
+    the functions the subcommand calls, transitively) and every package module those import."""
+    root = Path(root)
+    cli_path = module_file(root, cli_module)
+    tree = _parsed(cli_path)
+    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
+    commands = _commands(tree)
+    if step not in commands:
+        raise ValueError(f"{cli_path} has no subcommand {step!r} (known: {', '.join(sorted(commands))})")
+    reached, todo = set(), [commands[step]]
+    while todo:
+        node = todo.pop()
+        for called in (n.id for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in functions):
+            if called not in reached:
+                reached.add(called)
+                todo.append(functions[called])
+    top_level = [n for n in tree.body if not isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+    nodes = top_level + [functions[name] for name in reached]
+    names = imported_names(nodes, cli_module, False) - {cli_module}
+    # The CLI module itself is not walked whole: its other subcommands' imports are not this step's.
+    return sorted(str(p) for p in closure(root, [PACKAGE, *names]) | {cli_path})
