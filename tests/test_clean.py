@@ -31,7 +31,8 @@ def records_for(paths: dict[str, Path], taxon="Amphiprion clarkii", **columns) -
 
 def run_clean(tmp_path, records, exclusions="", **settings):
     store_root = tmp_path / "store"
-    downloads = fetch.fetch_all(records, store_root, tmp_path / "journal")
+    # The records are the test's own files, wherever they lie.
+    downloads = fetch.fetch_all(records, store_root, tmp_path / "journal", local_roots=["/"])
     write_table(records, tmp_path / "records.tsv")
     write_table(downloads, tmp_path / "downloads.tsv")
     (tmp_path / "exclusions.tsv").write_text("id\treason\n" + exclusions)

@@ -15,7 +15,16 @@ from fake_sites import FakeSites, image_reply
 from fishid.tables import RECORD_COLUMNS
 
 IMAGES = 40
-SPEC = {"download": {"workers": 2, "per_host": 2, "rate": 0, "backoff": 0.01, "read_timeout": 5}}
+SPEC = {
+    "download": {
+        "workers": 2,
+        "per_host": 2,
+        "rate": 0,
+        "backoff": 0.01,
+        "read_timeout": 5,
+        "allow_private_hosts": True,
+    }
+}
 
 
 def write_records(path, sites):

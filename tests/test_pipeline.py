@@ -3,6 +3,7 @@
 import html
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -146,12 +147,14 @@ def test_predict_labels_a_folder_and_lists_unreadable_files(tiny_run, tmp_path):
     (photos / "more" / "error-page.jpg").write_text("<html>Not found</html>")
     jpeg = next(photos.glob("*.jpg")).read_bytes()
     (photos / "more" / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 3])
+    (photos / "more" / os.fsdecode(b"bad\xff.jpg")).write_bytes(jpeg)  # a name that is not UTF-8
     out = tmp_path / "labels.csv"
     command = [sys.executable, str(REPO / "workflow/fishid_cli.py"), "predict", "--model", "RI2", str(photos)]
     result = subprocess.run([*command, "--results", str(workdir / "results"), "--out", str(out)], capture_output=True)
     assert result.returncode == 0, result.stderr
     table = pd.read_csv(out, keep_default_na=False).set_index("file")
-    assert len(table) == 5
+    assert len(table) == 6
+    assert table.loc["more/bad\\xff.jpg", "error"] == "" and table.loc["more/bad\\xff.jpg", "predicted"] != ""
     labelled = table.loc[[f"{sha}.jpg" for sha in val["sha256"]]]
     assert (labelled["error"] == "").all()
     assert set(labelled["predicted"]) <= {"Amphiprion clarkii", "Amphiprion perideraion"}

@@ -103,7 +103,7 @@ def gbif_api():
 
 def listing(sites, names, **extra):
     spec = {"kind": "gbif", "names": names, "api": sites.url("/"), "page_size": 2, **extra}
-    context = sources.Context("gbif", client=web.Client(web.Settings(backoff=0.01)))
+    context = sources.Context("gbif", client=web.Client(web.Settings(backoff=0.01, allow_private_hosts=True)))
     return sources.list_source("gbif", spec, context)
 
 
@@ -196,7 +196,7 @@ def test_a_download_by_key_is_fetched_once_with_pygbif(tmp_path):
             Reply(body=small_archive(), content_type="application/octet-stream"),
         )
         spec = {"kind": "gbif_download", "key": key, "cache": str(tmp_path / "gbif"), "api": sites.url("/")}
-        context = sources.Context("gbif2018", client=web.Client(web.Settings(backoff=0.01)))
+        context = sources.Context("gbif2018", client=web.Client(web.Settings(backoff=0.01, allow_private_hosts=True)))
         records, _ = sources.list_source("gbif2018", spec, context)
         again, _ = sources.list_source("gbif2018", spec, context)
         downloads = sites.hits[f"/v1/occurrence/download/request/{key}"]

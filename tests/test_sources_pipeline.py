@@ -37,7 +37,7 @@ def test_list_and_fetch_rules_run_every_kind(tmp_path):
 
         config = yaml.safe_load((REPO / "tests" / "config" / "tiny.yaml").read_text())
         config["offline"] = False
-        config["download"] = {"backoff": 0.01, "rate": 0}
+        config["download"] = {"backoff": 0.01, "rate": 0, "allow_private_hosts": True}
         config["licences"] = {"allow": ["CC-BY-NC", "CC0"], "unknown": "drop"}
         config["sources"] = {
             "fishbase": {"kind": "fishbase", "genera": ["Amphiprion"], "base_url": sites.url("/")}

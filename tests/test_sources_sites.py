@@ -5,6 +5,9 @@ from fake_sites import FakeSites, Reply, html_reply, image_reply
 
 from fishid import fetch, sources, web
 
+# The fake sites serve on 127.0.0.1: a loopback host, refused unless allowed.
+LOOPBACK = web.Settings(backoff=0.01, rate=0, allow_private_hosts=True)
+
 SUMMARY = "../summary/SpeciesSummary.php?ID={id}&genusname=Amphiprion&speciesname={epithet}"
 GENUS_PAGE = (
     "<html><body><table><tr><th>Scientific Name</th><th>Author</th><th>Valid Name</th></tr>"
@@ -48,7 +51,7 @@ def fishbase():
 
 
 def context(name):
-    return sources.Context(name, client=web.Client(web.Settings(backoff=0.01, rate=0)))
+    return sources.Context(name, client=web.Client(LOOPBACK))
 
 
 def test_fishbase_lists_full_size_photos_with_photographers(fishbase, tmp_path):
@@ -63,7 +66,7 @@ def test_fishbase_lists_full_size_photos_with_photographers(fishbase, tmp_path):
     note = dict(zip(summary["taxon"], summary["note"]))["Amphiprion nigripes"]
     assert note.startswith("no full-size photo on http://127.0.0.1")
     # The listed photos download.
-    table = fetch.fetch_all(records, tmp_path / "store", tmp_path / "j", policy={})
+    table = fetch.fetch_all(records, tmp_path / "store", tmp_path / "j", LOOPBACK, policy={})
     assert (table["error"] == "").all() and table["sha256"].str.len().eq(64).all()
 
 

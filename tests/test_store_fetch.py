@@ -54,7 +54,9 @@ def test_errors_become_rows_not_crashes(tmp_path):
             "media_url": [html.as_uri(), (tmp_path / "missing.jpg").as_uri(), "ftp://example.org/x.jpg"],
         }
     )
-    table = fetch.fetch_all(pd.concat([records, extra]), tmp_path / "store", tmp_path / "journal")
+    table = fetch.fetch_all(
+        pd.concat([records, extra]), tmp_path / "store", tmp_path / "journal", local_roots=[tmp_path]
+    )
     assert list(table.columns) == DOWNLOAD_COLUMNS
     errors = dict(zip(table["record_id"], table["error"]))
     assert errors["folder:0"] == "" and errors["folder:1"] == ""
@@ -67,12 +69,12 @@ def test_errors_become_rows_not_crashes(tmp_path):
 def test_resume_skips_finished_records_and_survives_a_torn_line(tmp_path):
     records = records_for(tmp_path, 4)
     journal = tmp_path / "downloads.tsv.journal"
-    first = fetch.fetch_all(records.iloc[:2], tmp_path / "store", journal)
+    first = fetch.fetch_all(records.iloc[:2], tmp_path / "store", journal, local_roots=[tmp_path])
     # A run killed while writing its third line.
     with journal.open("a") as log:
         log.write('{"record_id": "folder:2", "sha')
     before = {r["record_id"]: r["retrieved_at"] for r in map(json.loads, journal.read_text().splitlines()[:2])}
-    table = fetch.fetch_all(records, tmp_path / "store", journal)
+    table = fetch.fetch_all(records, tmp_path / "store", journal, local_roots=[tmp_path])
     assert list(table["record_id"]) == list(records["record_id"])
     assert (table["error"] == "").all()
     assert dict(zip(table["record_id"][:2], table["retrieved_at"][:2])) == before
@@ -82,19 +84,19 @@ def test_resume_skips_finished_records_and_survives_a_torn_line(tmp_path):
 def test_a_record_whose_image_vanished_is_fetched_again(tmp_path):
     records = records_for(tmp_path, 1)
     journal = tmp_path / "journal"
-    table = fetch.fetch_all(records, tmp_path / "store", journal)
+    table = fetch.fetch_all(records, tmp_path / "store", journal, local_roots=[tmp_path])
     Path(tmp_path / "store", table["path"][0]).unlink()
-    again = fetch.fetch_all(records, tmp_path / "store", journal)
+    again = fetch.fetch_all(records, tmp_path / "store", journal, local_roots=[tmp_path])
     assert Path(tmp_path / "store", again["path"][0]).exists()
 
 
 def test_the_torn_line_is_dropped_so_later_lines_stay_readable(tmp_path):
     records = records_for(tmp_path, 3)
     journal = tmp_path / "journal"
-    fetch.fetch_all(records.iloc[:1], tmp_path / "store", journal)
+    fetch.fetch_all(records.iloc[:1], tmp_path / "store", journal, local_roots=[tmp_path])
     with journal.open("a") as log:
         log.write('{"record_id": "folder:1", "sha')
-    fetch.fetch_all(records, tmp_path / "store", journal)
+    fetch.fetch_all(records, tmp_path / "store", journal, local_roots=[tmp_path])
     rows = [json.loads(line) for line in journal.read_text().splitlines()]
     # Concurrent downloads finish in any order; every line is whole and each record is there once.
     assert sorted(r["record_id"] for r in rows) == ["folder:0", "folder:1", "folder:2"]

@@ -2,6 +2,10 @@
 
 Licences such as CC BY require naming the rights holder wherever the images are published;
 `results/provenance/attribution.csv` is that list, built from the stage tables alone.
+
+Its fields come from the sources, and a spreadsheet runs a cell that starts with `=`, `+`,
+`-`, `@`, a tab or a carriage return as a formula (`=HYPERLINK(...)`): such a field is
+written with a leading `'`, which spreadsheets show as text.
 """
 
 import pandas as pd
@@ -20,6 +24,16 @@ ATTRIBUTION_COLUMNS = [
     "occurrence_id",
     "dataset_key",
 ]
+
+
+FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise(value):
+    """A field a spreadsheet shows as text: one that starts like a formula gets a leading `'`."""
+    if isinstance(value, str) and value.startswith(FORMULA_LEADS):
+        return "'" + value
+    return value
 
 
 def used_images(splits: pd.DataFrame) -> pd.DataFrame:
@@ -55,4 +69,5 @@ def attribution(
         )
     # The image's taxon is the one cleaning settled on; a record may have listed it otherwise.
     table["taxon"] = table["image_taxon"].fillna(table["taxon"])
-    return table.reindex(columns=ATTRIBUTION_COLUMNS).sort_values(["taxon", "sha256", "record_id"], ignore_index=True)
+    table = table.reindex(columns=ATTRIBUTION_COLUMNS).sort_values(["taxon", "sha256", "record_id"], ignore_index=True)
+    return table.map(neutralise)

@@ -8,6 +8,7 @@ datasets and their predictions for it. For a species or a model: the same chain,
 
 import json
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -228,11 +229,36 @@ def audit(prov: Provenance, query: str) -> tuple[str, dict]:
     return kind, chain
 
 
+def escape_text(text: str) -> str:
+    """`text` with control and format characters written as escapes (\\n, \\x1b, \\u202e):
+    fields from sources can hold anything, and a terminal must show them, not obey them
+    (a newline forging an output line, an escape sequence rewriting the screen)."""
+    out = []
+    for ch in text:
+        if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
+            out.append(repr(ch)[1:-1] if ord(ch) < 0x80 else f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _escaped(value):
+    """Every string in a chain (keys included), escaped for a terminal."""
+    if isinstance(value, str):
+        return escape_text(value)
+    if isinstance(value, dict):
+        return {_escaped(k): _escaped(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_escaped(v) for v in value)
+    return value
+
+
 def _counts(mapping: dict) -> list[str]:
     return [f"    {k}: {v}" for k, v in mapping.items()] or ["    (none)"]
 
 
 def format_image(chain: dict) -> str:
+    chain = _escaped(chain)
     lines = [f"image {chain['sha256']}", f"source records ({len(chain['records'])}):"]
     for r in chain["records"]:
         lines += [
@@ -282,6 +308,7 @@ def format_image(chain: dict) -> str:
 
 
 def format_species(chain: dict) -> str:
+    chain = _escaped(chain)
     lines = [f"species {chain['taxon']}", "records by source / licence:"]
     lines += _counts(chain["records_by_source_and_license"])
     lines.append(f"rights holders: {', '.join(chain['rights_holders']) or '-'}")
@@ -300,6 +327,7 @@ def format_species(chain: dict) -> str:
 
 
 def format_model(chain: dict) -> str:
+    chain = _escaped(chain)
     s = chain["settings"]
     lines = [
         f"model {chain['model']}: arch {s.get('arch')}, lr {s.get('lr')}, {s.get('epochs')} epochs, "

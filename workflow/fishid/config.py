@@ -5,6 +5,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from fishid import licences
+
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 
 
@@ -41,6 +43,7 @@ def validate(config: dict, source="config") -> dict:
 
 
 CLIP_SOURCES = ("clip_pretrain", "open_clip")
+RANGE_KEYS = ("crop_scale",)  # training settings that are a [low, high] range
 
 
 def _from_folder(spec: dict) -> bool:
@@ -48,9 +51,56 @@ def _from_folder(spec: dict) -> bool:
     return spec.get("model", "").startswith(("local-dir:", "hf-hub:"))
 
 
+def _reversed_ranges(config: dict) -> list[str]:
+    """Range settings ([low, high]) given high first, wherever training settings are set."""
+    places = [("training_defaults", config.get("training_defaults", {}))]
+    places += [(f"models.{n}", spec) for n, spec in config.get("models", {}).items()]
+    places += [(f"backbones.{n}", spec) for n, spec in config.get("backbones", {}).items()]
+    problems = []
+    for where, spec in places:
+        for key in RANGE_KEYS:
+            low_high = spec.get(key)
+            if isinstance(low_high, list) and len(low_high) == 2 and low_high[0] > low_high[1]:
+                problems.append(f"{where}.{key}: {low_high} is reversed; write the lower bound first")
+    return problems
+
+
+def _other_pools(datasets: dict) -> list[str]:
+    """A dataset's "other" pool must be neither named like one of its species nor hold one."""
+    problems = []
+    for name, spec in datasets.items():
+        other = spec.get("other")
+        if not other:
+            continue
+        species = set(spec["species"])
+        if other["label"] in species:
+            problems.append(
+                f"datasets.{name}.other.label: {other['label']!r} is one of the dataset's species; "
+                "the other pool would merge into it (name it, for example, 'other')"
+            )
+        both = sorted(species & set(other.get("species", [])))
+        if both:
+            problems.append(
+                f"datasets.{name}.other.species: {', '.join(both)} also in datasets.{name}.species; "
+                "a species is either a class or part of the other pool"
+            )
+    return problems
+
+
+def _licence_ids(config: dict) -> list[str]:
+    problems = []
+    for n, entry in enumerate(config.get("licences", {}).get("allow", [])):
+        if problem := licences.unknown_id(entry):
+            problems.append(f"licences.allow.{n}: {problem}")
+    for name, spec in config.get("sources", {}).items():
+        if spec.get("licence") and (problem := licences.unknown_id(spec["licence"])):
+            problems.append(f"sources.{name}.licence: {problem}")
+    return problems
+
+
 def _cross_references(config: dict) -> list[str]:
     datasets, backbones = config["datasets"], config.get("backbones", {})
-    problems = []
+    problems = _reversed_ranges(config) + _other_pools(datasets) + _licence_ids(config)
     for name, spec in backbones.items():
         if spec["source"] in ("pretrain", "clip_pretrain") and spec.get("dataset") not in datasets:
             problems.append(f"backbones.{name}.dataset: {spec.get('dataset')!r} is not a dataset in datasets")

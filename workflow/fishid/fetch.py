@@ -13,10 +13,11 @@ why in `error`.
 import io
 import json
 import logging
+import os
 import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from pathlib import Path
-from urllib.parse import unquote, urlparse
+from pathlib import Path, PurePosixPath
+from urllib.parse import unquote_to_bytes, urlparse
 
 import pandas as pd
 from tqdm import tqdm
@@ -26,41 +27,135 @@ from fishid.tables import DOWNLOAD_COLUMNS, RECORD_COLUMNS, read_table, write_ta
 
 log = logging.getLogger(__name__)
 NETWORK_SCHEMES = ("http", "https")
+FOLDER_KEY = "folder:"  # the dataset key of a folder source's records
 
 
 class FetchError(Exception):
     """A record whose image cannot be had; recorded in the table, never fatal for the run."""
 
 
+def readable(name: str) -> str:
+    """A file name as text a table can hold: bytes that are not UTF-8 written as \\xNN.
+
+    (The same as fishid.folder.readable: a folder source's record ids use this form.)
+    """
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def local_path(media_url: str) -> Path:
+    """The path of a file:// URL, byte for byte (file names need not be UTF-8)."""
+    parts = urlparse(media_url)
+    if parts.netloc not in ("", "localhost"):
+        raise FetchError(f"refused file URL with a host ({readable(parts.netloc)[:60]}): local files only")
+    return Path(os.fsdecode(unquote_to_bytes(parts.path)))
+
+
+def folder_root(record: dict) -> Path | None:
+    """The folder a `folder` source listed `record` from, or None when it is no such record.
+
+    A folder source's record is `<source>:<path relative to its folder>` with dataset key
+    `folder:<folder name>` and the file's URL under that folder (fishid.folder); other
+    sources' records cannot have that shape (the listing refuses a `folder:` dataset key
+    from them), so their file:// URLs are refused.
+    """
+    source, key, record_id = (str(record.get(c) or "") for c in ("source", "dataset_key", "record_id"))
+    if not source or not key.startswith(FOLDER_KEY) or not record_id.startswith(f"{source}:"):
+        return None
+    relative = PurePosixPath(record_id[len(source) + 1 :]).parts
+    try:
+        path = local_path(record["media_url"])
+    except FetchError:
+        return None
+    if not relative or any(part in ("..", ".", "/") for part in relative) or not path.is_absolute():
+        return None
+    if len(path.parts) <= len(relative) or tuple(map(readable, path.parts[-len(relative) :])) != relative:
+        return None
+    root = Path(*path.parts[: -len(relative)])
+    return root if readable(root.name) == key[len(FOLDER_KEY) :] else None
+
+
+def read_local(record: dict, local_roots, max_bytes: int) -> bytes:
+    """The bytes of a record's file:// URL, when a folder source may read that file.
+
+    `local_roots`: the folders files may be read from; None: the record's own folder
+    source's folder (folder_root). The file's real path (symlinks resolved) must lie
+    inside it, and it is read up to `max_bytes` like a download.
+    """
+    path = local_path(record["media_url"])
+    shown = readable(str(path))
+    if local_roots is None:
+        root = folder_root(record)
+        roots = [] if root is None else [root]
+    else:
+        roots = [Path(r) for r in local_roots]
+    if not roots:
+        raise FetchError("refused file URL: local files are read only by a folder source, under its own folder")
+    try:
+        real = path.resolve()
+        if not any(real.is_relative_to(root.resolve()) for root in roots):
+            raise FetchError(f"refused file {shown}: it leads outside the folder source's folder")
+        if not real.is_file():
+            raise FetchError(f"file not found: {shown}")
+        with open(real, "rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError as error:
+        raise FetchError(f"cannot read {shown}: {error.strerror or type(error).__name__}") from None
+    if len(data) > max_bytes:
+        raise FetchError(f"too large: over max_bytes {max_bytes}")
+    return data
+
+
 def fetch_bytes(media_url: str, client: web.Client | None = None) -> tuple[bytes, int | None]:
-    """The image bytes behind a media URL, and the HTTP status when it came over the network."""
+    """The image bytes behind a synthetic or http(s) media URL, and the HTTP status when it
+    came over the network. (file:// URLs go through read_local, which checks the record.)"""
     scheme = urlparse(media_url).scheme
     if scheme == "synthetic":
         buffer = io.BytesIO()
-        synthetic.render_url(media_url).save(buffer, format="JPEG", quality=90)
+        try:
+            image = synthetic.render_url(media_url)
+        except (ValueError, KeyError, TypeError, IndexError) as error:
+            raise FetchError(f"malformed synthetic media URL: {error}") from None
+        image.save(buffer, format="JPEG", quality=90)
         return buffer.getvalue(), None
-    if scheme == "file":
-        path = Path(unquote(urlparse(media_url).path))
-        if not path.is_file():
-            raise FetchError(f"file not found: {path}")
-        return path.read_bytes(), None
     if scheme in NETWORK_SCHEMES:
         response = (client or web.Client()).get(media_url, expect="image")
         return response.content, response.status
     if not media_url:
         raise FetchError("no media URL in the record")
-    raise FetchError(f"unsupported URL scheme {scheme!r} in {media_url[:80]!r}")
+    raise FetchError(f"unsupported URL scheme {scheme!r} in {readable(media_url[:80])!r}")
 
 
-def fetch_record(record: dict, store_root, client: web.Client | None = None) -> dict:
-    """The download row of one record; `transient` says whether a later run may succeed."""
+def describe(data: bytes) -> str:
+    """What a body that is no image looks like, without quoting it (it may hold anything)."""
+    head = data[:512].lstrip().lower()
+    if not data:
+        kind = "empty"
+    elif head.startswith((b"<!doctype", b"<html", b"<?xml", b"<")):
+        kind = "HTML or XML"
+    elif all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        kind = "text"
+    else:
+        kind = "binary data of no known image format"
+    return f"not an image: {len(data)} bytes, {kind}"
+
+
+def fetch_record(record: dict, store_root, client: web.Client | None = None, local_roots=None) -> dict:
+    """The download row of one record; `transient` says whether a later run may succeed.
+
+    A file:// URL is read only for a folder source's record, from its folder (read_local;
+    `local_roots` names the allowed folders instead).
+    """
     row = {"record_id": record["record_id"], "http_status": "", "error": "", "transient": False}
     try:
-        data, status = fetch_bytes(record["media_url"], client)
+        if urlparse(record["media_url"]).scheme == "file":
+            max_bytes = (client.settings if client else web.Settings()).max_bytes
+            data, status = read_local(record, local_roots, max_bytes), None
+        else:
+            data, status = fetch_bytes(record["media_url"], client)
         row["http_status"] = "" if status is None else str(status)
         kind = store.sniff_image(data)
         if kind is None:
-            raise FetchError(f"not an image (starts with {data[:16]!r})")
+            raise FetchError(describe(data))
         ext, content_type = kind
         sha256, rel = store.put(store_root, data, ext)
         row.update(sha256=sha256, path=rel, bytes=len(data), content_type=content_type)
@@ -112,12 +207,20 @@ def fetch_all(
     policy: dict | None = None,
     progress: bool = False,
     client: web.Client | None = None,
+    local_roots=None,
 ) -> pd.DataFrame:
     """One download row per record, in the records' order.
 
     With `policy`, records whose licence it refuses are not fetched; without, every
-    record is.
+    record is. `local_roots`: folders file:// URLs may be read from (default: a folder
+    source's record, from its own folder only). Holds the store's lock: a second fetch
+    on the same store waits for this one.
     """
+    with store.locked(store_root, lambda: log.info("another fetch holds the store %s; waiting for it", store_root)):
+        return _fetch_all(records, store_root, journal, settings, policy, progress, client, local_roots)
+
+
+def _fetch_all(records, store_root, journal, settings, policy, progress, client, local_roots) -> pd.DataFrame:
     journal = Path(journal)
     journal.parent.mkdir(parents=True, exist_ok=True)
     settings = settings or web.Settings()
@@ -137,7 +240,7 @@ def fetch_all(
         ThreadPoolExecutor(max_workers=max(1, settings.workers)) as pool,
         tqdm(total=len(pending), desc="download", unit="img", file=sys.stderr, disable=not progress) as bar,
     ):
-        futures = [pool.submit(fetch_record, record, store_root, client) for record in pending]
+        futures = [pool.submit(fetch_record, record, store_root, client, local_roots) for record in pending]
         try:
             for future in as_completed(futures):
                 row = future.result()
@@ -173,20 +276,21 @@ def run(records_path, table_path, store_root, spec: dict | None = None, offline:
     journal = Path(str(table_path) + ".journal")
     settings = web.Settings.from_spec(spec.get("download"))
     policy = licences.check_policy(spec.get("licences"))
-    for path in store.remove_partials(store_root):
-        log.info("removed %s, left by a killed run", path)
-    if offline:
-        online = records[needs_network(records)]
-        if len(online):
-            done = _read_journal(journal, store_root)
-            missing = [r for r in online.to_dict("records") if not _reusable(done.get(r["record_id"]), r)]
-            if missing:
-                raise ValueError(
-                    f"{records_path}: {len(missing)} image(s) must be downloaded (for example "
-                    f"{missing[0]['media_url'][:100]}) but the configuration says offline: true; "
-                    "set offline: false to download them"
-                )
-    table = fetch_all(records, store_root, journal, settings, policy, progress=True)
-    write_table(table, table_path, DOWNLOAD_COLUMNS)
-    compact_journal(journal, store_root, records["record_id"])
+    with store.locked(store_root, lambda: log.info("another fetch holds the store %s; waiting for it", store_root)):
+        for path in store.remove_partials(store_root):
+            log.info("removed %s, left by a killed run", path)
+        if offline:
+            online = records[needs_network(records)]
+            if len(online):
+                done = _read_journal(journal, store_root)
+                missing = [r for r in online.to_dict("records") if not _reusable(done.get(r["record_id"]), r)]
+                if missing:
+                    raise ValueError(
+                        f"{records_path}: {len(missing)} image(s) must be downloaded (for example "
+                        f"{missing[0]['media_url'][:100]}) but the configuration says offline: true; "
+                        "set offline: false to download them"
+                    )
+        table = _fetch_all(records, store_root, journal, settings, policy, True, None, None)
+        write_table(table, table_path, DOWNLOAD_COLUMNS)
+        compact_journal(journal, store_root, records["record_id"])
     return table

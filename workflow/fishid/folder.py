@@ -8,53 +8,89 @@ folder names are not scientific names.
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 
 from fishid.sources import Context, Listing
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
 
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def readable(name: str) -> str:
+    """A file name as text a table can hold: bytes that are not UTF-8 written as \\xNN.
+
+    (The same as fishid.fetch.readable, which checks a folder record's id against its file.)
+    """
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _images(folder: Path, real_root: Path, skipped: list[str]) -> list[Path]:
+    """The image files under `folder` whose real path (symlinks resolved) lies inside the
+    source's folder; the others are added to `skipped`, with the reason."""
+    images = []
+    for path in sorted(folder.rglob("*")):
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        real = path.resolve()
+        if not real.is_relative_to(real_root):
+            skipped.append(f"{readable(str(path.relative_to(folder.parent)))}: a link to outside the folder")
+        elif real.is_file():
+            images.append(path)
+    return images
 
 
 def list_records(spec: dict, context: Context) -> Listing:
+    """One record per image file; a class folder's subfolders belong to that class.
+
+    Files are read only under `path`: a symbolic link that leads outside it is skipped
+    (and said so in the notes). Names that are not UTF-8 are written with \\xNN escapes.
+    """
     root = Path(spec["path"])
     if not root.is_dir():
         raise ValueError(f"sources.{context.name}.path: {root} is not a folder")
+    real_root = root.resolve()
     labels = spec.get("labels", {})
     top = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     is_split = bool(top) and all(p.name.lower() in SPLIT_FOLDERS for p in top)
-    groups = [(SPLIT_FOLDERS[p.name.lower()], c) for p in top for c in sorted(p.iterdir()) if c.is_dir()]
-    if not is_split:
+    if is_split:
+        groups = [(SPLIT_FOLDERS[p.name.lower()], c) for p in top for c in sorted(p.iterdir()) if c.is_dir()]
+    else:
         groups = [("", c) for c in top]
     records, notes = [], {}
     for split, folder in groups:
-        taxon = labels.get(folder.name, folder.name)
-        images = _images(folder)
+        name = readable(folder.name)
+        taxon = labels.get(name, name)
+        skipped = []
+        images = _images(folder, real_root, skipped)
         if not images:
-            notes[taxon] = f"no image in {folder}"
+            notes[taxon] = f"no image in {readable(str(folder))}"
+        if skipped:
+            log.warning("sources.%s: skipped %s", context.name, "; ".join(skipped))
+            notes[taxon] = "; ".join(([notes[taxon]] if taxon in notes else []) + [f"skipped {s}" for s in skipped])
         for path in images:
-            relative = path.relative_to(root).as_posix()
+            relative = readable(path.relative_to(root).as_posix())
             records.append(
                 {
                     "record_id": f"{context.name}:{relative}",
                     "taxon": taxon,
-                    "source_taxon": folder.name,
-                    "media_url": path.resolve().as_uri(),
+                    "source_taxon": name,
+                    # Under the real folder, so the fetch stage can tell the file belongs to it.
+                    "media_url": (real_root / path.relative_to(root)).as_uri(),
                     "page_url": "",
                     "license": spec.get("licence", ""),
                     "rights_holder": spec.get("rights_holder", ""),
                     "creator": spec.get("creator", ""),
                     "occurrence_id": f"{context.name}:{relative}",
                     "basis_of_record": "",
-                    "dataset_key": f"folder:{root.name}",
+                    "dataset_key": f"folder:{readable(real_root.name)}",
                     "source_split": split,
                 }
             )
-    unknown = set(labels) - {folder.name for _, folder in groups}
+    unknown = set(labels) - {readable(folder.name) for _, folder in groups}
     if unknown:
         raise ValueError(f"sources.{context.name}.labels: no folder named {', '.join(sorted(unknown))} in {root}")
     return Listing(records, notes)

@@ -79,12 +79,34 @@ def family(licence_id: str) -> str:
     return re.sub(r"-\d\.\d$", "", licence_id)
 
 
+# The versions each kind of licence exists in: an id naming another matches no real licence.
+KNOWN_VERSIONS = {"CC": ("1.0", "2.0", "2.5", "3.0", "4.0"), "CC0": ("1.0",), "PDM": ("1.0",)}
+
+
+def unknown_id(text) -> str:
+    """Why `text` names no licence that exists ("" when it does): unrecognised, or a version
+    that licence never had (`CC-BY-5.0`)."""
+    licence_id = normalise(text)
+    if licence_id is None:
+        return f"{text!r} is not a licence id (for example CC0, CC-BY, CC-BY-NC-4.0)"
+    if licence_id.startswith("LicenseRef-"):
+        return ""
+    match = re.search(r"-(\d\.\d)$", licence_id)
+    if match is None:
+        return ""
+    kind = licence_id.split("-")[0]
+    versions = KNOWN_VERSIONS.get(kind, ())
+    if match[1] not in versions:
+        return f"{text!r}: {family(licence_id)} has no version {match[1]} (versions: {', '.join(versions)})"
+    return ""
+
+
 def check_policy(policy: dict | None) -> dict:
     """The policy with defaults filled in; a bad entry raises ValueError naming it."""
     policy = {**DEFAULT_POLICY, **(policy or {})}
     for entry in policy["allow"]:
-        if normalise(entry) is None:
-            raise ValueError(f"licences.allow: {entry!r} is not a licence id (for example CC0, CC-BY, CC-BY-NC-4.0)")
+        if problem := unknown_id(entry):
+            raise ValueError(f"licences.allow: {problem}")
     if policy["unknown"] not in ("drop", "keep"):
         raise ValueError(f"licences.unknown: {policy['unknown']!r} must be 'drop' or 'keep'")
     return policy

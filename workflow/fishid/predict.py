@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from fishid import clean, imagecache, inference
+from fishid.folder import readable
 
 
 def load_image(path, weights: dict, size: int) -> np.ndarray:
@@ -34,15 +35,18 @@ def predict_folder(model_dir, folder, batch_size: int = 64) -> pd.DataFrame:
     classes = weights["classes"]
 
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-    rows, readable, pixels = [], [], []
+    rows, decoded, pixels = [], [], []
     for path in files:
         try:
             pixels.append(load_image(path, weights, settings["image_size"]))
-            readable.append(len(rows))
-            rows.append({"file": str(path.relative_to(folder)), "error": ""})
+            decoded.append(len(rows))
+            rows.append({"file": readable(str(path.relative_to(folder))), "error": ""})
         except Exception as error:  # PIL raises many types for unreadable files; all mean "skip, say why"
             rows.append(
-                {"file": str(path.relative_to(folder)), "error": f"unreadable: {type(error).__name__}: {error}"}
+                {
+                    "file": readable(str(path.relative_to(folder))),
+                    "error": readable(f"unreadable: {type(error).__name__}: {error}"),
+                }
             )
     table = pd.DataFrame(rows, columns=["file", "error"])
     table["predicted"], table["top_score"] = "", np.nan
@@ -51,8 +55,8 @@ def predict_folder(model_dir, folder, batch_size: int = 64) -> pd.DataFrame:
     if pixels:
         images = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2)
         scores = inference.scores_of(model, weights, images, batch_size=batch_size)
-        table.loc[readable, "predicted"] = inference.labels_of(scores, weights)
-        table.loc[readable, "top_score"] = scores.max(axis=1)
+        table.loc[decoded, "predicted"] = inference.labels_of(scores, weights)
+        table.loc[decoded, "top_score"] = scores.max(axis=1)
         for i, c in enumerate(classes):
-            table.loc[readable, f"score:{c}"] = scores[:, i]
+            table.loc[decoded, f"score:{c}"] = scores[:, i]
     return table[["file", "predicted", "top_score", *[f"score:{c}" for c in classes], "error"]]

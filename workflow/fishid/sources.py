@@ -20,6 +20,7 @@ from fishid.tables import RECORD_COLUMNS
 log = logging.getLogger(__name__)
 SUMMARY_COLUMNS = ["taxon", "records", "note"]
 NETWORK_KINDS = {"gbif", "fishbase", "fishpix"}
+FOLDER_KEY = "folder:"  # the dataset key of a folder source's records (fishid.fetch.folder_root)
 
 
 @dataclass
@@ -90,6 +91,13 @@ def list_source(name: str, spec: dict, context: Context | None = None) -> tuple[
     records = pd.DataFrame(listing.records).reindex(columns=RECORD_COLUMNS, fill_value="").fillna("")
     records["source"] = name
     records["listed_at"] = web.utc_now()
+    if kind != "folder":
+        # Only a folder source's records may read local files, and the fetch stage tells
+        # them by their `folder:` dataset key: no other source may claim one.
+        claimed = records["dataset_key"].astype(str).str.startswith(FOLDER_KEY)
+        if claimed.any():
+            log.warning("sources.%s: %d record(s) claim a folder: dataset key; prefixed", name, claimed.sum())
+            records.loc[claimed, "dataset_key"] = f"{kind}:" + records.loc[claimed, "dataset_key"]
     duplicated = records["record_id"].duplicated()
     if duplicated.any():
         raise ValueError(f"sources.{name}: duplicate record id(s) {list(records['record_id'][duplicated][:5])}")

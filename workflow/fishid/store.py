@@ -1,10 +1,18 @@
 """The content-addressed image store: a photo's SHA-256 is its identity and its path."""
 
+import errno
+import fcntl
 import hashlib
+import logging
 import os
 import socket
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+
+from fishid.tables import created_mode
+
+log = logging.getLogger(__name__)
 
 # Temporary files carry the writer's host and process id, so that a later run can tell
 # the leftovers of a killed writer from the files of a writer still at work.
@@ -37,22 +45,76 @@ def relative_path(sha256: str, ext: str) -> str:
     return f"{sha256[:2]}/{sha256}.{ext}"
 
 
+class StoreFull(ValueError):
+    """The disk holding the store is full (or over quota): the run cannot go on.
+
+    A ValueError, so that the command line prints its message rather than a traceback."""
+
+
+def _disk_of(root) -> str:
+    """The mount point holding `root`, to name the disk in a message."""
+    path = Path(root).resolve()
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return str(path)
+
+
 def put(root, data: bytes, ext: str) -> tuple[str, str]:
     """Store `data` under its hash; return (sha256, path relative to root).
 
     Written to a temporary file and renamed, so the store never holds a partial image,
-    and storing the same bytes twice is a no-op.
+    and storing the same bytes twice is a no-op. The file gets the mode the umask gives
+    (0644 under umask 022). A full disk removes the temporary file and raises StoreFull.
     """
     sha256 = hashlib.sha256(data).hexdigest()
     rel = relative_path(sha256, ext)
     target = Path(root, rel)
     if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
         prefix = f"{_PART}{socket.gethostname()}-{os.getpid()}-"
-        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=prefix, delete=False) as tmp:
-            tmp.write(data)
-        os.replace(tmp.name, target)
+        tmp = None
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=target.parent, prefix=prefix, delete=False) as tmp:
+                tmp.write(data)
+                tmp.flush()
+                os.fchmod(tmp.fileno(), created_mode())
+            os.replace(tmp.name, target)
+        except OSError as error:
+            if tmp is not None:
+                Path(tmp.name).unlink(missing_ok=True)
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StoreFull(
+                    f"no space left on the disk holding the image store {root} (mounted at {_disk_of(root)}): "
+                    "free space there or point the store elsewhere, then run again (finished images are kept)",
+                ) from None
+            raise
     return sha256, rel
+
+
+@contextmanager
+def locked(root, wait_message=None):
+    """Hold the store's lock for the block; a second holder (another process) waits for it.
+
+    So two fetches on one store never run at once: together they would exceed the
+    per-host connection cap and fetch the same images twice. The lock is a flock on the
+    store folder itself, so the store holds images only; where the file system cannot
+    lock a folder, a warning says so and the block runs unlocked.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if wait_message:
+                wait_message()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as error:
+            log.warning("cannot lock the image store %s (%s): fetches on it are not kept apart", root, error.strerror)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def sha256_of_file(path) -> str:

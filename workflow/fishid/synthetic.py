@@ -27,6 +27,7 @@ PATTERN_COLUMNS = ("taxon", "bars", "bar_width", "bar_margin", "body_color", "fi
 URL_PREFIX = "synthetic:"
 GENERATOR = "fishid synthetic generator v1"
 BACKGROUNDS = ("tentacles", "blobs", "water", "reef")
+MAX_SIDE = 2048  # pixels; a larger synthetic image is refused (its drawing needs ~MAX_SIDE**2 * 50 bytes)
 
 _COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
 _SUPERSAMPLE = 2
@@ -475,9 +476,18 @@ def decode_url(media_url: str) -> tuple[dict, dict, tuple[int, int]]:
         payload = json.loads(media_url[len(URL_PREFIX) :])
         pattern, params, size = payload["pattern"], payload["params"], payload["size"]
         size = (int(size[0]), int(size[1]))
+        if not isinstance(pattern, dict) or not isinstance(params, dict):
+            raise TypeError("pattern and params must be objects")
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise ValueError(f"malformed synthetic media_url ({exc}): {media_url[:80]!r}") from None
+    check_size(size, f"synthetic media_url {media_url[:80]!r}")
     return pattern, params, size
+
+
+def check_size(size, what: str) -> None:
+    """Refuse an image size outside 1-MAX_SIDE pixels a side (drawing one costs memory)."""
+    if not all(1 <= side <= MAX_SIDE for side in size):
+        raise ValueError(f"{what}: image size {list(size)} is outside 1-{MAX_SIDE} pixels a side")
 
 
 def list_records(patterns: dict[str, dict], counts: dict[str, int], seed: int, size=(160, 120)) -> list[dict]:
@@ -531,4 +541,5 @@ def source_listing(spec: dict, context):
     from fishid.sources import Listing
 
     size = tuple(spec.get("size", (160, 120)))
+    check_size(size, f"sources.{context.name}.size")
     return Listing(list_records(load_patterns(spec["patterns"]), spec["counts"], context.seed, size))

@@ -6,6 +6,7 @@ spreadsheet and diff them in git.
 
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -68,6 +69,7 @@ DECISION_COLUMNS = ["dataset", "sha256", "taxon", "label", "group", "decision", 
 # The one decision of that table about an image that is in the split: its group straddles a
 # split the source gave (datasets with use_source_split).
 LEAK = "leak across the given split"
+_UMASK_LOCK = threading.Lock()
 
 
 def read_table(path, columns=None) -> pd.DataFrame:
@@ -87,9 +89,35 @@ def write_table(table: pd.DataFrame, path, columns=None) -> None:
     write_text_atomic(path, table.to_csv(sep="\t", index=False))
 
 
+def created_mode() -> int:
+    """The mode `open()` gives a new file: 0666 less the umask (0644 under umask 022).
+
+    Temporary files are created 0600; files renamed into place get this mode, so that a
+    lab's shared file system lets colleagues read them as the umask intends.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:  # no /proc: read the umask by setting it (briefly process-wide)
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_text_atomic(path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename; on failure none is left."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        tmp.write(text)
+        try:
+            tmp.write(text)
+            tmp.flush()
+            os.fchmod(tmp.fileno(), created_mode())
+        except BaseException:
+            tmp.close()
+            Path(tmp.name).unlink(missing_ok=True)
+            raise
     os.replace(tmp.name, path)

@@ -3,13 +3,17 @@
 Politeness: a User-Agent that names the project, at most `per_host` connections to one
 host at a time and at most `rate` requests a second to it, and retries that back off
 exponentially or wait as long as the server's Retry-After asks. Safety: http and https
-only (redirects included), a redirect limit, connect and read timeouts, a byte limit
-checked while streaming, bodies that end before their Content-Length are retried.
+only (redirects included), no host that resolves to a loopback, link-local or private
+address (unless `allow_private_hosts`), every redirect hop checked, a redirect limit,
+connect and read timeouts, a byte limit checked while streaming, bodies that end before
+their Content-Length are retried.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import random
+import socket
 import threading
 import time
 from dataclasses import dataclass, fields
@@ -42,6 +46,9 @@ class Settings:
     max_wait: float = 120.0  # the longest a Retry-After or backoff is honoured
     max_bytes: int = 50_000_000
     max_redirects: int = 5
+    # Hosts that resolve to loopback, link-local or private addresses are refused (a
+    # source's URL or a redirect must not reach the machine's or the lab's own services).
+    allow_private_hosts: bool = False
 
     @classmethod
     def from_spec(cls, spec: dict | None) -> Settings:
@@ -161,6 +168,10 @@ class Client:
             parts = urlparse(url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise FetchFailure(f"refused URL (http and https only): {url[:120]}")
+            if not settings.allow_private_hosts:
+                refusal = private_host_refusal(parts.hostname or "")
+                if refusal:
+                    raise FetchFailure(refusal)
             slots, pacer = self._host(parts.netloc.lower())
             with slots:
                 pacer.wait()
@@ -206,6 +217,54 @@ class Client:
         if declared.isdigit() and not reply.headers.get("Content-Encoding") and len(content) != int(declared):
             raise FetchFailure(f"body cut short: {len(content)} of {declared} bytes", status=status, transient=True)
         return Response(url, status, content, content_type, 1)
+
+
+def _non_public(address: str) -> str:
+    """What kind of non-public address `address` is ("" for a public one)."""
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    for kind, test in (
+        ("loopback", ip.is_loopback),
+        ("link-local", ip.is_link_local),
+        ("private", ip.is_private),
+        ("unspecified", ip.is_unspecified),
+        ("multicast", ip.is_multicast),
+        ("reserved", ip.is_reserved),
+    ):
+        if test:
+            return kind
+    return ""
+
+
+def private_host_refusal(host: str) -> str:
+    """Why `host` is refused (it is or resolves to a non-public address), or "" if it is not.
+
+    A name that does not resolve is let through: the request then fails as a connection
+    failure, with the resolver's reason.
+    """
+    host = host.strip("[]")
+    try:
+        addresses = [host] if _is_ip(host) else sorted({info[4][0] for info in socket.getaddrinfo(host, None)})
+    except (socket.gaierror, UnicodeError, OSError):
+        return ""
+    for address in addresses:
+        kind = _non_public(address)
+        if kind:
+            shown = host if host == address else f"{host} ({address})"
+            return (
+                f"refused host {shown}: a {kind} address; set download.allow_private_hosts: true "
+                "to download from such hosts"
+            )
+    return ""
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return False
+    return True
 
 
 def _short(error: Exception) -> str:
