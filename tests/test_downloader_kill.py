@@ -35,7 +35,7 @@ def write_records(path, sites):
     pd.DataFrame(rows).reindex(columns=RECORD_COLUMNS, fill_value="").to_csv(path, sep="\t", index=False)
 
 
-def fetch_command(work):
+def fetch_command(work, spec=SPEC):
     return [
         sys.executable,
         str(REPO / "workflow" / "fishid_cli.py"),
@@ -45,7 +45,7 @@ def fetch_command(work):
         "--store",
         str(work / "store"),
         "--spec",
-        json.dumps(SPEC),
+        json.dumps(spec),
         "--out",
         str(work / "downloads.tsv"),
     ]

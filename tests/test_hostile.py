@@ -8,7 +8,6 @@ import json
 import os
 import stat
 import subprocess
-import sys
 import zipfile
 import zlib
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 import yaml
 from conftest import REPO
 from fake_sites import FakeSites, image_reply, jpeg, json_reply, redirect
+from test_downloader_kill import fetch_command
 from test_sources_gbif import match, media, occurrence
 
 from fishid import attribution, audit, config, fetch, sources, store, synthetic, web
@@ -347,22 +347,6 @@ def test_config_cases_are_rejected_naming_the_key():
 
 
 # --------------------------------------------------------------------------- 6. the smaller ones
-
-
-def fetch_command(work, spec):
-    return [
-        sys.executable,
-        str(REPO / "workflow" / "fishid_cli.py"),
-        "fetch",
-        "--records",
-        str(work / "records.tsv"),
-        "--store",
-        str(work / "store"),
-        "--spec",
-        json.dumps(spec),
-        "--out",
-        str(work / "downloads.tsv"),
-    ]
 
 
 def test_two_fetches_on_one_store_keep_the_cap_and_fetch_once(tmp_path):

@@ -23,7 +23,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from fishid import licences, store, synthetic, web
-from fishid.tables import DOWNLOAD_COLUMNS, RECORD_COLUMNS, read_table, write_table, write_text_atomic
+from fishid.tables import DOWNLOAD_COLUMNS, RECORD_COLUMNS, read_table, readable, write_table, write_text_atomic
 
 log = logging.getLogger(__name__)
 NETWORK_SCHEMES = ("http", "https")
@@ -32,14 +32,6 @@ FOLDER_KEY = "folder:"  # the dataset key of a folder source's records
 
 class FetchError(Exception):
     """A record whose image cannot be had; recorded in the table, never fatal for the run."""
-
-
-def readable(name: str) -> str:
-    """A file name as text a table can hold: bytes that are not UTF-8 written as \\xNN.
-
-    (The same as fishid.folder.readable: a folder source's record ids use this form.)
-    """
-    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def local_path(media_url: str) -> Path:

@@ -9,23 +9,15 @@ folder names are not scientific names.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from fishid.sources import Context, Listing
+from fishid.tables import readable
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
-
-
-def readable(name: str) -> str:
-    """A file name as text a table can hold: bytes that are not UTF-8 written as \\xNN.
-
-    (The same as fishid.fetch.readable, which checks a folder record's id against its file.)
-    """
-    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def _images(folder: Path, real_root: Path, skipped: list[str]) -> list[Path]:

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from fishid import clean, imagecache, inference
-from fishid.folder import readable
+from fishid.tables import readable
 
 
 def load_image(path, weights: dict, size: int) -> np.ndarray:

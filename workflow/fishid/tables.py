@@ -72,6 +72,11 @@ LEAK = "leak across the given split"
 _UMASK_LOCK = threading.Lock()
 
 
+def readable(name: str) -> str:
+    """A file name as text a table can hold: bytes that are not UTF-8 written as \\xNN."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 def read_table(path, columns=None) -> pd.DataFrame:
     """Read a stage table as strings; with `columns`, fail naming the file if any is missing."""
     table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
