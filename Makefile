@@ -19,6 +19,7 @@ lint: $(VENV)/.installed
 	ruff format --check .
 	snakefmt --check .
 	snakemake --lint
+	lint-imports
 
 test: lint
 	pytest

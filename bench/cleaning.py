@@ -6,7 +6,7 @@ alike and JPEG has real detail to code), saved at quality 90. Sizes:
   web      1024 x 768   (FishBase, GBIF thumbnails of "original")
   2k       2048 x 1536  (iNaturalist "original")
   camera   4032 x 3024  (a 12 MP phone photo)
-Each set runs through `fishid.clean.run` (decode, verify, orient, convert, measure, hash,
+Each set runs through `fishid.clean.stage.run` (decode, verify, orient, convert, measure, hash,
 write the derived copy, then every decision across images) with the demo's clean settings
 and max_side 320, and the per-image step is also timed alone on one core with and
 without JPEG draft decoding (decoding at a reduced DCT scale).
@@ -35,8 +35,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from output import write_results  # noqa: E402
 
-from fishid import clean, near_duplicates, photo_filters, store  # noqa: E402
-from fishid.decode import decode  # noqa: E402
+from fishid.clean import near_duplicates, photo_filters  # noqa: E402
+from fishid.clean import stage as clean  # noqa: E402
+from fishid.clean.decode import decode  # noqa: E402
+from fishid.download import store  # noqa: E402
 from fishid.tables import DOWNLOAD_COLUMNS, RECORD_COLUMNS, write_table  # noqa: E402
 
 SEED_MINI = ROOT.parent / "shared" / "data" / "seed-mini"

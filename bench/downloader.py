@@ -31,7 +31,8 @@ sys.path[:0] = [str(ROOT / "workflow"), str(ROOT / "tests")]
 
 from fake_sites import FakeSites, Reply, jpeg  # noqa: E402
 
-from fishid import fetch, web  # noqa: E402
+from fishid import web  # noqa: E402
+from fishid.download import fetch  # noqa: E402
 
 IMAGE_SIZE = (320, 240)
 

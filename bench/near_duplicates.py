@@ -40,9 +40,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from output import write_results  # noqa: E402
 
-from fishid import clean  # noqa: E402
-from fishid.decode import decode  # noqa: E402
-from fishid.near_duplicates import (  # noqa: E402
+from fishid.clean import stage as clean  # noqa: E402
+from fishid.clean.decode import decode  # noqa: E402
+from fishid.clean.near_duplicates import (  # noqa: E402
     distance,
     hash_words,
     pairs_within,

@@ -4,7 +4,7 @@ ours at the same settings, each epoch split into data loading and compute.
 The study's loop: torchvision's ImageFolder whose transforms decode, random-resized-crop
 (96 px, scale 0.5-1), flip, convert and normalise each photo in turn (a PIL pipeline per
 image), batches of 16, then validation through a DataLoader of batches of 16.
-Ours (fishid.train, arch ri): photos decoded and resized once into the image cache; each
+Ours (fishid.train.loop, arch ri): photos decoded and resized once into the image cache; each
 batch cropped and flipped on the tensor (one affine grid per batch); channels-last network
 and inputs; validation in batches of 256; threads set as the rule sets them. Ours also runs
 with `cpu_bfloat16: true` (bfloat16 autocast, a model setting; float32 is the default).
@@ -35,7 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from output import write_results  # noqa: E402
 from training_data import STUDY, cache, image_folder, setup_record, study_loaders  # noqa: E402
 
-from fishid import models, runtime, train  # noqa: E402
+from fishid import runtime  # noqa: E402
+from fishid.models import registry as models
+from fishid.train import loop as train
 
 SPECIES = {"Amphiprion clarkii": 400, "Amphiprion perideraion": 400}
 SIZE = 96
@@ -84,7 +86,7 @@ def study_epochs(folder: Path, epochs: int, mean, std, seed: int):
 
 
 def our_epochs(images: dict, epochs: int, seed: int, cpu_bfloat16=False):
-    """The pipeline's RI training (fishid.train, as train_model runs it), one epoch at a time."""
+    """The pipeline's RI training (fishid.train.loop, as train_model runs it), one epoch at a time."""
     settings = train.with_defaults({**SETTINGS, "epochs": epochs, "seed": seed, "cpu_bfloat16": cpu_bfloat16})
     torch.manual_seed(settings["seed"])
     device = torch.device("cpu")

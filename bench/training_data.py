@@ -17,8 +17,10 @@ from torchvision import datasets, transforms
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
 
-from fishid import config, imagecache, synthetic  # noqa: E402
+from fishid import config  # noqa: E402
+from fishid.sources import synthetic  # noqa: E402
 from fishid.tables import write_table  # noqa: E402
+from fishid.train import imagecache  # noqa: E402
 
 # The study's training settings (SGD 0.001, momentum 0.9, StepLR 7/0.1, batch 16, ...), as
 # the pipeline's config holds them.

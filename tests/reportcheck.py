@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fishid.figure_list import MODEL_FIGURES
+from fishid.report.figure_list import MODEL_FIGURES
 
 FIGURES_PER_MODEL = len(MODEL_FIGURES)
 PROVENANCE_SECTIONS = ("Images per source and licence", "Images per species and source", "Cleaning", "Attribution")

@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO
 from projectrun import run_config
 
-from fishid.attribution import ATTRIBUTION_COLUMNS, attribution
+from fishid.report.attribution import ATTRIBUTION_COLUMNS, attribution
 
 
 def read(path):

@@ -17,8 +17,12 @@ from projectrun import make_project, planned
 from safetensors.torch import save_file
 from toydata import SETTINGS, TINY_CLIP, toy_cache
 
-from fishid import cli, clip_models, inference, train, weights
-from fishid.weights import WeightsUnavailable
+from fishid import cli
+from fishid.evaluate import inference
+from fishid.models import clip as clip_models
+from fishid.models import weights
+from fishid.models.weights import WeightsUnavailable
+from fishid.train import loop as train
 
 REPO_ID = "test-org/tiny-bioclip"
 MODEL = f"hf-hub:{REPO_ID}"

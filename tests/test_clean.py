@@ -7,7 +7,8 @@ import yaml
 from conftest import REPO
 from PIL import Image
 
-from fishid import clean, fetch
+from fishid.clean import stage as clean
+from fishid.download import fetch
 from fishid.tables import RECORD_COLUMNS, write_table
 
 DEMO_CLEAN = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["clean"]

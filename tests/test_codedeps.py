@@ -45,11 +45,19 @@ print(json.dumps(found))
     "step, holds, lacks",
     [
         # The examples the hand-kept lists got wrong.
-        ("evaluate", {"fishid.metrics", "fishid.inference", "fishid.train", "fishid.cli"}, {"fishid.clean"}),
-        ("fetch", {"fishid.synthetic", "fishid.store", "fishid.web"}, {"fishid.train"}),
-        ("plot-model", {"fishid.figures", "fishid.cli"}, {"fishid.metrics"}),
-        ("split", {"fishid.split", "fishid.tables"}, {"fishid.train", "fishid.clean"}),
-        ("clean", {"fishid.photo_filters", "fishid.decode", "fishid.near_duplicates"}, {"fishid.split"}),
+        (
+            "evaluate",
+            {"fishid.evaluate.metrics", "fishid.evaluate.inference", "fishid.train.loop", "fishid.cli"},
+            {"fishid.clean.stage"},
+        ),
+        ("fetch", {"fishid.sources.synthetic", "fishid.download.store", "fishid.web"}, {"fishid.train.loop"}),
+        ("plot-model", {"fishid.report.figures", "fishid.cli"}, {"fishid.evaluate.metrics"}),
+        ("split", {"fishid.split.stage", "fishid.tables"}, {"fishid.train.loop", "fishid.clean.stage"}),
+        (
+            "clean",
+            {"fishid.clean.photo_filters", "fishid.clean.decode", "fishid.clean.near_duplicates"},
+            {"fishid.split.stage"},
+        ),
     ],
 )
 def test_a_steps_files_hold_what_it_runs_and_not_what_other_steps_run(step, holds, lacks):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fishid.decode import BACKGROUND, DecodeError, decode
+from fishid.clean.decode import BACKGROUND, DecodeError, decode
 
 LIMIT = 89_478_485
 
@@ -126,7 +126,7 @@ def test_jpegs_decode_reduced_but_never_below_the_size_asked_for():
 def test_clean_decode_of_a_file_raises_what_pillow_raised(tmp_path):
     from PIL import UnidentifiedImageError
 
-    from fishid import clean
+    from fishid.clean import stage as clean
 
     (tmp_path / "page.jpg").write_text("<html>Not found</html>")
     with pytest.raises(UnidentifiedImageError):

@@ -10,7 +10,8 @@ import pytest
 from fake_sites import FakeSites, Reply, html_reply, image_reply, jpeg, redirect
 from PIL import Image
 
-from fishid import fetch, web
+from fishid import web
+from fishid.download import fetch
 
 # The fake sites serve on 127.0.0.1: a loopback host, refused unless allowed.
 FAST = web.Settings(

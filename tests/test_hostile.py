@@ -21,7 +21,11 @@ from fake_sites import FakeSites, image_reply, jpeg, json_reply, redirect
 from test_downloader_kill import fetch_command
 from test_sources_gbif import match, media, occurrence
 
-from fishid import attribution, audit, config, fetch, sources, store, synthetic, web
+from fishid import config, web
+from fishid.download import fetch, store
+from fishid.report import attribution, audit
+from fishid.sources import base as sources
+from fishid.sources import synthetic
 from fishid.tables import RECORD_COLUMNS, write_table
 
 LOOPBACK = web.Settings(backoff=0.01, rate=0, retries=0, allow_private_hosts=True)
@@ -406,7 +410,7 @@ class Payload:
 def test_a_weights_file_holding_code_is_refused_with_a_clear_message(tmp_path):
     import torch
 
-    from fishid import inference
+    from fishid.evaluate import inference
 
     torch.save({"classes": ["a"], "model": Payload()}, tmp_path / "weights.pt")
     with pytest.raises(ValueError) as error:

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fishid import metrics
+from fishid.evaluate import metrics
 
 CLASSES = ["a", "b", "c"]
 LABELS = ["a", "a", "a", "a", "b", "b", "c", "c", "c", "c"]
@@ -98,14 +98,14 @@ def test_knn_votes_and_breaks_ties_by_the_nearest():
 
 
 def test_distance_thresholds_cover_the_studys_range():
-    from fishid.evaluate import DISTANCES
+    from fishid.evaluate.stage import DISTANCES
 
     assert DISTANCES[0] == 0.3 and DISTANCES[-1] == 2.9 and len(DISTANCES) == 27
 
 
 def evaluation(labels, predicted, train_labels):
-    from fishid.evaluate import add_confidences
-    from fishid.evaluate import metrics as evaluate_metrics
+    from fishid.evaluate.stage import add_confidences
+    from fishid.evaluate.stage import metrics as evaluate_metrics
 
     scores = {f"score:{c}": [1.0 if p == c else 0.0 for p in predicted] for c in ("a", "b")}
     table = pd.DataFrame({"sha256": range(len(labels)), "label": labels, "predicted": predicted, **scores})

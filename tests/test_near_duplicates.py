@@ -4,8 +4,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from fishid.grouping import connected_components, links_from_shared_keys
-from fishid.near_duplicates import hash_words, pairs_within, pairs_within_brute_force, perceptual_hash
+from fishid.clean.grouping import connected_components, links_from_shared_keys
+from fishid.clean.near_duplicates import hash_words, pairs_within, pairs_within_brute_force, perceptual_hash
 
 
 def hashes_with_neighbours(rng, n: int, planted: int, max_flips: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The non-photo flags (fishid.photo_filters) on real photos and on made-up non-photos.
+"""The non-photo flags (fishid.clean.photo_filters) on real photos and on made-up non-photos.
 
 Real photos are read where they lie (../shared/data); a test that needs them is skipped
 with the reason when they are absent. Every threshold is the one of config/config.yaml.
@@ -14,8 +14,9 @@ import yaml
 from conftest import REPO, SHARED_DATA
 from PIL import Image, ImageDraw
 
-from fishid import clean, photo_filters
-from fishid.decode import decode
+from fishid.clean import photo_filters
+from fishid.clean import stage as clean
+from fishid.clean.decode import decode
 
 DEMO = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["clean"]
 SETTINGS = DEMO["non_photo"]

@@ -200,7 +200,7 @@ def test_predict_gives_a_photo_what_evaluate_gave_it(tiny_run, tmp_path, model):
 
 
 def test_predict_says_the_models_own_label_below_its_threshold(tiny_run, tmp_path):
-    from fishid import predict
+    from fishid.evaluate import predict
 
     workdir, _ = tiny_run
     model_dir = tmp_path / "TL3o"

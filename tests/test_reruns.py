@@ -79,7 +79,7 @@ def test_a_new_exclusion_reruns_cleaning_and_downstream_but_no_listing_or_downlo
 
 def test_an_edit_to_the_training_code_reruns_the_training_rules_and_downstream(tiny_project):
     _, training_and_after = planned(tiny_project, None, "--forcerun", "pretrain_backbone", "train_model")
-    with edited(tiny_project / "workflow/fishid/train.py", "\n# a comment is an edit too\n"):
+    with edited(tiny_project / "workflow/fishid/train/loop.py", "\n# a comment is an edit too\n"):
         counts, jobs = planned(tiny_project)
     assert jobs == training_and_after
     assert counts["train_model"] == len(config_of(tiny_project)["models"])
@@ -101,7 +101,7 @@ def test_an_edit_to_any_module_reruns_exactly_the_rules_that_run_it_and_downstre
     everything after them, and nothing else does."""
     root = tiny_project / "workflow"
     runs = {rule: {Path(f) for f in codedeps.step_files(root, step)} for rule, step in RULE_STEPS.items()}
-    runs["list_source"] |= codedeps.closure(root, ["fishid.synthetic"])  # the tiny run's one source kind
+    runs["list_source"] |= codedeps.closure(root, ["fishid.sources.synthetic"])  # the tiny run's one source kind
     assert set(RULE_STEPS) >= {rule_of(job) for job in planned(tiny_project, None, "--forceall")[1]} - {"all"}
     expected_plans = {}
     for module in sorted((root / "fishid").rglob("*.py")):

@@ -58,7 +58,7 @@ def test_the_studys_own_split_of_seed_mini_is_kept_end_to_end(seed_mini, tmp_pat
 @pytest.mark.parametrize("flag", [True, False])
 def test_the_clean_table_carries_the_roles_a_folder_gave(flag, tmp_path):
     """Unit-level: one photo in train/ and val/ is recorded as given both."""
-    from fishid import clean
+    from fishid.clean import stage as clean
 
     links = pd.DataFrame(
         {

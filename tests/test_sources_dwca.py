@@ -7,7 +7,8 @@ from collections import Counter
 import pytest
 from conftest import SHARED_DATA
 
-from fishid import dwca, sources
+from fishid.sources import base as sources
+from fishid.sources import dwca
 
 ARCHIVE = SHARED_DATA / "gbif-download-amphiprion-2018"
 

@@ -5,7 +5,8 @@ import shutil
 import pytest
 from fake_sites import jpeg
 
-from fishid import fetch, sources
+from fishid.download import fetch
+from fishid.sources import base as sources
 
 
 def tree(root, layout):

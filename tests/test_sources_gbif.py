@@ -6,7 +6,9 @@ import zipfile
 import pytest
 from fake_sites import FakeSites, Reply, json_reply
 
-from fishid import dwca, gbif, sources, web
+from fishid import web
+from fishid.sources import base as sources
+from fishid.sources import dwca, gbif
 
 CLARKII = {"key": "4QHKG", "name": "Amphiprion clarkii (Bennett, 1830)", "canonicalName": "Amphiprion clarkii"}
 CLARKII["rank"] = "SPECIES"

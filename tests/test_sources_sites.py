@@ -3,7 +3,9 @@
 import pytest
 from fake_sites import FakeSites, Reply, html_reply, image_reply
 
-from fishid import fetch, sources, web
+from fishid import web
+from fishid.download import fetch
+from fishid.sources import base as sources
 
 # The fake sites serve on 127.0.0.1: a loopback host, refused unless allowed.
 LOOPBACK = web.Settings(backoff=0.01, rate=0, allow_private_hosts=True)

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fishid.split import count_table, draw_groups, make_split
+from fishid.split.stage import count_table, draw_groups, make_split
 from fishid.tables import LEAK
 
 SPEC = {"species": ["A a", "B b"], "val_fraction": 0.1, "cap_ratio": 2, "seed": 5}

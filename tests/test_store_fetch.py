@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from fishid import fetch, store
+from fishid.download import fetch, store
 from fishid.tables import DOWNLOAD_COLUMNS
 
 

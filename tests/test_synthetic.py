@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fishid import synthetic
+from fishid.sources import synthetic
 
 TABLE = Path(__file__).resolve().parents[1] / "config" / "synthetic_species.tsv"
 STUDY = ["Amphiprion clarkii", "Amphiprion perideraion", "Amphiprion ocellaris", "Amphiprion frenatus"]

@@ -9,7 +9,12 @@ from torchvision.models import ResNet18_Weights
 from toydata import SETTINGS
 from toydata import toy_cache as make_toy_cache
 
-from fishid import augment, config, evaluate, models, train, weights
+from fishid import config
+from fishid.evaluate import stage as evaluate
+from fishid.models import registry as models
+from fishid.models import weights
+from fishid.train import augment
+from fishid.train import loop as train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,7 +55,7 @@ def test_ri_at_the_studys_learning_rate_leaves_the_majority_class_within_three_e
 def test_training_stuck_at_the_majority_share_is_warned_once(toy_cache, caplog):
     # PyTorch's init starts with nearly constant outputs; lr 0 keeps them so.
     settings = {**SETTINGS, "lr": 0.0, "init": "pytorch", "epochs": 4, "collapse_warning_epochs": 3}
-    with caplog.at_level(logging.WARNING, logger="fishid.train"):
+    with caplog.at_level(logging.WARNING, logger="fishid.train.loop"):
         _, _, meta = train.train_model(settings, toy_cache)
     warned = [r for r in caplog.records if "majority class's share (0.500) for 3 epochs" in r.getMessage()]
     assert len(warned) == 1

@@ -10,9 +10,13 @@ import pytest
 import torch
 from toydata import SETTINGS, TINY_CLIP, toy_cache
 
-from fishid import clip_models, embeddings, inference, models, openset, train
 from fishid.config import ConfigError, load, validate
-from fishid.weights import WeightsUnavailable
+from fishid.evaluate import inference
+from fishid.models import clip as clip_models
+from fishid.models import embeddings, openset
+from fishid.models import registry as models
+from fishid.models.weights import WeightsUnavailable
+from fishid.train import loop as train
 
 
 @pytest.fixture(scope="module")
@@ -298,8 +302,8 @@ def test_ri_and_tl_run_end_to_end_on_real_photos(seed_mini, tmp_path):
     """The study's own photos (mixed JPEG kinds and a GIF): cache, train, predict."""
     import pandas as pd
 
-    from fishid import imagecache
     from fishid.tables import write_table
+    from fishid.train import imagecache
 
     rows = [
         {"sha256": f"{i:064x}", "label": p.parent.name.replace("_", " "), "split": p.parts[-3], "derived_path": str(p)}

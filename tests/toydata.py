@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from fishid import imagecache
 from fishid.tables import write_table
+from fishid.train import imagecache
 
 COLOURS = {"red fish": (200, 40, 30), "blue fish": (30, 60, 200), "other": (40, 190, 40)}
 

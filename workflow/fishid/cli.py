@@ -18,7 +18,8 @@ def _spec(text: str) -> dict:
 
 
 def cmd_list(args):
-    from fishid import sources, web
+    from fishid import web
+    from fishid.sources import base as sources
     from fishid.tables import RECORD_COLUMNS, write_table
 
     context = sources.Context(args.source, args.seed, args.offline, web.Client(web.Settings.from_spec(args.download)))
@@ -30,7 +31,7 @@ def cmd_list(args):
 
 
 def cmd_fetch(args):
-    from fishid import fetch
+    from fishid.download import fetch
 
     table = fetch.run(args.records, args.out, args.store, args.spec, args.offline)
     failed = table[table["error"] != ""]
@@ -40,7 +41,7 @@ def cmd_fetch(args):
 
 
 def cmd_clean(args):
-    from fishid import clean
+    from fishid.clean import stage as clean
 
     table = clean.run(
         args.records,
@@ -57,14 +58,14 @@ def cmd_clean(args):
 
 
 def cmd_split(args):
-    from fishid import split
+    from fishid.split import stage as split
 
     table = split.run(args.clean, args.name, args.spec, args.out, args.decisions, args.counts)
     logging.info("%s: %s", args.name, table.groupby(["label", "split"]).size().to_dict())
 
 
 def cmd_cache(args):
-    from fishid import imagecache
+    from fishid.train import imagecache
 
     imagecache.save(imagecache.build(args.split, args.derived, args.size), args.out)
 
@@ -72,7 +73,8 @@ def cmd_cache(args):
 def _train(args, pretrain: bool):
     import torch
 
-    from fishid import imagecache, train
+    from fishid.train import imagecache
+    from fishid.train import loop as train
 
     torch.set_num_threads(args.threads)
     cache = imagecache.load(args.cache)
@@ -86,14 +88,14 @@ def _train(args, pretrain: bool):
 
 
 def cmd_imagenet_weights(args):
-    from fishid import weights
+    from fishid.models import weights
 
     path = weights.ensure_imagenet_weights(args.cache_dir, allow_download=not args.offline)
     logging.info("verified %s", path)
 
 
 def cmd_open_clip_weights(args):
-    from fishid import weights
+    from fishid.models import weights
 
     files = weights.hub_files(args.model, args.cache_dir, allow_download=not args.offline)
     weights.write_hub_record(args.model, files, args.out)
@@ -103,7 +105,7 @@ def cmd_open_clip_weights(args):
 def cmd_evaluate(args):
     import torch
 
-    from fishid import evaluate
+    from fishid.evaluate import stage as evaluate
 
     torch.set_num_threads(args.threads)
     result = evaluate.run(
@@ -122,8 +124,8 @@ def cmd_evaluate(args):
 def cmd_plot_model(args):
     import numpy as np
 
-    from fishid import figures
-    from fishid.figure_list import STEMS
+    from fishid.report import figures
+    from fishid.report.figure_list import STEMS
 
     history = pd.read_csv(args.history)
     metrics = json.loads(Path(args.metrics).read_text())
@@ -133,14 +135,14 @@ def cmd_plot_model(args):
 
 
 def cmd_plot_dataset(args):
-    from fishid import figures
+    from fishid.report import figures
 
     counts = pd.read_csv(args.counts, sep="\t")
     figures.save(figures.dataset_table(counts, args.name), args.out)
 
 
 def cmd_report(args):
-    from fishid import report
+    from fishid.report import html as report
 
     model_dirs = [Path(p).parent for p in args.metrics]
     report.build(
@@ -157,7 +159,7 @@ def cmd_report(args):
 
 
 def cmd_predict(args):
-    from fishid import predict
+    from fishid.evaluate import predict
 
     table = predict.predict_folder(Path(args.results) / "models" / args.model, args.folder)
     table.to_csv(args.out or sys.stdout, index=False, float_format="%.6f")
@@ -166,7 +168,7 @@ def cmd_predict(args):
 
 
 def cmd_attribution(args):
-    from fishid.attribution import attribution
+    from fishid.report.attribution import attribution
     from fishid.tables import read_table
 
     splits = pd.concat([read_table(p) for p in args.splits], ignore_index=True)
@@ -179,7 +181,7 @@ def cmd_attribution(args):
 
 
 def cmd_audit(args):
-    from fishid import audit
+    from fishid.report import audit
 
     prov = audit.load(args.root)
     if args.json:

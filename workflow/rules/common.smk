@@ -8,8 +8,8 @@ sys.path.insert(0, str(PACKAGE_DIR))
 
 from fishid import codedeps  # noqa: E402
 from fishid.config import backbone_settings, model_settings, validate  # noqa: E402
-from fishid.figure_list import STEMS  # noqa: E402
-from fishid.sources import ADAPTERS, kind_of  # noqa: E402
+from fishid.report.figure_list import STEMS  # noqa: E402
+from fishid.sources.base import ADAPTERS, kind_of  # noqa: E402
 
 validate(
     config,

@@ -1,4 +1,4 @@
-from fishid.sources import local_inputs
+from fishid.sources.base import local_inputs
 
 
 rule list_source:

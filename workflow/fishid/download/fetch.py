@@ -22,7 +22,9 @@ from urllib.parse import unquote_to_bytes, urlparse
 import pandas as pd
 from tqdm import tqdm
 
-from fishid import licences, store, synthetic, web
+from fishid import licences, web
+from fishid.download import store
+from fishid.sources import synthetic
 from fishid.tables import DOWNLOAD_COLUMNS, RECORD_COLUMNS, read_table, readable, write_table, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ def folder_root(record: dict) -> Path | None:
     """The folder a `folder` source listed `record` from, or None when it is no such record.
 
     A folder source's record is `<source>:<path relative to its folder>` with dataset key
-    `folder:<folder name>` and the file's URL under that folder (fishid.folder); other
+    `folder:<folder name>` and the file's URL under that folder (fishid.sources.folder); other
     sources' records cannot have that shape (the listing refuses a `folder:` dataset key
     from them), so their file:// URLs are refused.
     """

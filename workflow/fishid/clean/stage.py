@@ -1,7 +1,7 @@
 """The cleaning stage: one row per stored image (SHA-256), kept or dropped with a reason.
 
-Per image (in parallel): decode to RGB (fishid.decode), measure it (fishid.photo_filters),
-hash it (fishid.near_duplicates) and write the derived copy the models read.
+Per image (in parallel): decode to RGB (fishid.clean.decode), measure it (fishid.clean.photo_filters),
+hash it (fishid.clean.near_duplicates) and write the derived copy the models read.
 Then, over all images at once, in this order (the first reason that applies is recorded):
 
 1. undecodable, decompression bomb, too small;
@@ -30,9 +30,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from fishid import grouping, near_duplicates, photo_filters
-from fishid.decode import DecodeError
-from fishid.decode import decode as decode_bytes
+from fishid.clean import grouping, near_duplicates, photo_filters
+from fishid.clean.decode import DecodeError
+from fishid.clean.decode import decode as decode_bytes
 from fishid.tables import CLEAN_COLUMNS, DOWNLOAD_COLUMNS, read_table, write_table, write_text_atomic
 
 EXCLUSION_COLUMNS = ["id", "reason"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from fishid.sources import Context, Listing
+from fishid.sources.base import Context, Listing
 from fishid.tables import readable
 
 log = logging.getLogger(__name__)

@@ -24,8 +24,12 @@ import torchvision
 from torch import nn
 
 import fishid
-from fishid import augment, embeddings, imagecache, models, openset, runtime
+from fishid import runtime
+from fishid.models import embeddings, openset
+from fishid.models import registry as models
+from fishid.models.heads import FeatureScaler
 from fishid.runtime import normalise, predict_logits, select_device  # noqa: F401  (evaluate, predict use them)
+from fishid.train import augment, imagecache
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +314,7 @@ def fit_head(encoder, head, data: Data, settings, device):
     """Train `head` on the frozen `encoder`'s cached features; return the history."""
     train_features, val_features, _ = cached_features(encoder, data, settings, device)
     for module in head.modules():
-        if isinstance(module, models.FeatureScaler):
+        if isinstance(module, FeatureScaler):
             module.fit(train_features.flatten(0, 1))
     head.to(device)
     generator = torch.Generator().manual_seed(settings["seed"] + 2)
@@ -418,7 +422,7 @@ def zero_shot_history(model, data: Data, device) -> pd.DataFrame:
 
 
 def train_clip(settings, data: Data, backbone, device):
-    from fishid import clip_models
+    from fishid.models import clip as clip_models
 
     data = replace(data, mean=backbone.mean, std=backbone.std)
     model = clip_models.image_classifier(settings["arch"], backbone, len(data.classes)).to(device)
@@ -505,7 +509,7 @@ def train_model(
         if settings["freeze_backbone"]:
             extra["feature_views"] = settings["feature_views"]
     elif arch in models.CLIP_ARCHS:
-        from fishid import clip_models
+        from fishid.models import clip as clip_models
 
         backbone = clip_models.load_backbone(backbone_spec or {}, backbone_path, allow_download)
         model, history, data = train_clip(settings, data, backbone, device)
@@ -571,7 +575,7 @@ def pretrain_backbone(settings: dict, cache: dict) -> tuple[dict, pd.DataFrame, 
 
 
 def pretrain_clip(settings: dict, cache: dict) -> tuple[dict, pd.DataFrame, dict]:
-    from fishid import clip_models
+    from fishid.models import clip as clip_models
 
     torch.manual_seed(settings["seed"])
     device = select_device()

@@ -2,8 +2,8 @@
 "other" label below its confidence threshold when it has one.
 
 Each photo is decoded and derived exactly as the cleaning stage made the model's training
-and evaluation images (fishid.clean.derive_photo), then scored by the same code evaluation
-uses (fishid.inference): the same photo gets the same scores from `predict` and `evaluate`.
+and evaluation images (fishid.clean.stage.derive_photo), then scored by the same code evaluation
+uses (fishid.evaluate.inference): the same photo gets the same scores from `predict` and `evaluate`.
 """
 
 import json
@@ -13,8 +13,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fishid import clean, imagecache, inference
+from fishid.clean import stage as clean
+from fishid.evaluate import inference
 from fishid.tables import readable
+from fishid.train import imagecache
 
 
 def load_image(path, weights: dict, size: int) -> np.ndarray:

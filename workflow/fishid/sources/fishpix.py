@@ -18,7 +18,7 @@ from urllib.parse import urlencode, urljoin, urlparse
 from bs4 import BeautifulSoup
 from tqdm import tqdm
 
-from fishid.sources import Context, Listing
+from fishid.sources.base import Context, Listing
 from fishid.web import FetchFailure
 
 log = logging.getLogger(__name__)

@@ -172,7 +172,7 @@ def embedding_map(data, model: str, seed: int = 0):
 
 
 def model_figure(stem: str, history: pd.DataFrame, metrics: dict, data, model: str):
-    """One of fishid.figure_list.MODEL_FIGURES, from the model's history, metrics.json and figure data."""
+    """One of fishid.report.figure_list.MODEL_FIGURES, from the model's history, metrics.json and figure data."""
     draw = {
         "curves": lambda: curves(history, model),
         "per_species": lambda: per_species_bars(metrics, model),

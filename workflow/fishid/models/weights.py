@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 from torch.hub import load_state_dict_from_url
 from torchvision.models import ResNet18_Weights
 
-from fishid.store import sha256_of_file
+from fishid.download.store import sha256_of_file
 
 
 class WeightsUnavailable(FileNotFoundError):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 import fishid
-from fishid.figure_list import MODEL_FIGURES
+from fishid.report.figure_list import MODEL_FIGURES
 from fishid.tables import LEAK, read_table
 
 PAGE = """<!DOCTYPE html>

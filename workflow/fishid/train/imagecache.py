@@ -23,7 +23,7 @@ def load_square(path, size: int) -> np.ndarray:
 
 
 def read_preprocess(derived_root) -> dict:
-    """How cleaning made the derived copies (fishid.clean.PREPROCESS_FILE), {} if it did not say."""
+    """How cleaning made the derived copies (fishid.clean.stage.PREPROCESS_FILE), {} if it did not say."""
     path = Path(derived_root, "preprocess.json")
     return json.loads(path.read_text()) if path.exists() else {}
 

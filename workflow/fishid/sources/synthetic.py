@@ -537,8 +537,8 @@ def render_url(media_url: str) -> Image.Image:
 
 
 def source_listing(spec: dict, context):
-    """The synthetic source's listing, as every source kind gives it (fishid.sources.ADAPTERS)."""
-    from fishid.sources import Listing
+    """The synthetic source's listing, as every source kind gives it (fishid.sources.base.ADAPTERS)."""
+    from fishid.sources.base import Listing
 
     size = tuple(spec.get("size", (160, 120)))
     check_size(size, f"sources.{context.name}.size")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fishid.attribution import stored_records
+from fishid.report.attribution import stored_records
 from fishid.tables import LEAK, read_table
 
 MISTAKES_SHOWN = 20

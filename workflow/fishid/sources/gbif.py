@@ -18,7 +18,7 @@ import requests
 from tqdm import tqdm
 
 from fishid import licences
-from fishid.sources import Context, Listing, retrying
+from fishid.sources.base import Context, Listing, retrying
 
 log = logging.getLogger(__name__)
 

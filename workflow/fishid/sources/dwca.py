@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from fishid import licences
-from fishid.gbif import GBIF_ROOT, api_root, canonical
-from fishid.sources import Context, Listing, retrying
+from fishid.sources.base import Context, Listing, retrying
+from fishid.sources.gbif import GBIF_ROOT, api_root, canonical
 
 log = logging.getLogger(__name__)
 OCCURRENCE_FIELDS = ["gbifID", "basisOfRecord", "license", "datasetKey", "scientificName"]

@@ -13,9 +13,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from fishid import augment, imagecache, models, openset
+from fishid.models import openset
+from fishid.models import registry as models
 from fishid.runtime import normalise, predict_logits
-from fishid.train import with_defaults
+from fishid.train import augment, imagecache
+from fishid.train.loop import with_defaults
 
 CPU = torch.device("cpu")
 

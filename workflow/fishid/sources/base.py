@@ -20,7 +20,7 @@ from fishid.tables import RECORD_COLUMNS
 log = logging.getLogger(__name__)
 SUMMARY_COLUMNS = ["taxon", "records", "note"]
 NETWORK_KINDS = {"gbif", "fishbase", "fishpix"}
-FOLDER_KEY = "folder:"  # the dataset key of a folder source's records (fishid.fetch.folder_root)
+FOLDER_KEY = "folder:"  # the dataset key of a folder source's records (fishid.download.fetch.folder_root)
 
 
 @dataclass
@@ -43,12 +43,12 @@ class Context:
 # BeautifulSoup): its module and its listing function, (spec, Context) -> Listing. The
 # listing rule's code inputs are this module's imports and its own kind's adapter's.
 ADAPTERS = {
-    "synthetic": ("fishid.synthetic", "source_listing"),
-    "gbif": ("fishid.gbif", "list_records"),
-    "gbif_download": ("fishid.dwca", "list_records"),
-    "fishbase": ("fishid.fishbase", "list_records"),
-    "fishpix": ("fishid.fishpix", "list_records"),
-    "folder": ("fishid.folder", "list_records"),
+    "synthetic": ("fishid.sources.synthetic", "source_listing"),
+    "gbif": ("fishid.sources.gbif", "list_records"),
+    "gbif_download": ("fishid.sources.dwca", "list_records"),
+    "fishbase": ("fishid.sources.fishbase", "list_records"),
+    "fishpix": ("fishid.sources.fishpix", "list_records"),
+    "folder": ("fishid.sources.folder", "list_records"),
 }
 
 

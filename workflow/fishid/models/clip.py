@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from open_clip.model import _build_vision_tower
 from torch import nn
 
-from fishid import weights
-from fishid.models import FeatureScaler
-from fishid.weights import WeightsUnavailable
+from fishid.models import weights
+from fishid.models.heads import FeatureScaler
+from fishid.models.weights import WeightsUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,16 @@
 """The networks: the study's random-initialisation CNN, ResNet-18 with a chosen backbone, and
 embedding networks (siamese, triplet) that classify by their nearest training images.
 
-CLIP networks live in clip_models.py; `build` hands them over.
+CLIP networks live in clip.py; `build` hands them over.
 """
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet18
+
+from fishid.models import clip as clip_models
+from fishid.models.heads import FeatureScaler
 
 RESNET_ARCHS = ("tl", "resnet18")
 EMBEDDING_ARCHS = ("siamese", "triplet")
@@ -79,24 +82,6 @@ def load_backbone_state(model: nn.Module, path) -> None:
     state = state.get("model", state)
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     model.load_state_dict(state)
-
-
-class FeatureScaler(nn.Module):
-    """Standardises features by statistics of the training set's features, so that a head on
-    a frozen encoder learns at the study's learning rate whatever the encoder's scale."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(dim))
-        self.register_buffer("std", torch.ones(dim))
-
-    def fit(self, features: torch.Tensor) -> "FeatureScaler":
-        self.mean.copy_(features.mean(0))
-        self.std.copy_(features.std(0).clamp_min(1e-6))
-        return self
-
-    def forward(self, x):
-        return (x - self.mean) / self.std
 
 
 def projector(in_features: int, embedding_dim: int, hidden: int = 256) -> nn.Sequential:
@@ -175,7 +160,5 @@ def build(settings: dict, num_classes: int, architecture: dict | None = None) ->
     if arch in EMBEDDING_ARCHS:
         return EmbeddingClassifier(num_classes, settings["embedding_dim"], settings["knn_k"])
     if arch in CLIP_ARCHS:
-        from fishid import clip_models
-
         return clip_models.build_classifier(arch, (architecture or {})["clip"], num_classes, settings["image_size"])
     raise ValueError(f"unknown arch {arch!r} (known: ri, {', '.join(RESNET_ARCHS + EMBEDDING_ARCHS + CLIP_ARCHS)})")

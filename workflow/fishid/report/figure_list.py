@@ -1,5 +1,5 @@
 """Each model's figures, in the order the report shows them: the one list that the plotting
-step (fishid.figures.model_figure), the rules' outputs, the HTML report and the captions of
+step (fishid.report.figures.model_figure), the rules' outputs, the HTML report and the captions of
 `snakemake --report` (workflow/report/<stem>.rst, kept in step by tests/test_figure_list.py)
 follow. Light on purpose: the Snakefile reads it at every start."""
 

@@ -6,13 +6,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fishid import imagecache, inference, models
-from fishid import metrics as metric
-from fishid.train import predict_logits
+from fishid.evaluate import inference
+from fishid.evaluate import metrics as metric
+from fishid.models import registry as models
+from fishid.train import imagecache
+from fishid.train.loop import predict_logits
 
 
 def predict(settings: dict, weights_path, cache: dict, role: str) -> pd.DataFrame:
-    """sha256, split, label, predicted, score:<class> (see fishid.inference.predict)."""
+    """sha256, split, label, predicted, score:<class> (see fishid.evaluate.inference.predict)."""
     return inference.predict(settings, weights_path, cache, role)
 
 

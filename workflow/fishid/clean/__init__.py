@@ -1,0 +1,1 @@
+"""The cleaning stage: decode, measure, filter and deduplicate stored images."""

@@ -1,0 +1,1 @@
+"""The download stage: fetch listed media into the content-addressed store."""

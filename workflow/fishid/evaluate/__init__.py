@@ -1,0 +1,1 @@
+"""The evaluation stage: one inference path (evaluate and predict), metrics."""

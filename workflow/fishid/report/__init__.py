@@ -1,0 +1,1 @@
+"""The report stage: figures, the HTML report, the audit and the attribution list."""

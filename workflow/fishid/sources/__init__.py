@@ -1,0 +1,1 @@
+"""Where photos come from: the listing's base types and one module per source kind."""

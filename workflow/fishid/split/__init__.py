@@ -1,0 +1,1 @@
+"""The split stage: balanced, leak-free train/validation/test datasets."""

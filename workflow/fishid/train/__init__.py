@@ -1,0 +1,1 @@
+"""The training stage: the image cache, augmentation and the one training loop."""
