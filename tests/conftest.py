@@ -24,3 +24,11 @@ def tiny_project(tmp_path_factory):
     result = snakemake(project, "--cores", "2")
     assert result.returncode == 0, result.stderr[-5000:]
     return project
+
+
+def pytest_collection_modifyitems(items):
+    """The folder a test lives in is its kind: `pytest -m unit` runs the quick ones."""
+    for item in items:
+        kind = Path(item.fspath).parent.name
+        if kind in ("unit", "pipeline"):
+            item.add_marker(kind)

@@ -7,6 +7,7 @@ Tests that edit the project's code (the training module, the exclusion table) or
 run it through another executor work on such a copy, never on the checkout.
 """
 
+import json
 import os
 import re
 import shutil
@@ -118,3 +119,32 @@ def plan_of(output: str) -> tuple[dict[str, int], set[str]]:
 def planned_jobs(project: Path, config=None) -> dict[str, int]:
     """Jobs a dry run would run, by rule."""
     return planned(project, config)[0]
+
+
+# The fetch step's own command line, on a loopback server (private hosts allowed).
+FETCH_SPEC = {
+    "download": {
+        "workers": 2,
+        "per_host": 2,
+        "rate": 0,
+        "backoff": 0.01,
+        "read_timeout": 5,
+        "allow_private_hosts": True,
+    }
+}
+
+
+def fetch_command(work, spec=FETCH_SPEC):
+    return [
+        sys.executable,
+        str(REPO / "workflow" / "fishid_cli.py"),
+        "fetch",
+        "--records",
+        str(work / "records.tsv"),
+        "--store",
+        str(work / "store"),
+        "--spec",
+        json.dumps(spec),
+        "--out",
+        str(work / "downloads.tsv"),
+    ]

@@ -1,6 +1,6 @@
 """Each model's figures, in the order the report shows them: the one list that the plotting
 step (fishid.report.figures.model_figure), the rules' outputs, the HTML report and the captions of
-`snakemake --report` (workflow/report/<stem>.rst, kept in step by tests/test_figure_list.py)
+`snakemake --report` (workflow/report/<stem>.rst, kept in step by tests/unit/test_figure_list.py)
 follow. Light on purpose: the Snakefile reads it at every start."""
 
 from typing import NamedTuple

@@ -16,7 +16,7 @@ from fishid.models import weights
 from fishid.train import augment
 from fishid.train import loop as train
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -1,55 +1,12 @@
 """The GBIF adapter: pygbif's real requests, answered by a loopback server in GBIF API shapes."""
 
-import io
-import zipfile
-
 import pytest
 from fake_sites import FakeSites, Reply, json_reply
+from site_replies import match, media, occurrence, small_archive
 
 from fishid import web
 from fishid.sources import base as sources
 from fishid.sources import dwca, gbif
-
-CLARKII = {"key": "4QHKG", "name": "Amphiprion clarkii (Bennett, 1830)", "canonicalName": "Amphiprion clarkii"}
-CLARKII["rank"] = "SPECIES"
-MATCHES = {
-    "Amphiprion": {
-        "synonym": False,
-        "usage": {"key": "3FZ", "name": "Amphiprion Bloch & Schneider, 1801", "canonicalName": "Amphiprion"}
-        | {"rank": "GENUS"},
-        "diagnostics": {"matchType": "EXACT", "confidence": 99},
-    },
-    "Amphiprion clarkii": {"synonym": False, "usage": CLARKII, "diagnostics": {"matchType": "EXACT"}},
-    "Amphiprion xanthurus": {
-        "synonym": True,
-        "usage": {"key": "6W2Z", "name": "Amphiprion xanthurus Cuvier, 1830", "rank": "SPECIES"},
-        "acceptedUsage": CLARKII,
-        "diagnostics": {"matchType": "EXACT"},
-    },
-}
-
-
-def media(url, licence="http://creativecommons.org/licenses/by-nc/4.0/", kind="StillImage", **extra):
-    return {"type": kind, "format": "image/jpeg", "identifier": url, "license": licence, **extra}
-
-
-def occurrence(gbif_id, species, media_items, name=None, **extra):
-    record = {
-        "key": gbif_id,
-        "gbifID": str(gbif_id),
-        "scientificName": name or f"{species} (Bennett, 1830)",
-        "acceptedScientificName": f"{species} (Bennett, 1830)" if species else "Amphiprion Bloch & Schneider, 1801",
-        "basisOfRecord": "HUMAN_OBSERVATION",
-        "datasetKey": "50c9509d-22c7-4a22-a47d-8c48425ef4a7",
-        "license": "http://creativecommons.org/licenses/by-nc/4.0/legalcode",
-        "recordedBy": "A. Diver",
-        "media": media_items,
-        **extra,
-    }
-    if species:
-        record["species"] = species
-    return record
-
 
 CLARKII_OCCURRENCES = [
     occurrence(
@@ -77,10 +34,6 @@ GENUS_OCCURRENCES = CLARKII_OCCURRENCES + [
     occurrence(2002, "", [media("https://static.example.org/p/8.jpg")], name="Amphiprion Bloch & Schneider, 1801"),
 ]
 BY_KEY = {"4QHKG": CLARKII_OCCURRENCES, "3FZ": GENUS_OCCURRENCES}
-
-
-def match(query):
-    return json_reply(MATCHES.get(query["scientificName"], {"diagnostics": {"matchType": "NONE"}}))
 
 
 def search(query):
@@ -166,26 +119,6 @@ def test_too_many_occurrences_for_the_search_api_point_to_a_download(gbif_api):
 def test_offline_refuses_a_web_source(gbif_api):
     with pytest.raises(ValueError, match="offline: true"):
         sources.list_source("gbif", {"kind": "gbif", "names": ["Amphiprion"]}, sources.Context("gbif", offline=True))
-
-
-def small_archive(media_root="https://img.example.org/") -> bytes:
-    occurrence_txt = (
-        "gbifID\tbasisOfRecord\tlicense\tdatasetKey\tscientificName\tspecies\trightsHolder\n"
-        "11\tHUMAN_OBSERVATION\tCC_BY_4_0\td1\tAmphiprion clarkii (Bennett, 1830)\tAmphiprion clarkii\tX\n"
-        "12\tPRESERVED_SPECIMEN\tCC0_1_0\td2\tAmphiprion ocellaris Cuvier, 1830\tAmphiprion ocellaris\tY\n"
-    )
-    multimedia_txt = (
-        "gbifID\ttype\tidentifier\tlicense\n"
-        f"11\tStillImage\t{media_root}1.jpg\t\n"
-        f"11\tStillImage\t{media_root}2.jpg\thttp://creativecommons.org/licenses/by-nc/4.0/\n"
-        f"12\tStillImage\t{media_root}3.jpg\t\n"
-    )
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as zipped:
-        zipped.writestr("occurrence.txt", occurrence_txt)
-        zipped.writestr("multimedia.txt", multimedia_txt)
-        zipped.writestr("meta.xml", "<archive/>")
-    return buffer.getvalue()
 
 
 def test_a_download_by_key_is_fetched_once_with_pygbif(tmp_path):

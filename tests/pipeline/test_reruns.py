@@ -97,7 +97,7 @@ def test_an_edit_to_the_training_code_reruns_the_training_rules_and_downstream(t
 
 def test_an_edit_to_any_module_reruns_exactly_the_rules_that_run_it_and_downstream(tiny_project):
     """For every module of the package: the rules whose step imports it (transitively, by
-    fishid.codedeps, which tests/test_codedeps.py checks against Python's imports) rerun with
+    fishid.codedeps, which tests/unit/test_codedeps.py checks against Python's imports) rerun with
     everything after them, and nothing else does."""
     root = tiny_project / "workflow"
     runs = {rule: {Path(f) for f in codedeps.step_files(root, step)} for rule, step in RULE_STEPS.items()}

@@ -4,27 +4,16 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from urllib.parse import urlparse
 
 import pandas as pd
-from conftest import REPO
 from fake_sites import FakeSites, image_reply
+from projectrun import FETCH_SPEC, fetch_command
 
 from fishid.tables import RECORD_COLUMNS
 
 IMAGES = 40
-SPEC = {
-    "download": {
-        "workers": 2,
-        "per_host": 2,
-        "rate": 0,
-        "backoff": 0.01,
-        "read_timeout": 5,
-        "allow_private_hosts": True,
-    }
-}
 
 
 def write_records(path, sites):
@@ -33,22 +22,6 @@ def write_records(path, sites):
         url = sites.add(f"/img/{i}.jpg", image_reply(i))
         rows.append({"record_id": f"gbif:{1000 + i}-1", "media_url": url, "license": "CC-BY-4.0", "taxon": "A b"})
     pd.DataFrame(rows).reindex(columns=RECORD_COLUMNS, fill_value="").to_csv(path, sep="\t", index=False)
-
-
-def fetch_command(work, spec=SPEC):
-    return [
-        sys.executable,
-        str(REPO / "workflow" / "fishid_cli.py"),
-        "fetch",
-        "--records",
-        str(work / "records.tsv"),
-        "--store",
-        str(work / "store"),
-        "--spec",
-        json.dumps(spec),
-        "--out",
-        str(work / "downloads.tsv"),
-    ]
 
 
 def journal_lines(work):
@@ -98,4 +71,4 @@ def test_a_killed_download_resumes_to_the_same_result(tmp_path):
     assert not [p for p in (killed / "store").rglob(".*") if p.is_file()], "a partial file was left behind"
     # Nothing already stored was fetched again; only the requests in flight at the kill were repeated.
     assert all(hits_after[path] == 1 for path in stored_before)
-    assert len([path for path, n in hits_after.items() if n > 1]) <= SPEC["download"]["workers"]
+    assert len([path for path, n in hits_after.items() if n > 1]) <= FETCH_SPEC["download"]["workers"]

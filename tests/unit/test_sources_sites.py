@@ -2,6 +2,7 @@
 
 import pytest
 from fake_sites import FakeSites, Reply, html_reply, image_reply
+from site_replies import GENUS_PAGE, photo_page
 
 from fishid import web
 from fishid.download import fetch
@@ -9,32 +10,6 @@ from fishid.sources import base as sources
 
 # The fake sites serve on 127.0.0.1: a loopback host, refused unless allowed.
 LOOPBACK = web.Settings(backoff=0.01, rate=0, allow_private_hosts=True)
-
-SUMMARY = "../summary/SpeciesSummary.php?ID={id}&genusname=Amphiprion&speciesname={epithet}"
-GENUS_PAGE = (
-    "<html><body><table><tr><th>Scientific Name</th><th>Author</th><th>Valid Name</th></tr>"
-    + "".join(
-        f'<tr><td><i><a href="{SUMMARY.format(id=id, epithet=epithet)}">Amphiprion {epithet}</a></i></td>'
-        f"<td>{author}</td><td>Yes</td></tr>"
-        for id, epithet, author in [
-            (6679, "clarkii", "(Bennett, 1830)"),
-            (6685, "perideraion", "Bleeker, 1855"),
-            (9999, "nigripes", "Regan, 1908"),
-        ]
-    )
-    + "</table></body></html>"
-)
-
-
-def photo_page(species, photos):
-    cells = "".join(
-        f'<td><a href="../photos/PicturesSummary.php?what=species">'
-        f'<img src="../images/thumbnails/jpg/tn_{code}.jpg"></a>'
-        f'<br><img src="../images/species/{code}.jpg"><br>Photographer: '
-        f'<a href="../Collaborators/CollaboratorSummary.php?ID=1">{who}</a></td>'
-        for code, who in photos
-    )
-    return f"<html><body><h1>Pictures of <i>{species}</i></h1><table><tr>{cells}</tr></table></body></html>"
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """A run killed mid-training resumes with --rerun-incomplete and ends with valid outputs.
 
-(A job that fails once and is retried: tests/test_slurm.py, through the SLURM profile.)
+(A job that fails once and is retried: tests/pipeline/test_slurm.py, through the SLURM profile.)
 """
 
 import json

@@ -8,7 +8,7 @@ import pytest
 
 from fishid.sources import synthetic
 
-TABLE = Path(__file__).resolve().parents[1] / "config" / "synthetic_species.tsv"
+TABLE = Path(__file__).resolve().parents[2] / "config" / "synthetic_species.tsv"
 STUDY = ["Amphiprion clarkii", "Amphiprion perideraion", "Amphiprion ocellaris", "Amphiprion frenatus"]
 HEADER = "\t".join(synthetic.PATTERN_COLUMNS)
 GOOD_ROW = "Amphiprion clarkii\t3\t0.07\t0.008\t#2e1c12\t#f2a21e\t#efdc9c"

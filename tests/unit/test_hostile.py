@@ -18,8 +18,8 @@ import pytest
 import yaml
 from conftest import REPO
 from fake_sites import FakeSites, image_reply, jpeg, json_reply, redirect
-from test_downloader_kill import fetch_command
-from test_sources_gbif import match, media, occurrence
+from projectrun import fetch_command
+from site_replies import match, media, occurrence
 
 from fishid import config, web
 from fishid.download import fetch, store

@@ -8,8 +8,7 @@ import yaml
 from conftest import REPO
 from fake_sites import FakeSites, html_reply, image_reply
 from projectrun import make_project, run_config_path, snakemake
-from test_sources_gbif import small_archive
-from test_sources_sites import GENUS_PAGE, photo_page
+from site_replies import GENUS_PAGE, photo_page, small_archive
 
 
 def read(path):
