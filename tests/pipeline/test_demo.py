@@ -5,9 +5,11 @@ It is the longest test (about 8 minutes on 2 cores); `pytest -m "not demo"` leav
 while iterating, CI runs it."""
 
 import json
+import re
 
 import pytest
 import yaml
+from conftest import REPO
 from projectrun import make_project, snakemake
 from reportcheck import FIGURES_PER_MODEL, check_report, render_in_chromium
 
@@ -52,3 +54,41 @@ def test_the_report_renders_in_headless_chromium(demo):
     project, config = demo
     sizes = render_in_chromium(project / "results/report/index.html", project / "results/report/screenshot.png")
     assert len(sizes) == FIGURES_PER_MODEL * len(config["models"])
+
+
+def accuracy_cell(scores: dict, interval: bool = True) -> str:
+    cell = f"{scores['accuracy']:.3f} ({scores['correct']}/{scores['n']})"
+    low, high = scores["accuracy_ci95"]
+    return f"{cell} [{low:.2f}, {high:.2f}]" if interval else cell
+
+
+def results_table(project, config) -> list[str]:
+    """The README's results table as this run makes it: one row per model, controls beside the
+    model they control."""
+    models = config["models"]
+    controls = {spec["control_of"]: name for name, spec in models.items() if spec.get("control_of")}
+    rows = []
+    for name, spec in models.items():
+        if spec.get("control_of"):
+            continue
+        scores = metrics(project, name)
+        backbone = "(random init)" if spec["arch"] == "ri" else spec.get("backbone", "")
+        control = (
+            f"{controls[name]} {accuracy_cell(metrics(project, controls[name]), False)}" if name in controls else ""
+        )
+        cells = [name, spec["arch"], spec["dataset"], backbone, accuracy_cell(scores)]
+        rows.append("| " + " | ".join([*cells, f"{scores['majority_baseline']:.3f}", control]) + " |")
+    return rows
+
+
+def readme_table() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    block = re.search(r"^\| model \| arch \|.*\n\| ---.*\n((?:\|.*\n)+)", text, re.MULTILINE)
+    return [line.replace("|  |", "| |").rstrip() for line in block.group(1).splitlines()]
+
+
+def test_the_readme_results_table_is_this_runs_output(demo):
+    """The numbers the README shows are the ones the demo makes (same profile, same seeds)."""
+    project, config = demo
+    made = [row.replace("|  |", "| |") for row in results_table(project, config)]
+    assert readme_table() == made, "README.md's results table should read:\n" + "\n".join(made)

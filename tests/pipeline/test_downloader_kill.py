@@ -1,15 +1,28 @@
-"""Kill the downloader (SIGKILL) halfway, rerun it: the result equals an uninterrupted run's."""
+"""Kill the downloader (SIGKILL) halfway, or Snakemake running it, rerun: the result equals an
+uninterrupted run's."""
 
+import io
 import json
 import os
 import signal
 import subprocess
 import time
+import zipfile
 from urllib.parse import urlparse
 
 import pandas as pd
+import yaml
 from fake_sites import FakeSites, image_reply
-from projectrun import FETCH_SPEC, fetch_command
+from projectrun import (
+    FETCH_SPEC,
+    environment,
+    fetch_command,
+    make_project,
+    run_config,
+    run_config_path,
+    snakemake,
+    snakemake_command,
+)
 
 from fishid.tables import RECORD_COLUMNS
 
@@ -70,5 +83,82 @@ def test_a_killed_download_resumes_to_the_same_result(tmp_path):
     assert len(store_files(whole)) == IMAGES
     assert not [p for p in (killed / "store").rglob(".*") if p.is_file()], "a partial file was left behind"
     # Nothing already stored was fetched again; only the requests in flight at the kill were repeated.
+    assert all(hits_after[path] == 1 for path in stored_before)
+    assert len([path for path, n in hits_after.items() if n > 1]) <= FETCH_SPEC["download"]["workers"]
+
+
+def gbif_archive(media_urls) -> bytes:
+    """A GBIF download (Darwin Core archive) of one occurrence per photo."""
+    occurrences = "gbifID\tbasisOfRecord\tlicense\tdatasetKey\tscientificName\tspecies\trightsHolder\n" + "".join(
+        f"{1000 + i}\tHUMAN_OBSERVATION\tCC0_1_0\td1\tAmphiprion clarkii (Bennett, 1830)\tAmphiprion clarkii\tX\n"
+        for i in range(len(media_urls))
+    )
+    media = "gbifID\ttype\tidentifier\tlicense\n" + "".join(
+        f"{1000 + i}\tStillImage\t{url}\t\n" for i, url in enumerate(media_urls)
+    )
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zipped:
+        zipped.writestr("occurrence.txt", occurrences)
+        zipped.writestr("multimedia.txt", media)
+        zipped.writestr("meta.xml", "<archive/>")
+    return buffer.getvalue()
+
+
+def download_project(root, sites):
+    """The tiny project with one source: a GBIF download whose photos the loopback server holds."""
+    project = make_project(root)
+    urls = [sites.add(f"/img/{i}.jpg", image_reply(i)) for i in range(IMAGES)]
+    (root / "download.zip").write_bytes(gbif_archive(urls))
+    config = run_config(project)
+    config |= {"offline": False, "download": FETCH_SPEC["download"]}
+    config["sources"] = {"gbif": {"kind": "gbif_download", "path": str(root / "download.zip")}}
+    run_config_path(project).write_text(yaml.safe_dump(config))
+    return project
+
+
+TARGET = "resources/downloads/gbif.tsv"
+
+
+def test_a_killed_snakemake_resumes_after_unlock_to_the_same_result(tmp_path):
+    """What the README says to do after `kill -9` of Snakemake itself: the same command says to
+    unlock; after `snakemake --unlock` it finishes the download without fetching twice."""
+    profile = ("--profile", "profiles/local")
+    with FakeSites(latency=0.05) as sites:
+        whole = download_project(tmp_path / "whole", sites)
+        assert snakemake(whole, TARGET, *profile).returncode == 0
+
+    with FakeSites(latency=0.05) as sites:
+        project = download_project(tmp_path / "killed", sites)
+        journal = project / f"{TARGET}.journal"
+        process = subprocess.Popen(
+            snakemake_command(project, TARGET, *profile),
+            cwd=project,
+            env=environment(),
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 120
+        while (not journal.exists() or journal.read_text().count("\n") < IMAGES // 2) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.killpg(process.pid, signal.SIGKILL)  # Snakemake and the job it started
+        process.wait()
+        done_before = journal.read_text().count("\n")
+        assert IMAGES // 2 <= done_before < IMAGES, "the kill must land halfway"
+        stored_before = {urlparse(json.loads(line)["media_url"]).path for line in journal.read_text().splitlines()}
+
+        again = snakemake(project, TARGET, *profile)
+        assert again.returncode != 0 and "--unlock" in again.stderr, again.stderr[-3000:]
+        assert snakemake(project, "--unlock", *profile).returncode == 0
+        resumed = snakemake(project, TARGET, *profile)
+        hits_after = dict(sites.hits)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    def table(root):
+        return pd.read_csv(root / TARGET, sep="\t", dtype=str, keep_default_na=False).drop(columns="retrieved_at")
+
+    assert table(project).equals(table(whole))
+    images = sorted(p.relative_to(project) for p in (project / "resources/images").rglob("*") if p.is_file())
+    assert len(images) == IMAGES and not [p for p in images if p.name.startswith(".")], images
     assert all(hits_after[path] == 1 for path in stored_before)
     assert len([path for path, n in hits_after.items() if n > 1]) <= FETCH_SPEC["download"]["workers"]

@@ -16,6 +16,10 @@ import torch
 from conftest import REPO
 from projectrun import make_project, run_config, snakemake
 from reportcheck import FIGURES_PER_MODEL, check_report, render_in_chromium, table_row
+from scipy.spatial.distance import pdist
+
+# Training runs on what the machine has (CUDA_VISIBLE_DEVICES is passed through).
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +72,7 @@ def test_every_model_is_trained_and_evaluated(tiny_run):
         epochs = 1 if model["arch"] == "clip_zeroshot" else config["training_defaults"]["epochs"]
         assert len(history) == epochs
         meta = json.loads((folder / "meta.json").read_text())
-        assert meta["settings"]["arch"] == model["arch"] and meta["device"] == "cpu"
+        assert meta["settings"]["arch"] == model["arch"] and meta["device"] == DEVICE
         weights = torch.load(folder / "weights.pt", weights_only=True)
         assert weights["classes"] == meta["classes"]
         metrics = json.loads((folder / "metrics.json").read_text())
@@ -78,9 +82,8 @@ def test_every_model_is_trained_and_evaluated(tiny_run):
         assert metrics["correct"] == (evaluated["label"] == evaluated["predicted"]).sum()
         assert sum(map(sum, metrics["confusion"])) == metrics["n"]
     # Embedding models add same/different decisions over the study's distance thresholds and KNN.
-    embedding = json.loads((workdir / "results/models/Siamese2/metrics.json").read_text())["embedding"]
-    assert [row["threshold"] for row in embedding["pairs"]][::13] == [0.3, 1.6, 2.9]
-    assert 0 <= embedding["knn_accuracy"] <= 1
+    for name in ("Siamese2", "Triplet2"):
+        check_pair_decisions(workdir / "results/models" / name)
     # A dataset with a test split reports test numbers.
     assert json.loads((workdir / "results/models/TL3o/metrics.json").read_text())["evaluated_on"] == "test"
     # The threshold model knows only the species; below its threshold it says "other".
@@ -90,6 +93,28 @@ def test_every_model_is_trained_and_evaluated(tiny_run):
     top = predictions[[c for c in predictions if c.startswith("score:")]].astype(float).max(axis=1)
     clear = (top - threshold["threshold"]).abs() > 1e-6  # scores are written to 6 decimals
     assert ((predictions["predicted"] == "other") == (top < threshold["threshold"]))[clear].all()
+
+
+def check_pair_decisions(folder):
+    """The same/different table of an embedding model, recomputed from the embeddings it saved
+    (scipy's pdist over every pair once, not the code under test)."""
+    metrics = json.loads((folder / "metrics.json").read_text())
+    saved = np.load(folder / "figure_data.npz")
+    distance, labels = pdist(saved["features"].astype(float)), saved["labels"]
+    same = pdist(np.unique(labels, return_inverse=True)[1][:, None], metric="cityblock") == 0
+    pairs = metrics["embedding"]["pairs"]
+    assert [row["threshold"] for row in pairs] == [round(0.3 + 0.1 * i, 1) for i in range(27)]
+    for row in pairs:
+        says_same = distance < row["threshold"]
+        assert row["accuracy"] == pytest.approx((says_same == same).mean(), abs=1e-9), row
+        assert row["same_accuracy"] == pytest.approx(says_same[same].mean(), abs=1e-9), row
+        assert row["different_accuracy"] == pytest.approx((~says_same[~same]).mean(), abs=1e-9), row
+    # A threshold no pair is under calls every pair different: the share of different pairs.
+    assert pairs[0]["accuracy"] < 1 or same.sum() == 0
+    # The KNN accuracy counts whole images.
+    assert (metrics["embedding"]["knn_accuracy"] * metrics["n"]) == pytest.approx(
+        round(metrics["embedding"]["knn_accuracy"] * metrics["n"])
+    )
 
 
 def test_a_model_that_cannot_learn_is_flagged_in_its_metrics_and_the_report(tiny_run):
