@@ -21,7 +21,8 @@ def tiny_project(tmp_path_factory):
     from projectrun import make_project, snakemake
 
     project = make_project(tmp_path_factory.mktemp("project"))
-    result = snakemake(project, "--cores", "2")
+    # As the README runs it: through the local profile (one thread per training job).
+    result = snakemake(project, "--profile", str(project / "profiles/local"))
     assert result.returncode == 0, result.stderr[-5000:]
     return project
 
