@@ -1,6 +1,9 @@
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import balanced_accuracy_score, confusion_matrix
 
 from fishid.evaluate import metrics
 
@@ -28,6 +31,33 @@ def test_unequal_precision_and_recall_and_a_class_never_predicted():
     assert scores["recall"] == pytest.approx([1.0, 0.0])
     assert scores["f1"] == pytest.approx([2 * 0.5 * 1 / 1.5, 0.0])
     assert metrics.balanced_accuracy(matrix) == pytest.approx(0.5)
+
+
+def test_classes_order_a_class_never_predicted_and_other_only_predicted():
+    # As the evaluation builds them: the model's classes in its order, then "other", which
+    # the threshold model predicts although no image here is one.
+    classes = ["c", "a", "other"]
+    labels = ["a", "a", "c", "c", "c"]
+    predicted = ["a", "other", "a", "c", "other"]
+    matrix = metrics.confusion(labels, predicted, classes)
+    assert matrix.tolist() == [[1, 1, 1], [0, 1, 1], [0, 0, 0]]
+    assert matrix.tolist() == confusion_matrix(labels, predicted, labels=classes).tolist()
+    scores = metrics.precision_recall_f1(matrix)
+    # c: 1 of 1 called c is c, 1 of 3 found; a: 1 of 2, 1 of 2; other: 0 of 2 and no support.
+    assert scores["precision"] == pytest.approx([1.0, 0.5, 0.0])
+    assert scores["recall"] == pytest.approx([1 / 3, 0.5, 0.0])
+    assert scores["f1"] == pytest.approx([0.5, 0.5, 0.0])
+    assert scores["support"].tolist() == [3, 2, 0]
+    # Mean recall over c and a only: "other" has no image to be recalled.
+    assert metrics.balanced_accuracy(matrix) == pytest.approx((1 / 3 + 1 / 2) / 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "y_pred contains classes not in y_true": as meant
+        assert metrics.balanced_accuracy(matrix) == pytest.approx(balanced_accuracy_score(labels, predicted))
+
+
+def test_a_label_outside_the_classes_is_an_error_not_left_out():
+    with pytest.raises(KeyError):
+        metrics.confusion(["a", "z"], ["a", "a"], ["a"])
 
 
 def test_bootstrap_interval_covers_the_true_mean_about_95_percent_of_the_time():

@@ -85,6 +85,13 @@ def test_connected_components_match_a_plain_union_find(n, edges):
     assert connected_components(n, a, b).tolist() == python_components(n, edges)
 
 
+def test_a_component_is_named_by_its_smallest_node_whatever_the_edge_order():
+    # scipy numbers these components 0, 1, 2 ([0, 0, 1, 2, 1]); callers need their smallest nodes.
+    assert connected_components(5, np.array([1, 4]), np.array([0, 2])).tolist() == [0, 0, 2, 3, 2]
+    assert connected_components(3, np.array([], dtype=np.int64), np.array([], dtype=np.int64)).tolist() == [0, 1, 2]
+    assert connected_components(0, [], []).tolist() == []
+
+
 def test_links_from_shared_keys_chain_owners_of_one_key():
     owners = np.array([0, 1, 2, 3, 4])
     keys = pd.Series(["occ-1", "", "occ-1", "occ-2", "occ-1"])

@@ -116,6 +116,19 @@ def test_too_many_occurrences_for_the_search_api_point_to_a_download(gbif_api):
         listing(gbif_api, ["Amphiprion"], max_records=3)
 
 
+def test_a_search_that_keeps_failing_stops_the_listing_naming_the_request():
+    with FakeSites() as sites:
+        sites.add("/v2/species/match", match)
+        sites.add("/v1/occurrence/search", Reply(status=503))
+        spec = {"kind": "gbif", "names": ["Amphiprion"], "api": sites.url("/")}
+        client = web.Client(web.Settings(backoff=0.01, retries=1, allow_private_hosts=True))
+        with pytest.raises(ValueError) as error:
+            sources.list_source("gbif", spec, sources.Context("gbif", client=client))
+        searches = sites.hits["/v1/occurrence/search"]
+    assert str(error.value).startswith("gbif: occurrence search for 'Amphiprion' failed: HTTP 503 from http://")
+    assert str(error.value).endswith("(gave up after 2 attempts)") and searches == 2
+
+
 def test_offline_refuses_a_web_source(gbif_api):
     with pytest.raises(ValueError, match="offline: true"):
         sources.list_source("gbif", {"kind": "gbif", "names": ["Amphiprion"]}, sources.Context("gbif", offline=True))

@@ -2,16 +2,18 @@
 
 Politeness: a User-Agent that names the project, at most `per_host` connections to one
 host at a time and at most `rate` requests a second to it, and retries that back off
-exponentially or wait as long as the server's Retry-After asks. Safety: http and https
-only (redirects included), no host that resolves to a loopback, link-local or private
-address (unless `allow_private_hosts`), every redirect hop checked, a redirect limit,
-connect and read timeouts, a byte limit checked while streaming, bodies that end before
-their Content-Length are retried.
+exponentially (with jitter) or wait as long as the server's Retry-After asks, up to a
+cap. Requests that a third-party client (pygbif) makes are retried by the same rules,
+through `Client.retry`. Safety: http and https only (redirects included), no host that
+resolves to a loopback, link-local or private address (unless `allow_private_hosts`),
+every redirect hop checked, a redirect limit, connect and read timeouts, a byte limit
+checked while streaming, bodies that end before their Content-Length are retried.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import random
 import socket
 import threading
@@ -26,8 +28,10 @@ from requests.adapters import HTTPAdapter
 
 from fishid import __version__
 
+log = logging.getLogger(__name__)
 USER_AGENT = f"fishid/{__version__} (species photo dataset pipeline; python-requests/{requests.__version__})"
-TRANSIENT_STATUSES = {408, 425, 429, 500, 502, 503, 504}
+# 420 "Enhance Your Calm" is GBIF's rate limit, as 429 is everyone else's.
+TRANSIENT_STATUSES = {408, 420, 425, 429, 500, 502, 503, 504}
 REDIRECT_STATUSES = {301, 302, 303, 307, 308}
 
 
@@ -144,21 +148,31 @@ class Client:
         `expect="image"` refuses a body whose Content-Type says it is not an image (an HTML
         error page served in place of a photo), before reading it.
         """
+        response, attempts = self._retrying(lambda: self._attempt(url, expect), url)
+        response.attempts = attempts
+        return response
+
+    def retry(self, call, what: str = "request"):
+        """`call()`, a request a third-party client (pygbif) makes with requests, retried as
+        get() retries: its requests exceptions and HTTP errors are classified by the same
+        rules. Raise FetchFailure when it cannot be had."""
+        result, _ = self._retrying(lambda: _third_party(call), what)
+        return result
+
+    def _retrying(self, attempt_once, what: str):
+        """(result, attempts) of the first attempt that succeeds: the one retry policy."""
         settings = self.settings
         for attempt in range(settings.retries + 1):
             try:
-                response = self._attempt(url, expect)
-                response.attempts = attempt + 1
-                return response
+                return attempt_once(), attempt + 1
             except FetchFailure as failure:
                 if not failure.transient or attempt == settings.retries:
                     if failure.transient:
                         failure.args = (f"{failure.args[0]} (gave up after {attempt + 1} attempts)",)
                     raise
-                wait = failure.retry_after
-                if wait is None:
-                    wait = settings.backoff * 2**attempt * random.uniform(1.0, 1.25)
-                self._sleep(min(wait, settings.max_wait))
+                wait = backoff_seconds(settings, attempt, failure.retry_after)
+                log.info("%s: %s, retrying in %.1f s", what, failure, wait)
+                self._sleep(wait)
         raise AssertionError("unreachable")
 
     def _attempt(self, url: str, expect: str) -> Response:
@@ -181,22 +195,15 @@ class Client:
                             url = urljoin(url, reply.headers["Location"])
                             continue
                         return self._read(url, reply, expect)
-                except requests.Timeout as error:
-                    raise FetchFailure(f"timed out: {type(error).__name__}", transient=True) from None
-                except requests.ConnectionError as error:
-                    raise FetchFailure(f"connection failed: {_short(error)}", transient=True) from None
                 except requests.RequestException as error:
-                    raise FetchFailure(f"request failed: {_short(error)}") from None
+                    raise request_failure(error) from None
         raise FetchFailure(f"more than {settings.max_redirects} redirects, last to {url[:120]}")
 
     def _read(self, url: str, reply: requests.Response, expect: str) -> Response:
         settings = self.settings
         status = reply.status_code
-        if status in TRANSIENT_STATUSES:
-            wait = retry_after_seconds(reply.headers.get("Retry-After"))
-            raise FetchFailure(f"HTTP {status}", status=status, transient=True, retry_after=wait)
         if status >= 400:
-            raise FetchFailure(f"HTTP {status}", status=status)
+            raise status_failure(reply)
         content_type = reply.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if expect == "image" and content_type and not content_type.startswith("image/"):
             if content_type not in ("application/octet-stream", "binary/octet-stream"):
@@ -217,6 +224,45 @@ class Client:
         if declared.isdigit() and not reply.headers.get("Content-Encoding") and len(content) != int(declared):
             raise FetchFailure(f"body cut short: {len(content)} of {declared} bytes", status=status, transient=True)
         return Response(url, status, content, content_type, 1)
+
+
+def backoff_seconds(settings: Settings, attempt: int, retry_after: float | None) -> float:
+    """How long to wait before retry `attempt + 1`: what the server's Retry-After asked, else
+    exponential backoff with jitter (so that workers turned away together come back apart),
+    never more than `max_wait`."""
+    wait = retry_after if retry_after is not None else settings.backoff * 2**attempt * random.uniform(1.0, 1.25)
+    return min(wait, settings.max_wait)
+
+
+def status_failure(reply: requests.Response, where: str = "") -> FetchFailure:
+    """The failure an HTTP error status (400 and up) is; `where` names the URL in the message."""
+    status = reply.status_code
+    text = f"HTTP {status}" + (f" from {where}" if where else "")
+    if status in TRANSIENT_STATUSES:
+        wait = retry_after_seconds(reply.headers.get("Retry-After"))
+        return FetchFailure(text, status=status, transient=True, retry_after=wait)
+    return FetchFailure(text, status=status)
+
+
+def request_failure(error: requests.RequestException) -> FetchFailure:
+    """The failure a requests exception is: timeouts and failed connections are transient."""
+    if isinstance(error, requests.Timeout):
+        return FetchFailure(f"timed out: {type(error).__name__}", transient=True)
+    if isinstance(error, requests.ConnectionError):
+        return FetchFailure(f"connection failed: {_short(error)}", transient=True)
+    return FetchFailure(f"request failed: {_short(error)}")
+
+
+def _third_party(call):
+    try:
+        return call()
+    except requests.HTTPError as error:
+        if error.response is None:
+            raise request_failure(error) from None
+        # The caller never saw the URL (the third-party client built it): name it.
+        raise status_failure(error.response, where=error.response.url) from None
+    except requests.RequestException as error:
+        raise request_failure(error) from None
 
 
 def _non_public(address: str) -> str:

@@ -1,4 +1,4 @@
-"""Connected components over links between images, vectorised (no per-pair Python loop).
+"""Connected components over links between images (scipy's graph search, no per-pair Python loop).
 
 Used to merge images into groups that must fall on the same side of a split: photos of
 one occurrence, and members of one near-duplicate cluster.
@@ -6,30 +6,19 @@ one occurrence, and members of one near-duplicate cluster.
 
 import numpy as np
 import pandas as pd
+from scipy.sparse import coo_array
+from scipy.sparse.csgraph import connected_components as component_labels
 
 
 def connected_components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """For each of n nodes, the smallest node index of its component, given edges a[k]-b[k]."""
-    labels = np.arange(n)
     a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
-    if not len(a):
-        return labels
-    while True:
-        # Hook: each edge pulls the root of both ends down to the smaller of the two roots...
-        root_a, root_b = labels[a], labels[b]
-        low = np.minimum(root_a, root_b)
-        hooked = labels.copy()
-        np.minimum.at(hooked, root_a, low)
-        np.minimum.at(hooked, root_b, low)
-        # ...then pointer jumping flattens every chain to its root.
-        while True:
-            jumped = hooked[hooked]
-            if np.array_equal(jumped, hooked):
-                break
-            hooked = jumped
-        if np.array_equal(hooked, labels):
-            return labels
-        labels = hooked
+    graph = coo_array((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
+    _, labels = component_labels(graph, directed=False)
+    # scipy numbers components arbitrarily; callers name a component by its smallest node
+    # (a sha256 once sorted), which does not change when unrelated images come or go.
+    _, smallest = np.unique(labels, return_index=True)
+    return smallest[labels]
 
 
 def links_from_shared_keys(owner: np.ndarray, keys: pd.Series) -> tuple[np.ndarray, np.ndarray]:

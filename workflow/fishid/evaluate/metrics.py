@@ -1,13 +1,22 @@
 """Classification metrics on plain arrays: what the report's numbers are made of.
 
-Everything here is a pure function, checked in tests against small cases worked by hand.
+scikit-learn computes the scores and scipy the distances; what is left here are the
+study's own conventions (which classes count, bins, thresholds), each checked in tests
+against small cases worked by hand.
 """
 
 import numpy as np
+from scipy.spatial.distance import cdist, pdist
+from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
 
 def confusion(labels, predicted, classes) -> np.ndarray:
-    """Rows are true classes, columns predicted, in `classes` order."""
+    """Rows are true classes, columns predicted, in `classes` order (as
+    sklearn.metrics.confusion_matrix(labels, predicted, labels=classes), checked in tests).
+
+    Counted here because the bootstrap calls this thousands of times a model, and
+    scikit-learn's input checks cost milliseconds a call. Unlike scikit-learn's, a label
+    outside `classes` is an error, never silently left out."""
     index = {c: i for i, c in enumerate(classes)}
     matrix = np.zeros((len(classes), len(classes)), dtype=int)
     for true, pred in zip(labels, predicted):
@@ -16,20 +25,20 @@ def confusion(labels, predicted, classes) -> np.ndarray:
 
 
 def precision_recall_f1(matrix: np.ndarray) -> dict[str, np.ndarray]:
-    """Per class; a class never predicted (or never present) gets 0 rather than NaN, as in scikit-learn."""
-    matrix = np.asarray(matrix, dtype=float)
-    true_positive = np.diag(matrix)
-    predicted = matrix.sum(axis=0)
-    support = matrix.sum(axis=1)
-    precision = np.divide(true_positive, predicted, out=np.zeros_like(true_positive), where=predicted > 0)
-    recall = np.divide(true_positive, support, out=np.zeros_like(true_positive), where=support > 0)
-    total = precision + recall
-    f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(total), where=total > 0)
-    return {"precision": precision, "recall": recall, "f1": f1, "support": support.astype(int)}
+    """Per class; a class never predicted (or never present) gets 0 rather than NaN."""
+    matrix = np.asarray(matrix)
+    # scikit-learn scores labels, not matrices: one sample per cell, weighted by its count.
+    true, predicted = np.indices(matrix.shape).reshape(2, -1)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        true, predicted, labels=np.arange(len(matrix)), sample_weight=matrix.ravel(), average=None, zero_division=0.0
+    )
+    return {"precision": precision, "recall": recall, "f1": f1, "support": support.round().astype(int)}
 
 
 def balanced_accuracy(matrix: np.ndarray) -> float:
-    """Mean recall over the classes present: the study's data are very unbalanced."""
+    """Mean recall over the classes present: the study's data are very unbalanced. The same
+    as sklearn.metrics.balanced_accuracy_score (checked in tests), from the matrix, since
+    the bootstrap calls it thousands of times."""
     matrix = np.asarray(matrix, dtype=float)
     support = matrix.sum(axis=1)
     present = support > 0
@@ -76,19 +85,11 @@ def expected_calibration_error(bins: list[dict]) -> float:
 
 def auroc(scores, positive) -> float:
     """Area under the ROC curve: the chance that a random positive scores above a random
-    negative (ties count half), by the rank-sum formula."""
-    scores, positive = np.asarray(scores, dtype=float), np.asarray(positive, dtype=bool)
-    n_pos, n_neg = positive.sum(), (~positive).sum()
-    if n_pos == 0 or n_neg == 0:
+    negative (ties count half); NaN without both positives and negatives."""
+    positive = np.asarray(positive, dtype=bool)
+    if positive.all() or not positive.any():
         return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    # Average ranks over ties.
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    for start, count in zip(first, counts):
-        ranks[order[start : start + count]] = start + (count + 1) / 2
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(roc_auc_score(positive, np.asarray(scores, dtype=float)))
 
 
 def open_set_curve(top_score, predicted, labels, other_label: str, thresholds) -> list[dict]:
@@ -115,9 +116,9 @@ def pair_distance_accuracy(embeddings, labels, thresholds) -> list[dict]:
     """Same/different decisions by Euclidean distance over all pairs: for each threshold the
     accuracy on all pairs, on same-class pairs and on different-class pairs."""
     embeddings, labels = np.asarray(embeddings, dtype=float), np.asarray(labels)
-    upper = np.triu_indices(len(labels), k=1)
-    distance = np.linalg.norm(embeddings[:, None, :] - embeddings[None, :, :], axis=-1)[upper]
-    same = (labels[:, None] == labels[None, :])[upper]
+    # pdist lists pairs i < j in the row-major order of triu_indices.
+    distance = pdist(embeddings)
+    same = (labels[:, None] == labels[None, :])[np.triu_indices(len(labels), k=1)]
     rows = []
     for threshold in thresholds:
         says_same = distance < threshold
@@ -136,7 +137,7 @@ def knn_predict(train_embeddings, train_labels, query_embeddings, k=5):
     """Majority label of the k nearest training embeddings (ties: the nearest among the tied)."""
     train_embeddings = np.asarray(train_embeddings, dtype=float)
     train_labels = np.asarray(train_labels)
-    distance = np.linalg.norm(np.asarray(query_embeddings, dtype=float)[:, None] - train_embeddings[None], axis=-1)
+    distance = cdist(np.asarray(query_embeddings, dtype=float), train_embeddings)
     nearest = np.argsort(distance, axis=1, kind="stable")[:, :k]
     predictions = []
     for row in nearest:

@@ -7,7 +7,10 @@ hardest positive and hardest negative of each anchor (batch-hard, Hermans et al.
 Embeddings are unit vectors, so distances lie in [0, 2].
 """
 
+import numpy as np
 import torch
+from scipy.spatial.distance import pdist
+from sklearn.metrics import roc_curve
 
 
 def _pairs(embeddings: torch.Tensor, labels: torch.Tensor):
@@ -49,32 +52,41 @@ def nearest_neighbour_accuracy(embeddings: torch.Tensor, labels: torch.Tensor) -
     return (labels[distances.argmin(1)] == labels).float().mean().item()
 
 
-def pair_decisions(distances: torch.Tensor, same: torch.Tensor, threshold: float) -> dict:
+def pair_decisions(distances: np.ndarray, same: np.ndarray, threshold: float) -> dict:
     """Accuracy of calling a pair 'same' when its distance is below `threshold`: overall, on
     same-class pairs and on different-class pairs."""
     called_same = distances < threshold
     return {
         "threshold": threshold,
-        "accuracy": (called_same == same).float().mean().item(),
-        "same_accuracy": called_same[same].float().mean().item() if same.any() else float("nan"),
-        "different_accuracy": (~called_same[~same]).float().mean().item() if (~same).any() else float("nan"),
+        "accuracy": float((called_same == same).mean()),
+        "same_accuracy": float(called_same[same].mean()) if same.any() else float("nan"),
+        "different_accuracy": float((~called_same[~same]).mean()) if (~same).any() else float("nan"),
     }
 
 
 def choose_distance_threshold(embeddings: torch.Tensor, labels: torch.Tensor) -> dict:
     """The distance threshold that best separates same-class from different-class pairs of
     the given (validation) images: the mean of same- and different-class accuracy is highest
-    there (different-class pairs outnumber the others)."""
-    distances, same = _pairs(embeddings, labels)
-    upper = torch.triu(torch.ones_like(same), diagonal=1)
-    distances, same = distances[upper], same[upper]
-    order = distances.argsort()
-    distances, same = distances[order], same[order].float()
-    # Calling the i closest pairs "same", for every i at once.
-    same_called = torch.cat([torch.zeros(1), same.cumsum(0)])
-    different_called = torch.arange(len(same) + 1) - same_called
-    balanced = same_called / same.sum().clamp_min(1) + 1 - different_called / (1 - same).sum().clamp_min(1)
-    i = int(balanced.argmax())
-    bounds = torch.cat([distances[:1] * 0, distances, distances[-1:] + 1e-6])
-    threshold = float((bounds[i] + bounds[i + 1]) / 2) if 0 < i < len(distances) else float(bounds[i + (i > 0)])
-    return pair_decisions(distances, same.bool(), threshold)
+    there (different-class pairs outnumber the others), i.e. the ROC point of highest
+    TPR - FPR (Youden's J); ties: the lowest threshold."""
+    embeddings, labels = embeddings.detach().cpu().double().numpy(), labels.cpu().numpy()
+    distances = pdist(embeddings)
+    same = (labels[:, None] == labels[None, :])[np.triu_indices(len(labels), k=1)]
+    if same.all() or not same.any():
+        # No ROC curve without both kinds of pair: call every pair the one kind there is.
+        threshold = float(distances.max(initial=0.0)) + 1e-6 if same.all() else 0.0
+        return pair_decisions(distances, same, threshold)
+    fpr, tpr, thresholds = roc_curve(same, -distances, drop_intermediate=False)
+    # Point i calls "same" every pair no farther than reach[i] (point 0: none), so tied
+    # distances are never split.
+    reach = -thresholds
+    youden = tpr - fpr
+    # Ties, up to rounding (2/3 - 0 against 1 - 1/3): the lowest threshold.
+    i = int(np.flatnonzero(youden >= youden.max() - 1e-9)[0])
+    if i == 0:
+        threshold = 0.0
+    elif i == len(reach) - 1:
+        threshold = float(reach[-1]) + 1e-6
+    else:
+        threshold = float((reach[i] + reach[i + 1]) / 2)
+    return pair_decisions(distances, same, threshold)

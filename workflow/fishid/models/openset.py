@@ -4,6 +4,7 @@ images only, never on the images it is evaluated on.
 """
 
 import numpy as np
+from sklearn.metrics import recall_score
 
 
 def apply_threshold(scores: np.ndarray, classes, threshold: float | None, other_label: str) -> np.ndarray:
@@ -15,7 +16,10 @@ def apply_threshold(scores: np.ndarray, classes, threshold: float | None, other_
 
 
 def balanced_accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
-    return float(np.mean([(predicted[labels == c] == c).mean() for c in np.unique(labels)]))
+    """Mean recall over the classes among `labels`: sklearn's balanced_accuracy_score, but
+    without its warning whenever a class is predicted that no label has (routine here:
+    "other", or a species absent from validation)."""
+    return float(recall_score(labels, predicted, labels=np.unique(labels), average="macro"))
 
 
 def choose_threshold(scores: np.ndarray, labels, classes, other_label: str, known_recall: float) -> dict:
@@ -29,12 +33,15 @@ def choose_threshold(scores: np.ndarray, labels, classes, other_label: str, know
     top = scores.max(1)
     if (labels == other_label).any() and (labels != other_label).any():
         candidates = np.unique(np.concatenate([[0.0], top, [1.0 + 1e-9]]))
-        results = [balanced_accuracy(labels, apply_threshold(scores, classes, t, other_label)) for t in candidates]
-        best = int(np.argmax(results))
+        results = np.array(
+            [balanced_accuracy(labels, apply_threshold(scores, classes, t, other_label)) for t in candidates]
+        )
+        # Ties, up to rounding of the mean of recalls: the lowest threshold.
+        best = int(np.flatnonzero(results >= results.max() - 1e-9)[0])
         return {
             "threshold": float(candidates[best]),
             "rule": "best balanced accuracy of known species and other on validation",
-            "validation_balanced_accuracy": results[best],
+            "validation_balanced_accuracy": float(results[best]),
         }
     threshold = float(np.quantile(top, 1 - known_recall, method="lower"))
     return {

@@ -113,28 +113,3 @@ def summarise(records: pd.DataFrame, notes: dict[str, str]) -> pd.DataFrame:
         {"taxon": taxa, "records": [int(counts.get(t, 0)) for t in taxa], "note": [notes.get(t, "") for t in taxa]},
         columns=SUMMARY_COLUMNS,
     )
-
-
-def retrying(call, settings: web.Settings, sleep=None, what: str = "request"):
-    """Run `call()` (a request made by a third-party client such as pygbif), retrying transient failures."""
-    import time
-
-    import requests
-
-    sleep = sleep or time.sleep
-    for attempt in range(settings.retries + 1):
-        try:
-            return call()
-        except (requests.ConnectionError, requests.Timeout, requests.HTTPError) as error:
-            response = getattr(error, "response", None)
-            status = getattr(response, "status_code", None)
-            transient = status is None or status in web.TRANSIENT_STATUSES or status == 420
-            if not transient or attempt == settings.retries:
-                detail = f"HTTP {status}" if status else type(error).__name__
-                raise ValueError(f"{what} failed ({detail}): {getattr(response, 'url', '') or error}") from None
-            wait = web.retry_after_seconds(response.headers.get("Retry-After")) if response is not None else None
-            if wait is None:
-                wait = settings.backoff * 2**attempt
-            log.info("%s: %s, retrying in %.1f s", what, status or type(error).__name__, wait)
-            sleep(min(wait, settings.max_wait))
-    raise AssertionError("unreachable")

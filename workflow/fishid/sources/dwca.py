@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from fishid import licences
-from fishid.sources.base import Context, Listing, retrying
-from fishid.sources.gbif import GBIF_ROOT, api_root, canonical
+from fishid.sources.base import Context, Listing
+from fishid.sources.gbif import GBIF_ROOT, api_root, asking, canonical
 
 log = logging.getLogger(__name__)
 OCCURRENCE_FIELDS = ["gbifID", "basisOfRecord", "license", "datasetKey", "scientificName"]
@@ -99,10 +99,10 @@ def fetch_download(key: str, cache, context: Context, api: str = GBIF_ROOT) -> P
     settings = context.client.settings
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp, api_root(api):
         timeout = (settings.connect_timeout, settings.read_timeout)
-        result = retrying(
+        result = asking(
+            context.client,
             lambda: occurrences.download_get(key, path=tmp, timeout=timeout),
-            settings,
-            what=f"gbif: fetching download {key}",
+            f"gbif: fetching download {key}",
         )
         path = Path(result["path"])
         if not zipfile.is_zipfile(path):

@@ -17,8 +17,8 @@ from contextlib import contextmanager
 import requests
 from tqdm import tqdm
 
-from fishid import licences
-from fishid.sources.base import Context, Listing, retrying
+from fishid import licences, web
+from fishid.sources.base import Context, Listing
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,15 @@ def api_root(root: str):
         yield
     finally:
         requests.Session.request = original
+
+
+def asking(client: web.Client, call, what: str):
+    """`call()` (a pygbif request) under the client's retry policy; a listing error when it
+    cannot be had."""
+    try:
+        return client.retry(call, what)
+    except web.FetchFailure as failure:
+        raise ValueError(f"{what} failed: {failure}") from None
 
 
 def canonical(name: str) -> str:
@@ -139,9 +148,11 @@ def list_records(spec: dict, context: Context) -> Listing:
             def match(name=name):
                 return species.name_backbone(scientificName=name, strict=True, timeout=timeout, **checklist)
 
-            query = resolve(name, retrying(match, settings, what=f"gbif: matching {name!r}"))
+            query = resolve(name, asking(context.client, match, f"gbif: matching {name!r}"))
             found = 0
-            for occurrence in _search(occurrences, query, spec, page_size, max_records, settings, timeout, checklist):
+            for occurrence in _search(
+                occurrences, query, spec, page_size, max_records, context.client, timeout, checklist
+            ):
                 for record in occurrence_records(occurrence, query):
                     if record["record_id"] not in seen:
                         seen.add(record["record_id"])
@@ -152,7 +163,7 @@ def list_records(spec: dict, context: Context) -> Listing:
     return Listing(records, notes)
 
 
-def _search(occurrences, query, spec, page_size, max_records, settings, timeout, checklist):
+def _search(occurrences, query, spec, page_size, max_records, client, timeout, checklist):
     filters = {"basisOfRecord": spec["basis_of_record"]} if spec.get("basis_of_record") else {}
     offset, bar = 0, None
     try:
@@ -169,7 +180,7 @@ def _search(occurrences, query, spec, page_size, max_records, settings, timeout,
                     **filters,
                 )
 
-            page = retrying(page_at, settings, what=f"gbif: occurrence search for {query['accepted']!r}")
+            page = asking(client, page_at, f"gbif: occurrence search for {query['accepted']!r}")
             if "results" not in page:
                 raise ValueError(f"gbif: the occurrence search answered without 'results' (keys: {sorted(page)})")
             if offset == 0:
