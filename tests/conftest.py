@@ -33,3 +33,21 @@ def pytest_collection_modifyitems(items):
         kind = Path(item.fspath).parent.name
         if kind in ("unit", "pipeline"):
             item.add_marker(kind)
+
+
+def _slurm_module(session):
+    return next((item.module for item in session.items if item.path.name == "test_slurm.py"), None)
+
+
+def pytest_collection_finish(session):
+    """The SLURM run mostly waits on the cluster: start it before the first test, not when its
+    own tests come up, so that the rest of the suite runs meanwhile."""
+    module = _slurm_module(session)
+    if module is not None and not session.config.option.collectonly:
+        module.start_in_background(session.config._tmp_path_factory.mktemp("slurm"))
+
+
+def pytest_sessionfinish(session):
+    module = _slurm_module(session)
+    for run in module.BACKGROUND if module is not None else []:
+        run.stop()

@@ -1,6 +1,7 @@
 """`fishid audit` and the attribution list, on the tiny run's own tables."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ from conftest import REPO
 from projectrun import run_config
 
 from fishid.report.attribution import ATTRIBUTION_COLUMNS, attribution
+from fishid.tables import DOWNLOAD_COLUMNS, RECORD_COLUMNS, write_table
 
 
 def read(path):
@@ -174,3 +176,61 @@ def test_audit_of_an_unknown_name_says_what_it_accepts(tiny_project):
     assert result.returncode == 1
     known = ", ".join(sorted(tiny_config(tiny_project)["models"]))
     assert f"'Nemo' is not an image hash, a model (known: {known}) or a species" in result.stderr
+
+
+def dirty_copy(tiny_project, root):
+    """The tiny run's tables with what real sources bring: a photo listed twice (a GBIF record
+    under another licence beside the synthetic one), a record refused for its licence, an
+    image dropped as a near duplicate, and a hash sharing a kept image's first 8 characters."""
+    shutil.copytree(tiny_project / "resources/records", root / "resources/records")
+    shutil.copytree(tiny_project / "resources/downloads", root / "resources/downloads")
+    shutil.copytree(tiny_project / "results", root / "results", ignore=shutil.ignore_patterns("*.pt", "*.npz", "*.png"))
+    pair = read(root / "results/splits/pair.tsv")
+    kept = pair[pair["split"] == "val"].iloc[0]
+    clean = read(root / "results/clean/images.tsv")
+    others = clean[(clean["taxon"] == kept.taxon) & (clean["sha256"] != kept.sha256)]
+    dropped = others["sha256"].iloc[0]
+    clean.loc[clean["sha256"] == dropped, ["kept", "reason", "duplicate_of"]] = ["False", "near duplicate", kept.sha256]
+    write_table(clean, root / "results/clean/images.tsv")
+    records = pd.DataFrame(
+        [
+            record("gbif:77-1", kept.taxon, license="CC-BY-NC-4.0", rights_holder="Ann Diver"),
+            record("gbif:78-1", kept.taxon, license="CC-BY-ND-4.0", rights_holder="Ben Diver"),
+            record("gbif:79-1", kept.taxon, license="CC0-1.0"),
+        ]
+    ).reindex(columns=RECORD_COLUMNS, fill_value="")
+    write_table(records, root / "resources/records/gbif.tsv")
+    near_twin = kept.sha256[:8] + ("0" if kept.sha256[8] != "0" else "1") * 56
+    downloads = pd.DataFrame(
+        [
+            {"record_id": "gbif:77-1", "sha256": kept.sha256, "path": "x/77.jpg", "bytes": "1234"}
+            | {"content_type": "image/jpeg", "http_status": "200", "retrieved_at": "2026-12-01T10:00:00Z"},
+            {"record_id": "gbif:78-1", "error": "licence not allowed: CC-BY-ND-4.0"},
+            {"record_id": "gbif:79-1", "sha256": near_twin, "path": "x/79.jpg", "bytes": "99"},
+        ]
+    ).reindex(columns=DOWNLOAD_COLUMNS, fill_value="")
+    write_table(downloads, root / "resources/downloads/gbif.tsv")
+    return kept, dropped, near_twin
+
+
+def test_audit_of_dirty_data_shows_every_record_the_download_and_why_an_image_was_dropped(tiny_project, tmp_path):
+    kept, dropped, near_twin = dirty_copy(tiny_project, tmp_path)
+    chain = audit_json(tmp_path, kept.sha256[:9])  # a prefix one character past the shared eight
+    assert chain["sha256"] == kept.sha256
+    licences = {r["record_id"]: r["license"] for r in chain["records"]}
+    assert licences["gbif:77-1"] == "CC-BY-NC-4.0" and len(licences) >= 2
+    assert {"synthetic", "gbif"} == {r["source"] for r in chain["records"]}
+    text = fishid("audit", kept.sha256, "--root", str(tmp_path)).stdout
+    assert "licence:     CC-BY-NC-4.0   rights holder: Ann Diver" in text
+    assert "gbif:77-1 -> resources/images/x/77.jpg (1234 bytes, image/jpeg, HTTP 200, 2026-12-01T10:00:00Z)" in text
+
+    ambiguous = fishid("audit", kept.sha256[:8], "--root", str(tmp_path))
+    assert ambiguous.returncode == 1 and f"'{kept.sha256[:8]}' is the start of 2 image hashes" in ambiguous.stderr
+
+    text = fishid("audit", dropped, "--root", str(tmp_path)).stdout
+    assert f"cleaning: DROPPED (near duplicate, duplicate of {kept.sha256})" in text
+
+    species = audit_json(tmp_path, kept.taxon)
+    assert species["records_by_source_and_license"]["gbif / CC-BY-ND-4.0"] == 1
+    assert species["download_failed"] == 1 and species["dropped_by_reason"] == {"near duplicate": 1}
+    assert {"Ann Diver", "Ben Diver"} <= set(species["rights_holders"])

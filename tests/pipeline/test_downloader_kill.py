@@ -87,11 +87,12 @@ def test_a_killed_download_resumes_to_the_same_result(tmp_path):
     assert len([path for path, n in hits_after.items() if n > 1]) <= FETCH_SPEC["download"]["workers"]
 
 
-def gbif_archive(media_urls) -> bytes:
+def gbif_archive(media_urls, licences=None) -> bytes:
     """A GBIF download (Darwin Core archive) of one occurrence per photo."""
+    licences = licences or ["CC0_1_0"] * len(media_urls)
     occurrences = "gbifID\tbasisOfRecord\tlicense\tdatasetKey\tscientificName\tspecies\trightsHolder\n" + "".join(
-        f"{1000 + i}\tHUMAN_OBSERVATION\tCC0_1_0\td1\tAmphiprion clarkii (Bennett, 1830)\tAmphiprion clarkii\tX\n"
-        for i in range(len(media_urls))
+        f"{1000 + i}\tHUMAN_OBSERVATION\t{licence}\td1\tAmphiprion clarkii (Bennett, 1830)\tAmphiprion clarkii\tX\n"
+        for i, licence in enumerate(licences)
     )
     media = "gbifID\ttype\tidentifier\tlicense\n" + "".join(
         f"{1000 + i}\tStillImage\t{url}\t\n" for i, url in enumerate(media_urls)
@@ -104,11 +105,11 @@ def gbif_archive(media_urls) -> bytes:
     return buffer.getvalue()
 
 
-def download_project(root, sites):
+def download_project(root, sites, licences=None):
     """The tiny project with one source: a GBIF download whose photos the loopback server holds."""
     project = make_project(root)
     urls = [sites.add(f"/img/{i}.jpg", image_reply(i)) for i in range(IMAGES)]
-    (root / "download.zip").write_bytes(gbif_archive(urls))
+    (root / "download.zip").write_bytes(gbif_archive(urls, licences))
     config = run_config(project)
     config |= {"offline": False, "download": FETCH_SPEC["download"]}
     config["sources"] = {"gbif": {"kind": "gbif_download", "path": str(root / "download.zip")}}
@@ -162,3 +163,26 @@ def test_a_killed_snakemake_resumes_after_unlock_to_the_same_result(tmp_path):
     assert len(images) == IMAGES and not [p for p in images if p.name.startswith(".")], images
     assert all(hits_after[path] == 1 for path in stored_before)
     assert len([path for path, n in hits_after.items() if n > 1]) <= FETCH_SPEC["download"]["workers"]
+
+
+def test_a_licence_policy_change_fetches_only_the_newly_allowed_photos(tmp_path):
+    """The README: after a change of licence policy, a rerun fetches only what is new."""
+    licences = ["CC0_1_0", "CC_BY_NC_4_0"] * (IMAGES // 2)
+    with FakeSites() as sites:
+        project = download_project(tmp_path, sites, licences)
+        config = run_config(project)
+        config["licences"] = {"allow": ["CC0"], "unknown": "drop"}
+        run_config_path(project).write_text(yaml.safe_dump(config))
+        assert snakemake(project, TARGET, "--cores", "1").returncode == 0
+        first = dict(sites.hits)
+        config["licences"]["allow"] = ["CC0", "CC-BY-NC"]
+        run_config_path(project).write_text(yaml.safe_dump(config))
+        rerun = snakemake(project, TARGET, "--cores", "1")
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        second = {path: n - first.get(path, 0) for path, n in sites.hits.items()}
+    cc0 = {f"/img/{i}.jpg" for i in range(0, IMAGES, 2)}
+    assert {path for path, n in first.items() if n} == cc0
+    assert {path for path, n in second.items() if n} == {f"/img/{i}.jpg" for i in range(1, IMAGES, 2)}
+    assert all(n == 1 for n in second.values() if n)
+    table = pd.read_csv(project / TARGET, sep="\t", dtype=str, keep_default_na=False)
+    assert (table["error"] == "").all() and table["sha256"].str.len().eq(64).all()

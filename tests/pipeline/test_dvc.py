@@ -86,14 +86,49 @@ def test_restore_without_a_recorded_snapshot_says_what_to_do_first(checkout):
     assert "no snapshot recorded" in result.stderr and "run `fishid snapshot`" in result.stderr
 
 
-def test_restore_from_a_remote_without_the_data_fails_naming_what_is_missing(checkout):
+def git(root, *args):
+    subprocess.run(["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True)
+
+
+def test_restore_from_a_remote_lacking_one_image_fails_naming_it_and_replaces_nothing(checkout):
     assert fishid("snapshot", "--root", str(checkout)).returncode == 0
     shutil.rmtree(checkout / ".dvc/cache")
-    empty = checkout.parent / "empty-remote"
-    empty.mkdir()
-    result = fishid("restore", "--root", str(checkout), "--remote", str(empty))
+    # The remote loses one image's object (DVC names objects by the file's MD5).
+    image = next(p for p in sorted((checkout / "resources/images").rglob("*")) if p.is_file())
+    md5 = hashlib.md5(image.read_bytes()).hexdigest()
+    (checkout.parent / "dvc-remote/files/md5" / md5[:2] / md5[2:]).unlink()
+    # Local changes a restore would undo, to see that a failed one undoes none of them.
+    records = checkout / "resources/records/synthetic.tsv"
+    records.write_text(records.read_text() + "a local edit\n")
+    (checkout / "results/models/RI2/weights.pt").unlink()
+    result = fishid("restore", "--root", str(checkout))
     assert result.returncode == 1
-    assert "lacks the snapshot of resources/downloads, resources/images" in result.stderr
+    assert "lacks the snapshot of resources/images (Missing cache files)" in result.stderr
     assert "nothing was replaced" in result.stderr
-    # What was there is still there: a failed restore loses nothing.
-    assert (checkout / "results/models/RI2/weights.pt").is_file()
+    assert records.read_text().endswith("a local edit\n")
+    assert not (checkout / "results/models/RI2/weights.pt").exists()
+
+
+def test_an_older_commits_snapshot_comes_back_after_git_checkout(checkout):
+    """The README's `git checkout <commit> && fishid restore`, across two snapshots."""
+    first = checksums(checkout)
+    assert fishid("snapshot", "--root", str(checkout)).returncode == 0
+    git(checkout, "add", "snapshot")
+    git(checkout, "commit", "-q", "-m", "first run")
+    # A second run: one model retrained (other weights), one record file changed.
+    weights = checkout / "results/models/RI2/weights.pt"
+    weights.write_bytes(weights.read_bytes() + b"retrained")
+    records = checkout / "resources/records/synthetic.tsv"
+    records.write_text(records.read_text() + "a second run's record\n")
+    assert fishid("snapshot", "--root", str(checkout)).returncode == 0
+    git(checkout, "commit", "-q", "-am", "second run")
+    second = checksums(checkout)
+    assert second != first
+
+    git(checkout, "checkout", "-q", "HEAD~1", "--", "snapshot")
+    result = fishid("restore", "--root", str(checkout))
+    assert result.returncode == 0, result.stderr
+    assert checksums(checkout) == first
+    git(checkout, "checkout", "-q", "HEAD", "--", "snapshot")
+    assert fishid("restore", "--root", str(checkout)).returncode == 0
+    assert checksums(checkout) == second

@@ -238,3 +238,35 @@ def test_predict_says_the_models_own_label_below_its_threshold(tiny_run, tmp_pat
     assert below.any() and (~below).any()
     assert (table.loc[below, "predicted"] == "not a clownfish").all()
     assert not (table.loc[~below, "predicted"] == "not a clownfish").any()
+
+
+def test_the_best_validation_epoch_is_shown_apart_and_marked_optimistic(tiny_run):
+    workdir, config = tiny_run
+    page = (workdir / "results/report/index.html").read_text()
+    assert "best val epoch (optimistic)" in page
+    shown = 0
+    for name in config["models"]:
+        row = table_row(page, name)
+        history = pd.read_csv(workdir / "results/models" / name / "history.csv")
+        best = history.loc[history["val_acc"].idxmax()]
+        cell = f"{best['val_acc']:.3f} (epoch {int(best['epoch'])})"
+        evaluated_on = json.loads((workdir / "results/models" / name / "metrics.json").read_text())["evaluated_on"]
+        # Only where the reported numbers are validation's: a test split needs no such caveat.
+        assert (cell in row) == (evaluated_on == "val"), (name, cell, row)
+        shown += evaluated_on == "val"
+    assert shown
+
+
+def test_the_predict_folder_rule_writes_what_fishid_predict_writes(tiny_run, tmp_path):
+    workdir, _ = tiny_run
+    photos = raw_photos(workdir, "pair", "val", tmp_path / "photos")
+    target = "results/predictions/RI2.csv"
+    missing = snakemake(workdir, target, "--cores", "1")
+    assert missing.returncode != 0 and "set predict_folder (a folder of photos)" in missing.stderr
+    result = snakemake(workdir, target, "--cores", "1", "--config", f"predict_folder={photos}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "labels.csv"
+    command = [sys.executable, str(REPO / "workflow/fishid_cli.py"), "predict", "--model", "RI2", str(photos)]
+    subprocess.run([*command, "--results", str(workdir / "results"), "--out", str(out)], check=True)
+    assert (workdir / target).read_text() == out.read_text()
+    (workdir / target).unlink()

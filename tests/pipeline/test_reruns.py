@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from projectrun import planned, planned_jobs, run_config
 
 from fishid import codedeps
@@ -52,6 +53,12 @@ def edited(path, append: str):
         os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
+@pytest.fixture(scope="module")
+def every_job(tiny_project) -> set[str]:
+    """Every job of the tiny DAG (one --forceall plan for the module)."""
+    return planned(tiny_project, None, "--forceall")[1]
+
+
 def test_nothing_changed_plans_nothing(tiny_project):
     assert planned_jobs(tiny_project) == {}
 
@@ -64,8 +71,7 @@ def test_one_models_learning_rate_reruns_that_model_and_the_report(tiny_project)
     assert jobs == {"train_model[model=RI2]", "evaluate_model[model=RI2]", "plot_model[model=RI2]", "report", "all"}
 
 
-def test_a_new_exclusion_reruns_cleaning_and_downstream_but_no_listing_or_download(tiny_project):
-    _, every_job = planned(tiny_project, None, "--forceall")
+def test_a_new_exclusion_reruns_cleaning_and_downstream_but_no_listing_or_download(tiny_project, every_job):
     pair = pd.read_csv(tiny_project / "results/splits/pair.tsv", sep="\t", dtype=str)
     line = f"{pair['sha256'].iloc[0]}\tblurred beyond recognition (test)\n"
     with edited(tiny_project / "config/exclusions.tsv", line):
@@ -95,14 +101,14 @@ def test_an_edit_to_the_training_code_reruns_the_training_rules_and_downstream(t
     assert planned_jobs(tiny_project) == {}
 
 
-def test_an_edit_to_any_module_reruns_exactly_the_rules_that_run_it_and_downstream(tiny_project):
+def test_an_edit_to_any_module_reruns_exactly_the_rules_that_run_it_and_downstream(tiny_project, every_job):
     """For every module of the package: the rules whose step imports it (transitively, by
     fishid.codedeps, which tests/unit/test_codedeps.py checks against Python's imports) rerun with
     everything after them, and nothing else does."""
     root = tiny_project / "workflow"
     runs = {rule: {Path(f) for f in codedeps.step_files(root, step)} for rule, step in RULE_STEPS.items()}
     runs["list_source"] |= codedeps.closure(root, ["fishid.sources.synthetic"])  # the tiny run's one source kind
-    assert set(RULE_STEPS) >= {rule_of(job) for job in planned(tiny_project, None, "--forceall")[1]} - {"all"}
+    assert set(RULE_STEPS) >= {rule_of(job) for job in every_job} - {"all"}
     expected_plans = {}
     for module in sorted((root / "fishid").rglob("*.py")):
         rules = sorted(rule for rule, files in runs.items() if module in files)

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import REPO
-from projectrun import environment, make_project, planned, snakemake
+from projectrun import environment, make_project, planned, snakemake, snakemake_command
 
 GPU_RULES = {"train_model", "pretrain_backbone"}
 # What the tests add to the profile, for this cluster only: it has no accounting database
@@ -70,8 +70,7 @@ def cluster_problem() -> str | None:
     return None
 
 
-def require_cluster():
-    problem = cluster_problem()
+def require_cluster(problem: str | None):
     if problem is None:
         return
     if os.environ.get("CI"):
@@ -100,30 +99,61 @@ def gpu_request(job: dict) -> dict:
     return {field: job[field] for field in fields if "gpu" in job.get(field, "")}
 
 
+class ClusterRun:
+    """The tiny DAG through profiles/slurm, started in the background as soon as the session
+    knows it will run these tests (tests/conftest.py): most of its wall time is the plugin
+    waiting between status checks, which the other tests fill."""
+
+    def __init__(self, root: Path):
+        self.problem = cluster_problem()
+        if self.problem is not None:
+            return
+        self.project = make_project(root / "project")
+        shim_dir = root / "bin"
+        shim_dir.mkdir()
+        self.calls, self.marker = root / "python-calls.txt", root / "fault-injected"
+        (shim_dir / "python").write_text(
+            PYTHON_SHIM.format(calls=self.calls, marker=self.marker, python=sys.executable)
+        )
+        (shim_dir / "python").chmod(0o755)
+        env = environment()
+        env["PATH"] = f"{shim_dir}{os.pathsep}{env['PATH']}"
+        _, self.expected = planned(self.project)
+        self.log = root / "snakemake.log"
+        command = snakemake_command(self.project, "--profile", str(self.project / "profiles/slurm"), *CLUSTER_ARGS)
+        with self.log.open("w") as log:
+            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def wait(self, timeout=1500) -> tuple[int, str]:
+        returncode = self.process.wait(timeout=timeout)
+        return returncode, self.log.read_text()
+
+    def stop(self):
+        if self.problem is None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+BACKGROUND: list[ClusterRun] = []
+
+
+def start_in_background(root: Path) -> None:
+    BACKGROUND.append(ClusterRun(root))
+
+
 @pytest.fixture(scope="module")
 def slurm_run(tmp_path_factory, tiny_project):
-    require_cluster()
-    root = tmp_path_factory.mktemp("slurm")
-    project = make_project(root / "project")
-    shim_dir = root / "bin"
-    shim_dir.mkdir()
-    calls, marker = root / "python-calls.txt", root / "fault-injected"
-    (shim_dir / "python").write_text(PYTHON_SHIM.format(calls=calls, marker=marker, python=sys.executable))
-    (shim_dir / "python").chmod(0o755)
-    env = environment()
-    env["PATH"] = f"{shim_dir}{os.pathsep}{env['PATH']}"
-
-    profile = ["--profile", str(project / "profiles/slurm")]
-    _, expected = planned(project)
-    result = snakemake(project, *profile, *CLUSTER_ARGS, env=env, timeout=1500)
-    print(result.stderr[-3000:])
-    assert result.returncode == 0, result.stderr[-8000:]
+    run = BACKGROUND[0] if BACKGROUND else ClusterRun(tmp_path_factory.mktemp("slurm"))
+    require_cluster(run.problem)
+    returncode, output = run.wait()
+    print(output[-3000:])
+    assert returncode == 0, output[-8000:]
     return {
-        "project": project,
-        "expected": expected,
-        "jobs": slurm_jobs(project),
-        "calls": [line.split(" ", 2) for line in calls.read_text().splitlines()],
-        "marker": marker,
+        "project": run.project,
+        "expected": run.expected,
+        "jobs": slurm_jobs(run.project),
+        "calls": [line.split(" ", 2) for line in run.calls.read_text().splitlines()],
+        "marker": run.marker,
         "local": tiny_project,
     }
 
