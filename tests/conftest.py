@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -6,11 +7,20 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+def missing_data(path: Path, what: str):
+    """A test's data is not at `path`: skip it, saying where it was looked for; in CI
+    (CI=true), where the data is provided, fail instead, so that no test is lost unseen."""
+    message = f"{what} not found at {path} (it lives beside the checkout, never in it)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message}: CI must provide it", pytrace=False)
+    pytest.skip(message)
+
+
 @pytest.fixture
 def seed_mini():
     path = SHARED_DATA / "seed-mini"
     if not path.is_dir():
-        pytest.skip(f"real test photos not found at {path} (they live beside the checkout, never in it)")
+        missing_data(path, "the real test photos")
     return path
 
 

@@ -49,7 +49,9 @@ def run_config(project: Path) -> dict:
 
 def environment(**extra) -> dict:
     """Jobs run `python` from PATH: make it this interpreter, as `make` does with the venv."""
-    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    # CUDA_VISIBLE_DEVICES passes through: jobs train on whatever GPU the machine offers. (A
+    # run through SLURM drops it: there SLURM's grant must be what sets it, for training only.)
+    env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     return {**env, **extra}
 

@@ -117,6 +117,8 @@ class ClusterRun:
         )
         (shim_dir / "python").chmod(0o755)
         env = environment()
+        # sbatch exports the caller's environment: only SLURM's grant may set the GPU a job sees.
+        env.pop("CUDA_VISIBLE_DEVICES", None)
         env["PATH"] = f"{shim_dir}{os.pathsep}{env['PATH']}"
         _, self.expected = planned(self.project)
         self.log = root / "snakemake.log"

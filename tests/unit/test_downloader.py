@@ -7,6 +7,7 @@ from email.utils import format_datetime
 
 import pandas as pd
 import pytest
+import requests
 from fake_sites import FakeSites, Reply, html_reply, image_reply, jpeg, redirect
 from PIL import Image
 
@@ -85,15 +86,64 @@ def test_retry_after_as_an_http_date():
 
 
 def test_http_date_retry_after_is_waited_for(tmp_path):
+    # The date is 30 s ahead, far from any other wait the client makes (backoff 0.01 s); the
+    # sleep only records what the client asks for, so the test takes no 30 s.
+    waits = []
     with FakeSites() as sites:
-        soon = format_datetime(datetime.now(UTC) + timedelta(seconds=1), usegmt=True)
-        url = sites.add("/img/a", Reply(status=503, headers={"Retry-After": soon}), image_reply(1))
-        sleep = RecordingSleep()
+        sent = time.time()
+        later = format_datetime(datetime.fromtimestamp(sent, UTC) + timedelta(seconds=30), usegmt=True)
+        url = sites.add("/img/a", Reply(status=503, headers={"Retry-After": later}), image_reply(1))
         table = fetch.fetch_all(
-            records({"a": url}), tmp_path / "store", tmp_path / "j", FAST, client=web.Client(FAST, sleep=sleep)
+            records({"a": url}), tmp_path / "store", tmp_path / "j", FAST, client=web.Client(FAST, sleep=waits.append)
         )
+        done = time.time()
     assert table["error"][0] == ""
-    assert len(sleep.waits) == 1 and 0 < sleep.waits[0] <= 1.0
+    # An HTTP date names a whole second (up to 1 s before sent + 30), and the client reads it
+    # some time between sending and finishing: both bounds hold whatever the clock's fraction.
+    assert len(waits) == 1 and 29 - (done - sent) <= waits[0] <= 30
+
+
+def http_error(status, retry_after=None, url="https://api.example.org/v1/x"):
+    """What a third-party client's raise_for_status raises."""
+    response = requests.Response()
+    response.status_code, response.url = status, url
+    if retry_after is not None:
+        response.headers["Retry-After"] = retry_after
+    return requests.HTTPError(f"{status} error", response=response)
+
+
+def failing(*errors, then="answer"):
+    """A call that raises `errors` one by one, then returns `then`."""
+    remaining = list(errors)
+
+    def call():
+        if remaining:
+            raise remaining.pop(0)
+        return then
+
+    return call
+
+
+def test_a_third_party_request_is_retried_by_the_clients_rules():
+    waits = []
+    client = web.Client(web.Settings(backoff=1.0, retries=4, max_wait=30), sleep=waits.append)
+    call = failing(
+        http_error(420), http_error(429, retry_after="7"), http_error(503, retry_after="3600"), requests.ReadTimeout()
+    )
+    assert client.retry(call) == "answer"
+    # 420 backs off 1 s with jitter; Retry-After 7 is honoured, 3600 capped at max_wait; a timeout backs off 8 s.
+    assert 1.0 <= waits[0] <= 1.25 and waits[1:3] == [7, 30] and 8.0 <= waits[3] <= 10.0
+
+
+def test_a_third_party_request_fails_as_a_get_fails():
+    waits = []
+    client = web.Client(web.Settings(backoff=0.5, retries=2), sleep=waits.append)
+    with pytest.raises(web.FetchFailure, match=r"^HTTP 404 from https://api.example.org/v1/x$") as missing:
+        client.retry(failing(http_error(404)))
+    assert not missing.value.transient and waits == [], "a permanent failure is not retried"
+    with pytest.raises(web.FetchFailure, match=r"^connection failed: .* \(gave up after 3 attempts\)$"):
+        client.retry(failing(*[requests.ConnectionError("refused")] * 3))
+    assert len(waits) == 2
 
 
 def test_every_permanent_fault_leaves_a_row_with_its_error_and_nothing_in_the_store(tmp_path):
@@ -150,14 +200,33 @@ def test_connections_per_host_are_capped(tmp_path):
 
 
 def test_request_rate_per_host_is_limited(tmp_path):
-    settings = web.Settings(**{**FAST.__dict__, "rate": 20.0, "workers": 8, "per_host": 8})
-    with FakeSites() as sites:
-        urls = {f"r{i}": sites.add(f"/img/{i}", image_reply(i)) for i in range(11)}
-        started = time.monotonic()
-        fetch.fetch_all(records(urls), tmp_path / "store", tmp_path / "j", settings)
-        elapsed = time.monotonic() - started
-    # 11 requests at most 20 a second: the last starts at least 10 intervals (0.5 s) after the first.
-    assert elapsed >= 0.5
+    # 4 hosts (a server each: host:port differs) x 6 requests, interleaved, at most 10 a second
+    # per host; workers enough that none waits for a thread. A long read timeout: no retries.
+    settings = web.Settings(**{**FAST.__dict__, "rate": 10.0, "workers": 24, "per_host": 8, "read_timeout": 10})
+    arrived = {host: [] for host in range(4)}  # when each request reached its server
+
+    def noted(host, seed):
+        def reply(query):
+            arrived[host].append(time.monotonic())
+            return image_reply(seed)
+
+        return reply
+
+    with FakeSites() as a, FakeSites() as b, FakeSites() as c, FakeSites() as d:
+        servers = [a, b, c, d]
+        urls = {f"h{h}r{i}": servers[h].add(f"/img/{i}", noted(h, 6 * h + i)) for i in range(6) for h in arrived}
+        table = fetch.fetch_all(records(urls), tmp_path / "store", tmp_path / "j", settings)
+    assert (table["error"] == "").all() and all(len(times) == 6 for times in arrived.values())
+    # Each host's 6 requests are 5 intervals (0.5 s) apart at least, at the client; the margin
+    # is the first request's extra latency (a new connection) on a loaded machine.
+    for times in arrived.values():
+        assert max(times) - min(times) >= 0.35, sorted(t - min(times) for t in times)
+    # The limit is per host: one pacer for all would space the 24 requests over 2.3 s; paced per
+    # host they all arrive within about 0.5 s, and a slow machine's overhead adds far less than 0.8 s.
+    every = [t for times in arrived.values() for t in times]
+    assert max(every) - min(every) <= 1.5, {
+        h: [round(t - min(every), 3) for t in times] for h, times in arrived.items()
+    }
 
 
 def test_licence_policy_refuses_before_fetching(tmp_path):

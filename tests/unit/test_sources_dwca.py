@@ -5,7 +5,7 @@ import zipfile
 from collections import Counter
 
 import pytest
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, missing_data
 
 from fishid.sources import base as sources
 from fishid.sources import dwca
@@ -16,7 +16,7 @@ ARCHIVE = SHARED_DATA / "gbif-download-amphiprion-2018"
 @pytest.fixture
 def archive():
     if not ARCHIVE.is_dir():
-        pytest.skip(f"the real GBIF download is not at {ARCHIVE} (it lives beside the checkout, never in it)")
+        missing_data(ARCHIVE, "the real GBIF download")
     return ARCHIVE
 
 

@@ -17,11 +17,20 @@ from fishid.train import augment
 from fishid.train import loop as train
 
 ROOT = Path(__file__).resolve().parents[2]
+# Training runs on what the machine has: CUDA where it is usable, else the CPU.
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+PRECISION = "float16" if DEVICE == "cuda" else "no"
 
 
 @pytest.fixture
 def toy_cache(tmp_path):
     return make_toy_cache(tmp_path)
+
+
+@pytest.fixture
+def on_cpu(monkeypatch):
+    """Train on the CPU even where CUDA is usable: for what only the CPU promises."""
+    monkeypatch.setattr(train, "select_device", lambda: torch.device("cpu"))
 
 
 def test_study_cnn_shapes():
@@ -85,7 +94,7 @@ def test_ri_learns_and_saves_loadable_weights(toy_cache, tmp_path):
     assert list(history["epoch"]) == list(range(1, 7))
     assert history["val_acc"].iloc[-1] == 1.0
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
-    assert meta["device"] == "cpu" and meta["n_train"] == 48
+    assert meta["device"] == DEVICE and meta["n_train"] == 48
     train.save(*result, tmp_path / "w.pt", tmp_path / "h.csv", tmp_path / "m.json")
     predictions = evaluate.predict(SETTINGS, tmp_path / "w.pt", toy_cache, "val")
     assert (predictions["label"] == predictions["predicted"]).all()
@@ -93,7 +102,7 @@ def test_ri_learns_and_saves_loadable_weights(toy_cache, tmp_path):
     assert np.allclose(scores, 1, atol=1e-4)
 
 
-def test_same_seed_same_training_on_cpu(toy_cache):
+def test_same_seed_same_training_on_cpu(toy_cache, on_cpu):
     settings = {**SETTINGS, "epochs": 2}
     timings = ["seconds", "data_seconds"]
     first, second = (train.train_model(settings, toy_cache) for _ in range(2))
@@ -107,7 +116,7 @@ def test_meta_names_data_code_libraries_and_device(toy_cache):
         "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "data_seconds", "selected"
     ]  # fmt: skip
     assert meta["dataset_table_sha256"] == toy_cache["split_sha256"]
-    assert meta["device"] == "cpu" and meta["mixed_precision"] == "no" and meta["threads"] >= 1
+    assert meta["device"] == DEVICE and meta["mixed_precision"] == PRECISION and meta["threads"] >= 1
     assert meta["versions"]["torch"] == torch.__version__
     # This checkout is a git repository: the commit is named, "+dirty" when files changed.
     assert len(meta["code_version"].split("+")[0]) == 40
@@ -173,7 +182,7 @@ def test_imagenet_weights_cached_file_is_checked_then_loads(tmp_path):
         weights.ensure_imagenet_weights(tmp_path, False, FakeWeights(f"https://host/models/{bad.name}"))
 
 
-def test_cpu_bfloat16_is_a_setting_that_changes_the_numbers_not_the_learning(toy_cache):
+def test_cpu_bfloat16_is_a_setting_that_changes_the_numbers_not_the_learning(toy_cache, on_cpu):
     float32 = train.train_model(SETTINGS, toy_cache)
     bfloat16 = train.train_model({**SETTINGS, "cpu_bfloat16": True}, toy_cache)
     assert bfloat16[2]["mixed_precision"] == "bfloat16" and float32[2]["mixed_precision"] == "no"

@@ -4,6 +4,7 @@ networks are real (torchvision, open_clip) and small, with random or in-test-tra
 weights, so the real training and loading code runs offline."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -77,6 +78,20 @@ def test_threshold_is_the_best_balanced_accuracy_on_validation():
     assert list(predicted) == ["a", "b", "other", "other", "b"]
 
 
+def test_threshold_ties_go_to_the_lowest_and_balanced_accuracy_ignores_classes_only_predicted():
+    classes = ["a", "b"]
+    # The b image is wrong at any threshold: called a, or other once the threshold passes 0.6.
+    scores = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.2]])
+    choice = openset.choose_threshold(scores, ["a", "b", "other"], classes, "other", 0.95)
+    # Thresholds 0.6 and 0.9 both catch the other image and keep the a one: 2 of 3 recalls.
+    assert choice["threshold"] == 0.6 and choice["validation_balanced_accuracy"] == pytest.approx(2 / 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # b is predicted but is no image's label: a recall 1/2 and other 1, b not counted.
+        accuracy = openset.balanced_accuracy(np.array(["a", "a", "other"]), np.array(["a", "b", "other"]))
+    assert accuracy == pytest.approx(0.75)
+
+
 def test_threshold_without_other_images_keeps_the_asked_share_of_known_ones():
     scores = np.stack([np.linspace(0.5, 1.0, 20), 1 - np.linspace(0.5, 1.0, 20)], axis=1)
     choice = openset.choose_threshold(scores, ["a"] * 20, ["a", "b"], "other", 0.9)
@@ -139,6 +154,18 @@ def test_distance_threshold_separates_same_and_different_pairs():
     choice = embeddings.choose_distance_threshold(e, torch.tensor([0, 0, 1, 1]))
     assert choice["accuracy"] == choice["same_accuracy"] == choice["different_accuracy"] == 1.0
     assert 0.14 < choice["threshold"] < 1.2
+
+
+def test_distance_threshold_never_splits_tied_distances():
+    e = torch.tensor([[0.0], [1.0], [2.0], [3.0]])
+    # Distance 1: pairs (0,1) and (2,3), same class, and (1,2), different; then 2 (two
+    # different pairs) and 3 (one). Calling the three at distance 1 "same" is best.
+    choice = embeddings.choose_distance_threshold(e, torch.tensor([0, 0, 1, 1]))
+    assert choice == {"threshold": 1.5, "accuracy": 5 / 6, "same_accuracy": 1.0, "different_accuracy": 0.75}
+    # Pairs of one kind only: every pair is called that kind.
+    one_class = embeddings.choose_distance_threshold(e, torch.tensor([0, 0, 0, 0]))
+    assert one_class["threshold"] == pytest.approx(3.0) and one_class["same_accuracy"] == 1.0
+    assert embeddings.choose_distance_threshold(e, torch.tensor([0, 1, 2, 3]))["different_accuracy"] == 1.0
 
 
 def test_knn_head_votes_by_inverse_distance_and_loads_any_gallery_size():
@@ -211,12 +238,22 @@ def test_clip_zero_shot_scores_are_prompt_similarities(tmp_path, toy, clip_file)
     backbone = clip_models.from_pretraining(clip_file)
     images = torch.stack([toy["images"][i] for i, s in enumerate(toy["split"]) if s == "val"])
     inputs = (images.float() / 255 - backbone.mean.view(1, 3, 1, 1)) / backbone.std.view(1, 3, 1, 1)
+    # By hand, not with the model's helpers: the towers' raw embeddings, cosine similarity of
+    # each image to each class's written-out prompt, times CLIP's logit scale, softmax.
+    prompts = ["a photo of blue fish", "a photo of red fish"]
     with torch.no_grad():
-        image = torch.nn.functional.normalize(backbone.model.encode_image(inputs), dim=-1)
-        text = clip_models.prompt_embeddings(backbone, ["blue fish", "red fish"], "a photo of {species}")
-        expected = (backbone.model.logit_scale.exp() * image @ text.T).softmax(1)
+        image = backbone.model.encode_image(inputs).double().numpy()
+        text = backbone.model.eval().encode_text(backbone.tokenizer(prompts)).double().numpy()
+        scale = float(backbone.model.logit_scale.exp())
+    cosine = (image @ text.T) / np.outer(np.linalg.norm(image, axis=1), np.linalg.norm(text, axis=1))
+    logits = scale * cosine
+    expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
     predictions = inference.predict(settings, path, toy, "val")
-    assert np.allclose(predictions[["score:blue fish", "score:red fish"]].to_numpy(), expected.numpy(), atol=1e-4)
+    # The tiny CLIP's scores are all near 0.5: float32 agrees with this to about 1e-7, a head
+    # without the logit scale is off by about 1e-4, so the tolerance is absolute and small.
+    scores = predictions[["score:blue fish", "score:red fish"]].to_numpy()
+    assert np.allclose(scores, expected, rtol=0, atol=1e-5), np.abs(scores - expected).max()
     # The weights file holds the image tower's config: evaluation needs no backbone.
     assert torch.load(path, weights_only=True)["architecture"]["clip"]["embed_dim"] == TINY_CLIP["embed_dim"]
 
