@@ -15,7 +15,13 @@ import pytest
 from fishid.report.figure_list import MODEL_FIGURES
 
 FIGURES_PER_MODEL = len(MODEL_FIGURES)
-PROVENANCE_SECTIONS = ("Images per source and licence", "Images per species and source", "Cleaning", "Attribution")
+PROVENANCE_SECTIONS = (
+    "Images per source and licence",
+    "Images per species and source",
+    "Cleaning",
+    "Attribution",
+    "Citing the data",
+)
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Flags that keep Chromium off the network it does not have here.
 CHROMIUM_ARGS = [
@@ -27,6 +33,16 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+# How an inlined figure's bytes start: charts are PNG, photo grids WebP.
+INLINED_MAGIC = {
+    "image/png": lambda data: data.startswith(b"\x89PNG"),
+    "image/webp": lambda data: data[:4] == b"RIFF" and data[8:12] == b"WEBP",
+}
+# The page without figures, and each figure at display size: the demo's 128 figures came to
+# 2.5 MB (17.6 MB when they were inlined at full size).
+PAGE_BYTES, BYTES_PER_FIGURE = 200_000, 30_000
 
 
 class Figures(HTMLParser):
@@ -63,11 +79,17 @@ def check_report(project: Path, config: dict) -> str:
     page = (project / "results/report/index.html").read_text()
     figures = Figures()
     figures.feed(page)
-    # Every figure inlined: the page is one file a user can mail.
+    # Every figure inlined: the page is one file a user can mail, and a light one.
     assert len(figures.sources) == FIGURES_PER_MODEL * len(config["models"])
     for src in figures.sources:
-        assert src.startswith("data:image/png;base64,")
-        assert base64.b64decode(src.split(",", 1)[1]).startswith(b"\x89PNG")
+        mime, data = re.fullmatch(r"data:(image/\w+);base64,(.+)", src).groups()
+        assert INLINED_MAGIC[mime](base64.b64decode(data)), mime
+    size = (project / "results/report/index.html").stat().st_size
+    assert size < PAGE_BYTES + BYTES_PER_FIGURE * len(figures.sources), size
+    # The summary chart opens the page and names every model (its text is SVG text).
+    summary = page[page.index('<h2 id="summary">') : page.index('<h2 id="provenance">')]
+    for name in config["models"]:
+        assert re.search(rf">\s*{re.escape(html.escape(name))}\s*</text>", summary), name
     for section in PROVENANCE_SECTIONS:
         assert f"<h3>{section}</h3>" in page, section
     for dataset in config["datasets"]:
@@ -75,7 +97,19 @@ def check_report(project: Path, config: dict) -> str:
     for name, spec in config["models"].items():
         metrics = json.loads((project / "results/models" / name / "metrics.json").read_text())
         low, high = metrics["accuracy_ci95"]
-        assert low <= metrics["accuracy"] <= high
+        accuracy, n = metrics["accuracy"], metrics["n"]
+        assert accuracy == metrics["correct"] / n, name
+        # A bootstrap interval of a proportion is close to the normal approximation's (within
+        # one or two images' worth): a 68 % or 50 % interval, or a wrong resample, is not.
+        half = 1.96 * (accuracy * (1 - accuracy) / n) ** 0.5
+        slack = 1.5 / n
+        assert abs(low - max(0.0, accuracy - half)) <= slack and abs(high - min(1.0, accuracy + half)) <= slack, (
+            name,
+            accuracy,
+            n,
+            low,
+            high,
+        )
         row = table_row(page, name)
         assert f"<td>{metrics['accuracy']:.3f} [{low:.2f}, {high:.2f}]</td>" in row, (name, row)
         assert f"<td>{metrics['correct']}/{metrics['n']}</td>" in row
@@ -125,3 +159,27 @@ def render_in_chromium(report: Path, screenshot: Path) -> list:
     assert all(complete and width > 100 and height > 100 for complete, width, height in sizes), sizes
     assert screenshot.stat().st_size > 10_000
     return sizes
+
+
+def load_seconds(report: Path, repeats: int = 3) -> dict:
+    """Median seconds, over `repeats` fresh pages in one headless Chromium, from navigation start
+    to the load event and to every image decoded: what a reader waits for."""
+    from playwright.sync_api import sync_playwright
+
+    times = {"load": [], "decoded": []}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        for _ in range(repeats):
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(report.as_uri(), wait_until="load")
+            load, decoded = page.evaluate(
+                """async () => {
+                    await Promise.all(Array.from(document.images, image => image.decode()));
+                    return [performance.getEntriesByType("navigation")[0].loadEventEnd, performance.now()];
+                }"""
+            )
+            times["load"].append(load / 1000)
+            times["decoded"].append(decoded / 1000)
+            page.close()
+        browser.close()
+    return {key: sorted(values)[len(values) // 2] for key, values in times.items()}

@@ -18,9 +18,11 @@ rule plot_model:
         ENV
     params:
         out_dir=lambda wc: f"results/figures/{wc.model}",
+        embedding_map=config["report"].get("embedding_map", "tsne"),
     shell:
         "python {input.cli} plot-model --name {wildcards.model} --history {input.history}"
-        " --metrics {input.metrics} --figure-data {input.figure_data} --out-dir {params.out_dir} 2> {log}"
+        " --metrics {input.metrics} --figure-data {input.figure_data} --out-dir {params.out_dir}"
+        " --embedding-map {params.embedding_map} 2> {log}"
 
 
 rule plot_dataset:
@@ -45,9 +47,14 @@ rule plot_dataset:
         " --out {output.png} 2> {log}"
 
 
+REPORT_TEMPLATES = sorted(
+    map(str, Path(PACKAGE_DIR, "fishid/report/templates").glob("*.j2"))
+)
+
+
 rule report:
-    """One self-contained HTML page: provenance, datasets, the model comparison and every
-    figure with its caption."""
+    """One self-contained HTML page: a summary chart of every model, provenance, datasets,
+    the model comparison and every figure with its caption (at display size)."""
     input:
         clean="results/clean/images.tsv",
         records=expand("resources/records/{source}.tsv", source=config["sources"]),
@@ -56,11 +63,14 @@ rule report:
         decisions=expand("results/splits/{dataset}.decisions.tsv", dataset=DATASETS),
         metrics=expand("results/models/{model}/metrics.json", model=MODELS),
         histories=expand("results/models/{model}/history.csv", model=MODELS),
+        citation="results/provenance/citation.md",
+        derived="results/provenance/derived_dataset.tsv",
         model_figures=expand(
             "results/figures/{model}/{figure}.png", model=MODELS, figure=MODEL_FIGURES
         ),
         cli=CLI,
-        code=step_code("report"),
+        # The page's templates are code too, but not Python that codedeps could follow.
+        code=[*step_code("report"), *REPORT_TEMPLATES],
     output:
         "results/report/index.html",
     log:
@@ -79,5 +89,5 @@ rule report:
     shell:
         "python {input.cli} report --spec {params.spec:q} --clean {input.clean} --records {input.records}"
         " --downloads {input.downloads} --counts {input.counts} --decisions {input.decisions}"
-        " --metrics {input.metrics}"
+        " --metrics {input.metrics} --citation {input.citation} --derived {input.derived}"
         " --figures results/figures --out {output} 2> {log}"

@@ -1,5 +1,6 @@
 """Report figures, drawn with matplotlib from the stage tables (PNG and SVG)."""
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -149,29 +150,90 @@ def misclassified_grid(data, model: str):
     return _image_grid(data["wrong_images"], data["wrong_titles"], f"{model}: misclassified images")
 
 
-def embedding_map(data, model: str, seed: int = 0):
-    """2-D map of the model's embeddings: UMAP where installed, t-SNE otherwise."""
-    features, labels = data["features"], data["labels"]
-    try:
-        import umap
+# report.embedding_map in the config -> the name a figure gives the method.
+EMBEDDING_METHODS = {"tsne": "t-SNE", "umap": "UMAP"}
 
-        method, points = "UMAP", umap.UMAP(random_state=seed).fit_transform(features)
-    except ImportError:
+
+def embedding_points(features: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
+    """The embeddings' 2-D points by `method`, one of EMBEDDING_METHODS."""
+    if method == "umap":
+        try:
+            import umap
+        except ImportError as error:
+            raise ImportError(
+                "report.embedding_map is umap, which needs the umap-learn package "
+                "(pip install -r requirements.txt, which pins it); or set report.embedding_map: tsne"
+            ) from error
+        # UMAP needs fewer neighbours than points; a small evaluation split has few. A seed
+        # makes it run on one thread whatever n_jobs says (it warns unless told so).
+        neighbours = max(2, min(15, len(features) - 1))
+        return umap.UMAP(n_neighbors=neighbours, random_state=seed, n_jobs=1).fit_transform(features)
+    if method == "tsne":
         from sklearn.manifold import TSNE
 
         perplexity = max(2.0, min(30.0, (len(features) - 1) / 3))
-        method = "t-SNE"
-        points = TSNE(perplexity=perplexity, random_state=seed, init="pca").fit_transform(features)
+        return TSNE(perplexity=perplexity, random_state=seed, init="pca").fit_transform(features)
+    raise ValueError(f"unknown embedding map method {method!r} (known: {', '.join(EMBEDDING_METHODS)})")
+
+
+def embedding_map(data, model: str, method: str = "tsne", seed: int = 0):
+    """2-D map of the model's embeddings by t-SNE or UMAP, coloured by label."""
+    features, labels = data["features"], data["labels"]
+    points = embedding_points(features, method, seed)
     fig, ax = plt.subplots(figsize=(5, 4))
     for label in sorted(set(labels)):
         chosen = labels == label
         ax.scatter(points[chosen, 0], points[chosen, 1], s=14, label=label.replace("Amphiprion ", "A. "))
-    ax.set(xticks=[], yticks=[], title=f"{model}: embeddings ({method})")
+    ax.set(xticks=[], yticks=[], title=f"{model}: embeddings ({EMBEDDING_METHODS[method]})")
     ax.legend(fontsize=7, loc="best")
     return fig
 
 
-def model_figure(stem: str, history: pd.DataFrame, metrics: dict, data, model: str):
+def summary_chart(rows: list[dict]):
+    """Every model's accuracy with its 95 % bootstrap interval, against its majority baseline.
+    `rows`: dicts of model, accuracy, ci95 ([low, high]), majority_baseline, in the report's order."""
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.3 * len(rows)), layout="constrained")
+    positions = np.arange(len(rows))[::-1]  # the first model at the top, as in the table below
+    accuracy = np.array([row["accuracy"] for row in rows])
+    low, high = (np.array([row["ci95"][i] for row in rows]) for i in (0, 1))
+    ax.errorbar(
+        accuracy,
+        positions,
+        xerr=[accuracy - low, high - accuracy],
+        fmt="o",
+        color="tab:blue",
+        capsize=3,
+        label="accuracy [95% CI]",
+    )
+    ax.scatter(
+        [row["majority_baseline"] for row in rows],
+        positions,
+        marker="|",
+        s=200,
+        color="tab:red",
+        label="majority baseline",
+        zorder=3,
+    )
+    ax.set_yticks(positions, [row["model"] for row in rows])
+    ax.set(xlim=(0, 1.02), xlabel="accuracy on the evaluation split", ylim=(-0.7, len(rows) - 0.3))
+    ax.set_title("Every model: accuracy [95 % bootstrap interval] and majority baseline")
+    ax.grid(axis="x", alpha=0.3)
+    # Below the axes: inside, it would hide the models near the side it sits on.
+    fig.legend(loc="outside lower center", ncol=2, fontsize=8)
+    return fig
+
+
+def svg_text(fig) -> str:
+    """The figure as an SVG element to write into a page: text kept as text (findable, small)."""
+    out = io.StringIO()
+    with plt.rc_context({"svg.fonttype": "none"}):
+        fig.savefig(out, format="svg", bbox_inches="tight", metadata=_SVG_METADATA)
+    plt.close(fig)
+    svg = out.getvalue()
+    return svg[svg.index("<svg") :]
+
+
+def model_figure(stem: str, history: pd.DataFrame, metrics: dict, data, model: str, embedding_method: str = "tsne"):
     """One of fishid.report.figure_list.MODEL_FIGURES, from the model's history, metrics.json and figure data."""
     draw = {
         "curves": lambda: curves(history, model),
@@ -181,6 +243,6 @@ def model_figure(stem: str, history: pd.DataFrame, metrics: dict, data, model: s
         "thresholds": lambda: threshold_curves(metrics, model),
         "saliency": lambda: saliency_grid(data, model),
         "misclassified": lambda: misclassified_grid(data, model),
-        "embeddings": lambda: embedding_map(data, model),
+        "embeddings": lambda: embedding_map(data, model, embedding_method),
     }
     return draw[stem]()

@@ -1,57 +1,78 @@
-"""The report: one self-contained HTML file (figures inlined) with provenance, datasets,
-the model comparison and every figure with its caption."""
+"""The report: one self-contained HTML file (figures inlined) opening with a summary chart,
+then provenance, datasets, the model comparison and every figure with its caption. The page
+is templates/report.html.j2; this module turns the stage tables into the data it shows."""
 
 import base64
-import html
+import io
 import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import jinja2
 import pandas as pd
+from markupsafe import Markup
+from PIL import Image
 
 import fishid
+from fishid.report import figures
 from fishid.report.figure_list import MODEL_FIGURES
 from fishid.tables import LEAK, read_table
 
-PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>
-body {{ font-family: sans-serif; max-width: 1150px; margin: 2em auto; color: #222; }}
-table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }}
-td, th {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }}
-th {{ background: #eef; }} img {{ max-width: 100%; }} .note {{ background: #ffd; padding: 0.5em 1em; }}
-.warning {{ background: #fdd; padding: 0.5em 1em; }}
-figure {{ display: inline-block; vertical-align: top; margin: 0.5em; max-width: 48%; }}
-figure.wide {{ max-width: 98%; }} figcaption {{ font-size: 0.85em; color: #444; }}
-</style></head><body>
-<h1>{title}</h1>
-<p>Generated {generated} by fishid {version}. Every number below can be regenerated with
-<code>snakemake --profile profiles/local</code> from the configuration it names.</p>
-<nav>{nav}</nav>
-{body}
-</body></html>
-"""
+# Every value from a source (rights holders, creators, taxa, URLs, file names) reaches the page
+# through the template, which escapes it.
+TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("fishid.report", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+# CSS pixels a figure takes on the page (a 1150 px column; a figure not wide gets half of it).
+# The files on disk stay full size; the page carries them at this width, which keeps the demo's
+# 128 figures to a few MB instead of 18.
+WIDE_WIDTH, NARROW_WIDTH = 1120, 540
+# Grids of photos shrink far more as lossy WebP (quality 70: 470 kB of PNG to 40 kB, no visible
+# loss at this size); charts stay sharp as PNGs of 64 colours (a fifth smaller than 256, no banding).
+PHOTO_FIGURES = {"saliency", "misclassified"}
+PHOTO_QUALITY, CHART_COLOURS = 70, 64
 
 
-def table_html(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, escape=True, border=0, na_rep="")
+def table(frame: pd.DataFrame) -> dict:
+    """A table for the template: its column names and its cells as text (missing ones empty)."""
+    return {
+        "columns": [str(c) for c in frame.columns],
+        "rows": [["" if pd.isna(v) else str(v) for v in row] for row in frame.itertuples(index=False)],
+    }
 
 
-def inline_png(path, caption: str, wide=False) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    caption = html.escape(caption)
-    css = ' class="wide"' if wide else ""
-    return (
-        f'<figure{css}><img src="data:image/png;base64,{data}" alt="{caption}">'
-        f"<figcaption>{caption}</figcaption></figure>"
-    )
+def display_image(png: bytes, width: int, photo: bool) -> dict:
+    """The figure scaled down to `width` pixels (never up) and compressed: the data URI of an
+    <img> and its pixel size."""
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    if image.width > width:
+        image = image.resize((width, round(image.height * width / image.width)), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    if photo:
+        mime = "image/webp"
+        image.save(out, "WEBP", quality=PHOTO_QUALITY, method=6)
+    else:
+        mime = "image/png"
+        # Dithering would speckle the flat colours of a chart, which compress to almost nothing.
+        image.quantize(CHART_COLOURS, dither=Image.Dither.NONE).save(out, "PNG", optimize=True)
+    data = base64.b64encode(out.getvalue()).decode("ascii")
+    return {"src": f"data:{mime};base64,{data}", "width": image.width, "height": image.height}
+
+
+def figure(path, caption: str, wide: bool, photo: bool) -> dict:
+    image = display_image(Path(path).read_bytes(), WIDE_WIDTH if wide else NARROW_WIDTH, photo)
+    return {**image, "caption": caption, "wide": wide}
 
 
 def interval(value: float, ci) -> str:
     return f"{value:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]"
 
 
-def provenance_section(records: pd.DataFrame, downloads: pd.DataFrame, clean: pd.DataFrame) -> str:
+def provenance(records: pd.DataFrame, downloads: pd.DataFrame, clean: pd.DataFrame) -> dict:
     """Images per source, licence and species; why images were dropped; who to credit."""
     stored = records.merge(downloads[["record_id", "sha256"]], on="record_id")
     kept_hashes = set(clean.loc[clean["kept"].astype(str) == "True", "sha256"])
@@ -68,45 +89,39 @@ def provenance_section(records: pd.DataFrame, downloads: pd.DataFrame, clean: pd
         .agg(images=("sha256", "nunique"), example=("page_url", "first"))
         .reset_index()
     )
-    return "\n".join(
-        [
-            '<h2 id="provenance">Provenance</h2>',
-            "<h3>Images per source and licence</h3>",
-            table_html(by_source),
-            "<h3>Images per species and source</h3>",
-            table_html(by_species),
-            "<h3>Cleaning</h3>",
-            f"<p>{len(kept_hashes)} images kept out of {len(clean)} stored.</p>",
-            table_html(dropped) if len(dropped) else "<p>No image was dropped.</p>",
-            "<h3>Attribution</h3>",
-            "<p>Licences such as CC BY require crediting the rights holder. Per image: "
-            "<code>results/provenance/attribution.csv</code> and <code>fishid audit</code>.</p>",
-            f"<details><summary>{len(credits)} rights holder(s) and licence(s)</summary>",
-            table_html(credits),
-            "</details>",
-        ]
-    )
-
-
-def datasets_section(counts_paths, decision_paths=()) -> str:
-    leaks = {Path(p).name.removesuffix(".decisions.tsv"): leak_table(read_table(p)) for p in decision_paths}
-    parts = ['<h2 id="datasets">Datasets</h2>']
-    for path in counts_paths:
-        dataset = Path(path).name.removesuffix(".counts.tsv")
-        parts.append(f"<h3>{html.escape(dataset)}</h3>" + table_html(pd.read_csv(path, sep="\t")))
-        leaked = leaks.get(dataset)
-        if leaked is not None and len(leaked):
-            parts.append(
-                f'<p class="warning">The split this dataset was given cuts {leaked["group"].nunique()} group(s): '
-                f"{len(leaked)} image(s) are linked to an image in another role, so its numbers may be "
-                "optimistic. They were kept where the source put them.</p>" + table_html(leaked)
-            )
-    return "\n".join(parts)
+    return {
+        "by_source": table(by_source),
+        "by_species": table(by_species),
+        "kept": len(kept_hashes),
+        "stored": len(clean),
+        "dropped": table(dropped) if len(dropped) else None,
+        "credits": table(credits),
+        "holders": len(credits),
+    }
 
 
 def leak_table(decisions: pd.DataFrame) -> pd.DataFrame:
     leaked = decisions[decisions["decision"] == LEAK]
     return leaked[["group", "label", "sha256", "reason"]].sort_values(["group", "sha256"])
+
+
+def datasets(counts_paths, decision_paths=()) -> list[dict]:
+    """Each dataset's counts, and the images its given split left linked across roles (leaks)."""
+    leaks = {Path(p).name.removesuffix(".decisions.tsv"): leak_table(read_table(p)) for p in decision_paths}
+    shown = []
+    for path in counts_paths:
+        name = Path(path).name.removesuffix(".counts.tsv")
+        leaked = leaks.get(name)
+        has_leaks = leaked is not None and len(leaked) > 0
+        shown.append(
+            {
+                "name": name,
+                "counts": table(pd.read_csv(path, sep="\t")),
+                "leaks": table(leaked) if has_leaks else None,
+                "leak_groups": leaked["group"].nunique() if has_leaks else 0,
+            }
+        )
+    return shown
 
 
 def model_row(name: str, settings: dict, metrics: dict, history: pd.DataFrame, controls: dict) -> dict:
@@ -155,27 +170,78 @@ def per_species_table(metrics: dict) -> pd.DataFrame:
     )
 
 
-def embedding_paragraph(metrics: dict) -> str:
+def best_pair_threshold(metrics: dict) -> dict | None:
+    """For an embedding model, the distance threshold that best tells same species from different."""
     embedding = metrics.get("embedding")
-    if not embedding:
-        return ""
-    best = max(embedding["pairs"], key=lambda row: row["accuracy"])
-    return (
-        f"<p>Embeddings: {embedding['knn_k']}-nearest-neighbour accuracy {embedding['knn_accuracy']:.3f}; "
-        f"same/different by distance is best at threshold {best['threshold']:.1f}: accuracy {best['accuracy']:.3f} "
-        f"(same species {best['same_accuracy']:.3f}, different {best['different_accuracy']:.3f}).</p>"
-    )
+    return max(embedding["pairs"], key=lambda row: row["accuracy"]) if embedding else None
 
 
-def open_set_paragraph(metrics: dict) -> str:
-    open_set = metrics.get("open_set")
-    if not open_set:
-        return ""
-    return (
-        f"<p>Open set ('{html.escape(open_set['other_label'])}'): accuracy on known species "
-        f"{open_set['known_accuracy']:.3f}, on '{html.escape(open_set['other_label'])}' "
-        f"{open_set['other_accuracy']:.3f}; AUROC of known vs other by top known-species score "
-        f"{open_set['auroc_known_vs_other']:.3f}.</p>"
+def summary_rows(results: dict) -> list[dict]:
+    return [
+        {
+            "model": name,
+            "accuracy": metrics["accuracy"],
+            "ci95": metrics["accuracy_ci95"],
+            "majority_baseline": metrics["majority_baseline"],
+        }
+        for name, (metrics, _) in results.items()
+    ]
+
+
+def model_section(name: str, metrics: dict, figure_dir: Path) -> dict:
+    return {
+        "name": name,
+        "species": table(per_species_table(metrics)),
+        "open_set": metrics.get("open_set"),
+        "embedding": metrics.get("embedding"),
+        "best_pair": best_pair_threshold(metrics),
+        "figures": [
+            figure(figure_dir / name / f"{f.stem}.png", f"{name}: {f.caption}", f.wide, f.stem in PHOTO_FIGURES)
+            for f in MODEL_FIGURES
+        ],
+    }
+
+
+def read_results(model_dirs) -> dict:
+    """Model name -> (metrics.json, history.csv), in the order of `model_dirs`."""
+    results = {}
+    for folder in map(Path, model_dirs):
+        metrics = json.loads((folder / "metrics.json").read_text())
+        results[metrics["model"]] = (metrics, pd.read_csv(folder / "history.csv"))
+    return results
+
+
+def citing(citation_path, derived_path) -> dict | None:
+    """What the citation step wrote (results/provenance): shown as text and a table, escaped."""
+    if citation_path is None:
+        return None
+    derived = read_table(derived_path) if derived_path else pd.DataFrame()
+    return {"text": Path(citation_path).read_text(), "derived": table(derived) if len(derived) else None}
+
+
+def page(
+    config: dict, records, downloads, clean, counts_paths, decision_paths, results: dict, figure_dir, citation=None
+) -> str:
+    controls = {
+        spec["control_of"]: (name, results[name][0])
+        for name, spec in config["models"].items()
+        if spec.get("control_of") and name in results
+    }
+    used = {config["models"][n].get("backbone") for n in results}
+    return TEMPLATES.get_template("report.html.j2").render(
+        title=config["report"]["title"],
+        generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        version=fishid.__version__,
+        # matplotlib escapes the text it writes into the SVG.
+        summary=Markup(figures.svg_text(figures.summary_chart(summary_rows(results)))),
+        provenance=provenance(records, downloads, clean),
+        citation=citation,
+        datasets=datasets(counts_paths, decision_paths),
+        backbones={b: spec["description"] for b, spec in config.get("backbones", {}).items() if b in used},
+        models=table(
+            pd.DataFrame([model_row(n, config["models"][n], m, h, controls) for n, (m, h) in results.items()])
+        ),
+        sections=[model_section(name, metrics, Path(figure_dir)) for name, (metrics, _) in results.items()],
     )
 
 
@@ -189,60 +255,22 @@ def build(
     figure_dir,
     out_path,
     decision_paths=(),
+    citation_path=None,
+    derived_path=None,
 ):
     """`model_dirs` hold each model's metrics.json and history.csv; every file names what it
     belongs to, so the order of the paths does not matter."""
     records = pd.concat([read_table(p) for p in record_paths])
     downloads = pd.concat([read_table(p) for p in download_paths])
-    body = [
-        provenance_section(records, downloads, read_table(clean_path)),
-        datasets_section(counts_paths, decision_paths),
-    ]
-
-    results = {}
-    for folder in map(Path, model_dirs):
-        metrics = json.loads((folder / "metrics.json").read_text())
-        results[metrics["model"]] = (metrics, pd.read_csv(folder / "history.csv"))
-    controls = {
-        spec["control_of"]: (name, results[name][0])
-        for name, spec in config["models"].items()
-        if spec.get("control_of") and name in results
-    }
-    rows = [model_row(n, config["models"][n], m, h, controls) for n, (m, h) in results.items()]
-    body.append('<h2 id="models">Models</h2>')
-    backbones = config.get("backbones", {})
-    used = {config["models"][n].get("backbone") for n in results}
-    body.extend(
-        f'<p class="note">Backbone <b>{html.escape(b)}</b>: {html.escape(spec["description"])}</p>'
-        for b, spec in backbones.items()
-        if b in used
+    html = page(
+        config,
+        records,
+        downloads,
+        read_table(clean_path),
+        counts_paths,
+        decision_paths,
+        read_results(model_dirs),
+        figure_dir,
+        citing(citation_path, derived_path),
     )
-    body.append(
-        "<p>Intervals are 95 % percentile bootstrap intervals over the evaluation images. "
-        "Numbers come from the test split where a dataset has one (the epoch chosen on validation), "
-        "otherwise from validation at the last epoch; the best validation epoch is shown apart, "
-        "as the study reported it, and is optimistic.</p>"
-    )
-    body.append(table_html(pd.DataFrame(rows)))
-
-    figure_dir = Path(figure_dir)
-    for name, (metrics, _) in results.items():
-        body.append(f'<h3 id="model-{html.escape(name)}">{html.escape(name)}</h3>')
-        body.append(table_html(per_species_table(metrics)))
-        body.append(open_set_paragraph(metrics))
-        body.append(embedding_paragraph(metrics))
-        for figure in MODEL_FIGURES:
-            body.append(inline_png(figure_dir / name / f"{figure.stem}.png", f"{name}: {figure.caption}", figure.wide))
-
-    nav = " · ".join(
-        f'<a href="#{anchor}">{label}</a>'
-        for anchor, label in [("provenance", "Provenance"), ("datasets", "Datasets"), ("models", "Models")]
-    )
-    page = PAGE.format(
-        title=html.escape(config["report"]["title"]),
-        generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        version=fishid.__version__,
-        nav=nav,
-        body="\n".join(body),
-    )
-    Path(out_path).write_text(page)
+    Path(out_path).write_text(html)
