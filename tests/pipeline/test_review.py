@@ -1,0 +1,150 @@
+"""`fishid review` in headless Chromium on the tiny run's outputs: filter, audit, decide
+(both config tables written, the dry run plans only what depends on them), predict (the
+labels `fishid predict` gives), and a screenshot of each page (docs/review/ when
+FISHID_REVIEW_SCREENSHOTS=1)."""
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import threading
+
+import pandas as pd
+import pytest
+from conftest import REPO
+from projectrun import planned
+from reportcheck import CHROMIUM, CHROMIUM_ARGS
+from werkzeug.serving import make_server
+
+from fishid.review.app import create_app
+from fishid.tables import read_table
+
+DECISION_FILES = ["config/exclusions.tsv", "config/relabels.tsv"]
+UPSTREAM = {"list_source", "fetch_images"}
+
+
+@contextlib.contextmanager
+def restored(project, names):
+    """Put the files back byte for byte, with their modification times (Snakemake's trigger)."""
+    saved = {n: ((project / n).read_bytes(), (project / n).stat()) for n in names}
+    try:
+        yield
+    finally:
+        for name, (data, stat) in saved.items():
+            (project / name).write_bytes(data)
+            os.utime(project / name, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+@contextlib.contextmanager
+def serving(project):
+    app = create_app(project, configfiles=["config/run.yaml"])
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+
+
+def chromium_or_skip():
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing in CI: .ci/run must install Debian's chromium package")
+        pytest.skip("chromium not installed (apt-get install chromium); CI installs it and runs this test")
+
+
+def shots_folder(tmp_path):
+    return REPO / "docs/review" if os.environ.get("FISHID_REVIEW_SCREENSHOTS") else tmp_path
+
+
+def decide(page, form, timeout=240_000):
+    with page.expect_navigation(timeout=timeout):
+        page.click(f"form#{form} button")
+    return {
+        row.query_selector("td.rule").inner_text(): int(row.query_selector_all("td")[1].inner_text())
+        for row in page.query_selector_all("#plan tr")
+        if row.query_selector("td.rule")
+    }
+
+
+def test_review_app_in_chromium(tiny_project, tmp_path):
+    chromium_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    shots = shots_folder(tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    clean = read_table(tiny_project / "results/clean/images.tsv")
+    kept = clean[clean["kept"] == "True"]
+    species = sorted(set(kept["taxon"]))[0]
+    excluded, relabelled = sorted(kept[kept["taxon"] == species]["sha256"])[:2]
+    new_label = sorted(set(kept["taxon"]) - {species})[0]
+
+    with restored(tiny_project, DECISION_FILES), serving(tiny_project) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 800})
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("dialog", lambda dialog: dialog.accept())
+
+        page.goto(url)
+        page.screenshot(path=shots / "dataset.png")
+        with page.expect_navigation():
+            page.select_option("select[name=species]", species)
+        assert [h.inner_text() for h in page.query_selector_all("h2.species")] == [species]
+        named = clean["taxon"].where(clean["taxon"] != "", clean["listed_as"])
+        assert len(page.query_selector_all(".thumb")) == (named == species).sum()
+
+        page.click(f'.thumb[data-sha256="{excluded}"] a')
+        assert page.inner_text("#audit").startswith(f"image {excluded}")
+        page.screenshot(path=shots / "audit.png", full_page=True)
+        page.fill("form#exclude input[name=reason]", "blurred (test)")
+        shown = decide(page, "exclude")
+        page.screenshot(path=shots / "decided.png")
+
+        page.goto(f"{url}/image/{relabelled}")
+        page.select_option("form#relabel select[name=label]", new_label)
+        page.fill("form#relabel input[name=reason]", "bars counted again (test)")
+        shown_after_relabel = decide(page, "relabel")
+
+        exclusions = read_table(tiny_project / "config/exclusions.tsv")
+        relabels = read_table(tiny_project / "config/relabels.tsv")
+        assert exclusions.values.tolist() == [[excluded, "blurred (test)"]]
+        assert relabels[["id", "label", "reason"]].values.tolist() == [
+            [relabelled, new_label, "bars counted again (test)"]
+        ]
+        counts, _ = planned(tiny_project)
+        assert shown == shown_after_relabel == counts
+        assert counts["clean_images"] == 1 and not set(counts) & UPSTREAM
+
+        for name, path in [("queues", "/queues"), ("models", "/models/TL3o")]:
+            page.goto(url + path)
+            page.screenshot(path=shots / f"{name}.png", full_page=name == "models")
+
+        photos = tmp_path / "photos"
+        photos.mkdir()
+        test_images = read_table(tiny_project / "results/splits/trio_other.tsv").sort_values("sha256").head(3)
+        for path in test_images["derived_path"]:
+            shutil.copy(tiny_project / "results/clean/derived" / path, photos / os.path.basename(path))
+        page.goto(f"{url}/predict")
+        page.select_option("select[name=model]", "TL3o")
+        page.set_input_files("input[name=photos]", sorted(map(str, photos.iterdir())))
+        with page.expect_navigation(timeout=120_000):
+            page.click("form#predict button")
+        page.screenshot(path=shots / "predict.png")
+        headers = [th.inner_text() for th in page.query_selector_all("#predictions th")]
+        rows = [
+            [td.inner_text() for td in tr.query_selector_all("td")] for tr in page.query_selector_all("#predictions tr")
+        ]
+        shown_labels = {r[headers.index("file")]: r[headers.index("predicted")] for r in rows if r}
+        browser.close()
+    assert errors == []
+
+    command = [sys.executable, str(REPO / "workflow/fishid_cli.py"), "predict", "--model", "TL3o", str(photos)]
+    result = subprocess.run(command, cwd=tiny_project, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    cli = pd.read_csv(pd.io.common.StringIO(result.stdout), dtype=str, keep_default_na=False)
+    assert shown_labels == dict(zip(cli["file"], cli["predicted"])) and len(shown_labels) == 3
+    # Decisions undone, mtimes included: nothing to rerun.
+    assert planned(tiny_project)[0] == {}

@@ -1,0 +1,253 @@
+"""The review app (Flask): pages over the run's tables, and the two decisions it may write.
+
+Reads results/ and resources/ only; writes config/exclusions.tsv and config/relabels.tsv
+(fishid.review.decisions). Every page is a Jinja2 template with autoescaping: fields from
+sources (rights holders, titles) are shown as text, whatever they hold.
+"""
+
+import hmac
+import io
+import secrets
+import uuid
+import zlib
+from pathlib import Path
+
+import yaml
+from flask import Flask, abort, redirect, render_template, request, send_file, url_for
+
+from fishid.clean.stage import NOT_A_FISH
+from fishid.report import audit
+from fishid.review import decisions, files, plan, uploads, views
+
+TOKEN_COOKIE = "fishid_review_token"
+MAX_REQUEST_BYTES = 200 * 1024 * 1024
+
+
+def read_config(root, configfiles=()) -> dict:
+    """The configuration as Snakemake would read it: the given files merged in order, else
+    config/config.yaml."""
+    paths = [Path(root, p) for p in configfiles] or [Path(root, "config/config.yaml")]
+    config = {}
+    for path in paths:
+        config = _merged(config, yaml.safe_load(path.read_text()) or {})
+    return config
+
+
+def _merged(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def create_app(root, configfiles=(), access_token: str | None = None, max_file_bytes: int = uploads.MAX_FILE_BYTES):
+    root = Path(root).resolve()
+    app = Flask(__name__)
+    app.config.update(
+        ROOT=root,
+        CONFIGFILES=list(configfiles),
+        ACCESS_TOKEN=access_token,
+        CSRF_TOKEN=secrets.token_urlsafe(24),
+        MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,
+        MAX_FILE_BYTES=max_file_bytes,
+    )
+    # A stable colour per species on the embedding map.
+    app.jinja_env.filters["hash_hue"] = lambda text: zlib.crc32(str(text).encode()) % 360
+    results = {}  # the Predict page's tables by id, for their CSV and JSON export
+
+    def config() -> dict:
+        return read_config(root, app.config["CONFIGFILES"])
+
+    def decision_paths() -> tuple[Path, Path]:
+        clean = config()["clean"]
+        return root / clean["exclusions"], root / clean.get("relabels", "config/relabels.tsv")
+
+    def provenance():
+        return audit.load(root)
+
+    @app.before_request
+    def check_tokens():
+        wanted = app.config["ACCESS_TOKEN"]
+        if wanted:
+            given = request.args.get("token") or request.cookies.get(TOKEN_COOKIE) or ""
+            if not hmac.compare_digest(given.encode(), wanted.encode()):
+                abort(403, "this server needs its access token (the URL `fishid review` printed)")
+        if request.method == "POST":
+            given = request.form.get("csrf", "")
+            if not hmac.compare_digest(given.encode(), app.config["CSRF_TOKEN"].encode()):
+                abort(403, "missing or wrong CSRF token: reload the page and try again")
+
+    @app.after_request
+    def headers(response):
+        # Scripts only from this app's own file; no frames, no sniffing of served files.
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
+        )
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        token = app.config["ACCESS_TOKEN"]
+        if token and request.args.get("token") == token:
+            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict")
+        return response
+
+    @app.errorhandler(400)
+    @app.errorhandler(403)
+    @app.errorhandler(404)
+    @app.errorhandler(413)
+    def error(e):
+        return render_template("error.html", code=e.code, message=e.description), e.code
+
+    @app.context_processor
+    def common():
+        return {"csrf": app.config["CSRF_TOKEN"], "NOT_A_FISH": NOT_A_FISH}
+
+    @app.get("/")
+    def dataset():
+        prov = provenance()
+        table = views.images(prov)
+        query = {k: request.args.get(k, "") for k in ("species", "source", "license", "role", "status", "reason")}
+        chosen = views.filtered(table, query)
+        return render_template(
+            "dataset.html",
+            choices=views.filter_choices(table, prov),
+            query=query,
+            groups=views.grouped(chosen),
+            matching=len(chosen),
+            total=len(table),
+            shown=min(len(chosen), views.SHOWN),
+        )
+
+    @app.get("/image/<sha256>")
+    def image(sha256):
+        prov = provenance()
+        try:
+            kind, chain = audit.audit(prov, sha256)
+        except ValueError as problem:
+            abort(404, str(problem))
+        if kind != "image":
+            abort(404, f"{sha256} is not an image")
+        table = views.images(prov)
+        row = table[table["sha256"] == chain["sha256"]].to_dict("records")
+        return render_template(
+            "image.html",
+            chain=chain,
+            row=row[0] if row else {},
+            text=audit.format_image(chain),
+            species=views.species_of_config(config(), table),
+        )
+
+    @app.post("/decide")
+    def decide():
+        sha256 = request.form.get("sha256", "")
+        prov = provenance()
+        if sha256 not in set(prov.clean["sha256"]):
+            abort(400, "no such image in results/clean/images.tsv")
+        exclusions, relabels = decision_paths()
+        action = request.form.get("action")
+        try:
+            if action == "exclude":
+                decisions.exclude(exclusions, sha256, request.form.get("reason", ""))
+                written = exclusions
+            elif action == "relabel":
+                species = views.species_of_config(config(), views.images(prov))
+                decisions.relabel(
+                    relabels, sha256, request.form.get("label", ""), request.form.get("reason", ""), species
+                )
+                written = relabels
+            else:
+                abort(400, "action must be exclude or relabel")
+        except ValueError as problem:
+            abort(400, str(problem))
+        dry_run = plan.planned(root, app.config["CONFIGFILES"])
+        return render_template(
+            "decided.html", sha256=sha256, action=action, written=written.relative_to(root), plan=dry_run
+        )
+
+    @app.get("/queues")
+    def queues():
+        prov = provenance()
+        return render_template("queues.html", queues=views.queues(views.images(prov), views.label_issues(root)))
+
+    @app.get("/models")
+    def models():
+        prov = provenance()
+        return render_template("models.html", models=prov.models)
+
+    @app.get("/models/<name>")
+    def model(name):
+        prov = provenance()
+        if name not in prov.models:
+            abort(404, f"no model {name} under results/models")
+        table = views.images(prov)
+        return render_template(
+            "model.html",
+            name=name,
+            metrics=prov.models[name].get("metrics", {}),
+            mistakes=views.model_mistakes(prov, name, table),
+            points=views.embedding_points(root, prov, name),
+        )
+
+    def predictable_models() -> list[str]:
+        folder = root / "results/models"
+        return sorted(p.parent.name for p in folder.glob("*/weights.pt") if (p.parent / "meta.json").exists())
+
+    @app.get("/predict")
+    def predict_page():
+        return render_template("predict.html", models=predictable_models(), table=None, problems=[])
+
+    @app.post("/predict")
+    def predict_run():
+        name = request.form.get("model", "")
+        if name not in predictable_models():
+            abort(400, f"no trained model {name!r}")
+        model_dir = root / "results/models" / name
+        sent = [(f.filename or "upload", f.read()) for f in request.files.getlist("photos") if f.filename]
+        folder = request.form.get("folder", "").strip()
+        problems = uploads.refusals(sent, app.config["MAX_FILE_BYTES"])
+        if not sent and not folder:
+            problems.append("choose photos to upload or give a folder")
+        if problems:
+            page = render_template("predict.html", models=predictable_models(), table=None, problems=problems)
+            return page, 400
+        try:
+            table = uploads.predict_uploads(model_dir, sent) if sent else uploads.predict_path(model_dir, folder)
+        except FileNotFoundError as problem:
+            page = render_template("predict.html", models=predictable_models(), table=None, problems=[str(problem)])
+            return page, 400
+        key = uuid.uuid4().hex
+        results[key] = table
+        return render_template(
+            "predict.html",
+            models=predictable_models(),
+            table=table.to_dict("records"),
+            columns=list(table.columns),
+            key=key,
+            model=name,
+            problems=[],
+        )
+
+    @app.get("/predict/<key>.<kind>")
+    def predict_export(key, kind):
+        if key not in results or kind not in ("csv", "json"):
+            abort(404, "no such result (they last as long as the server)")
+        table = results[key]
+        if kind == "csv":
+            data = table.to_csv(index=False, float_format="%.6f").encode()
+            mimetype = "text/csv"
+        else:
+            data = table.to_json(orient="records", indent=2).encode()
+            mimetype = "application/json"
+        return send_file(io.BytesIO(data), mimetype=mimetype, as_attachment=True, download_name=f"predictions.{kind}")
+
+    @app.get("/file/<area>/<path:relative>")
+    def file(area, relative):
+        target = files.served_file(root, area, relative)
+        if target is None:
+            abort(404, "not an image of the store or the results folder")
+        return send_file(target)
+
+    @app.get("/go")
+    def go():
+        return redirect(url_for("image", sha256=request.args.get("q", "").strip()))
+
+    return app
