@@ -3,7 +3,7 @@
 import io
 import zipfile
 
-from fake_sites import json_reply
+from fake_sites import Reply, json_reply
 
 CLARKII = {"key": "4QHKG", "name": "Amphiprion clarkii (Bennett, 1830)", "canonicalName": "Amphiprion clarkii"}
 CLARKII["rank"] = "SPECIES"
@@ -95,3 +95,21 @@ def photo_page(species, photos):
         for code, who in photos
     )
     return f"<html><body><h1>Pictures of <i>{species}</i></h1><table><tr>{cells}</tr></table></body></html>"
+
+
+# GBIF's occurrence download API: a request answers a key; the download's metadata tells its
+# status (PREPARING, RUNNING, SUCCEEDED, or FAILED...) and, once built, its DOI.
+DOWNLOAD_KEY = "0001234-240501101010101"
+DOWNLOAD_DOI = "10.15468/dl.x7k2pq"
+DOWNLOAD_PATH = "/v1/occurrence/download/request"
+
+
+def download_key(key=DOWNLOAD_KEY) -> Reply:
+    return Reply(status=201, body=key.encode("ascii"), content_type="text/plain")
+
+
+def download_meta(status, key=DOWNLOAD_KEY, doi=DOWNLOAD_DOI) -> Reply:
+    meta = {"key": key, "status": status, "created": "2024-05-01T10:10:10.000+00:00", "size": 1}
+    if status == "SUCCEEDED":
+        meta |= {"doi": doi, "totalRecords": 2, "downloadLink": f"https://api.gbif.org{DOWNLOAD_PATH}/{key}.zip"}
+    return json_reply(meta)

@@ -18,3 +18,31 @@ rule attribution:
     shell:
         "python {input.cli} attribution --records {input.records} --downloads {input.downloads}"
         " --clean {input.clean} --splits {input.splits} --out {output} 2> {log}"
+
+
+rule citation:
+    """How to cite the data the datasets use: each GBIF download's DOI, each other source's
+    terms, and the rows of GBIF's derived-dataset form (images per GBIF datasetKey)."""
+    input:
+        records=expand("resources/records/{source}.tsv", source=config["sources"]),
+        downloads=expand("resources/downloads/{source}.tsv", source=config["sources"]),
+        splits=expand("results/splits/{dataset}.tsv", dataset=DATASETS),
+        cli=CLI,
+        code=step_code("citation"),
+    output:
+        citation="results/provenance/citation.md",
+        derived="results/provenance/derived_dataset.tsv",
+    log:
+        "logs/citation.log",
+    benchmark:
+        "benchmarks/citation.tsv"
+    conda:
+        ENV
+    params:
+        # The downloads' keys and DOIs are read from the listing's records of them
+        # (gbif_request.download_of); a new download changes the records table too.
+        sources=as_json(config["sources"]),
+    shell:
+        "python {input.cli} citation --spec {params.sources:q} --records {input.records}"
+        " --downloads {input.downloads} --splits {input.splits} --out {output.citation}"
+        " --derived {output.derived} 2> {log}"

@@ -3,7 +3,8 @@
 The archive is read where it lies, zipped or extracted, by the header rows of its
 tab-separated `occurrence.txt` and `multimedia.txt` (joined on `gbifID`), so an archive
 whose `meta.xml` was lost still reads. A user online may give the download's key
-instead of a path: pygbif fetches the zip once into `cache` (default resources/gbif).
+instead of a path, or a `request` that asks GBIF for a new download: pygbif fetches the
+zip once into `cache` (default resources/gbif), when GBIF has built it (gbif_request).
 """
 
 from __future__ import annotations
@@ -11,15 +12,14 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import os
-import tempfile
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
 from fishid import licences
+from fishid.sources import gbif_request
 from fishid.sources.base import Context, Listing
-from fishid.sources.gbif import GBIF_ROOT, api_root, asking, canonical
+from fishid.sources.gbif import canonical
 
 log = logging.getLogger(__name__)
 OCCURRENCE_FIELDS = ["gbifID", "basisOfRecord", "license", "datasetKey", "scientificName"]
@@ -86,37 +86,13 @@ def read_archive(archive) -> list[dict]:
     return records
 
 
-def fetch_download(key: str, cache, context: Context, api: str = GBIF_ROOT) -> Path:
-    """The zip of GBIF download `key`, fetched once with pygbif into `cache`."""
-    from pygbif import occurrences
-
-    target = Path(cache, f"{key}.zip")
-    if target.is_file() and zipfile.is_zipfile(target):
-        return target
-    if context.offline:
-        raise ValueError(f"GBIF download {key} is not at {target} and the configuration says offline: true")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    settings = context.client.settings
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp, api_root(api):
-        timeout = (settings.connect_timeout, settings.read_timeout)
-        result = asking(
-            context.client,
-            lambda: occurrences.download_get(key, path=tmp, timeout=timeout),
-            f"gbif: fetching download {key}",
-        )
-        path = Path(result["path"])
-        if not zipfile.is_zipfile(path):
-            raise ValueError(f"gbif: download {key} did not arrive as a zip file")
-        # Renamed into place whole, so a killed run never leaves half a zip that looks done.
-        os.replace(path, target)
-    return target
-
-
 def list_records(spec: dict, context: Context) -> Listing:
     if spec.get("path"):
         archive = Path(spec["path"])
+    elif spec.get("request"):
+        archive = gbif_request.requested_archive(context.name, spec, context)
     else:
-        archive = fetch_download(spec["key"], spec.get("cache", "resources/gbif"), context, spec.get("api", GBIF_ROOT))
+        archive = gbif_request.fetch_download(spec["key"], context, spec)
     records = read_archive(archive)
     notes = {}
     taxa = {r["taxon"] for r in records}
