@@ -1,9 +1,52 @@
+# The per-image work (decode, measure, hash, derived copy) is cached per SHA-256 in
+# results/clean/measures. With clean.shards above one it runs in that many clean_shard jobs
+# (by SHA-256 prefix), and clean_images gathers their tables and makes the decisions across
+# images; with one, clean_images does it all.
+CLEAN_INPUTS = {
+    "records": expand("resources/records/{source}.tsv", source=config["sources"]),
+    "downloads": expand("resources/downloads/{source}.tsv", source=config["sources"]),
+}
+CLEAN_CACHE = "results/clean/measures"
+
+
+rule clean_shard:
+    """Decode, measure, hash and derive one shard's images (through the per-image cache)."""
+    input:
+        **CLEAN_INPUTS,
+        cli=CLI,
+        code=step_code("clean-shard"),
+    output:
+        "results/clean/shards/{shard}.tsv",
+    log:
+        "logs/clean_shard/{shard}.log",
+    benchmark:
+        "benchmarks/clean_shard/{shard}.tsv"
+    wildcard_constraints:
+        shard=r"\d+-of-\d+",
+    conda:
+        ENV
+    threads: 2
+    params:
+        store=STORE,
+        cache=CLEAN_CACHE,
+        spec=per_image_spec(),
+        shard=shard_args,
+    shell:
+        "python {input.cli} clean-shard --records {input.records} --downloads {input.downloads}"
+        " --store {params.store} --cache {params.cache} --shard {params.shard} --spec {params.spec:q}"
+        " --threads {threads} --out {output} 2> {log}"
+
+
 rule clean_images:
     """Decode, verify and convert every stored image; drop what is unusable, with a reason."""
     input:
-        records=expand("resources/records/{source}.tsv", source=config["sources"]),
-        downloads=expand("resources/downloads/{source}.tsv", source=config["sources"]),
+        **CLEAN_INPUTS,
+        shards=expand(
+            "results/clean/shards/{shard}.tsv",
+            shard=shard_names(CLEAN_SHARDS) if CLEAN_SHARDS > 1 else [],
+        ),
         exclusions=config["clean"]["exclusions"],
+        relabels=config["clean"].get("relabels", "config/relabels.tsv"),
         cli=CLI,
         code=step_code("clean"),
     output:
@@ -19,7 +62,10 @@ rule clean_images:
     params:
         store=STORE,
         spec=as_json(config["clean"]),
+        shards=lambda wildcards, input: (
+            f"--shard-tables {' '.join(input.shards)}" if input.shards else ""
+        ),
     shell:
         "python {input.cli} clean --records {input.records} --downloads {input.downloads}"
-        " --exclusions {input.exclusions} --store {params.store} --derived {output.derived}"
-        " --spec {params.spec:q} --threads {threads} --out {output.table} 2> {log}"
+        " --exclusions {input.exclusions} --relabels {input.relabels} --store {params.store} --derived {output.derived}"
+        " {params.shards} --spec {params.spec:q} --threads {threads} --out {output.table} 2> {log}"

@@ -124,3 +124,26 @@ def backbone_spec(settings):
     if settings["arch"] == "ri" or name == "random":
         return {}
     return backbone_settings(config, name)
+
+
+# Shards: the per-image work of downloading (per source) and cleaning, split into this many
+# jobs (download: by record id hash; clean: by SHA-256 prefix); one (default) keeps one job.
+# Taken out of the configuration (validated above): the count changes the jobs, not any
+# step's settings or results, so no rule's params see it.
+DOWNLOAD_SHARDS = config.get("download", {}).pop("shards", 1)
+CLEAN_SHARDS = config["clean"].pop("shards", 1)
+
+
+def shard_names(count):
+    return [f"{index}-of-{count}" for index in range(count)]
+
+
+def shard_args(wildcards):
+    """`INDEX COUNT` of a shard wildcard such as 2-of-4."""
+    return wildcards.shard.replace("-of-", " ")
+
+
+def per_image_spec():
+    """The clean settings the per-image work reads (fishid.clean.stage.PER_IMAGE_SETTINGS)."""
+    names = ["max_side", "min_side", "max_pixels"]
+    return as_json({k: v for k, v in config["clean"].items() if k in names})

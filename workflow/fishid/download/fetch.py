@@ -10,6 +10,7 @@ The licence policy is applied here: a refused record is not fetched, and its row
 why in `error`.
 """
 
+import hashlib
 import io
 import json
 import logging
@@ -263,11 +264,51 @@ def needs_network(records: pd.DataFrame) -> pd.Series:
     return records["media_url"].map(lambda url: urlparse(url).scheme in NETWORK_SCHEMES)
 
 
-def run(records_path, table_path, store_root, spec: dict | None = None, offline: bool = False) -> pd.DataFrame:
-    """The download stage of one source: `spec` holds `download` settings and the `licences` policy."""
+def shard_of(record_id: str, shards: int) -> int:
+    """The shard a record is fetched in: the first 8 hex digits of its id's SHA-256, modulo."""
+    return int(hashlib.sha256(record_id.encode("utf-8", "surrogateescape")).hexdigest()[:8], 16) % shards
+
+
+def gather(records_path, shard_paths, table_path) -> pd.DataFrame:
+    """The source's download table from its shards' tables, in the records' order (the same
+    bytes as one unsharded run's table)."""
+    records = read_table(records_path, RECORD_COLUMNS)
+    rows = pd.concat([read_table(p, DOWNLOAD_COLUMNS) for p in shard_paths], ignore_index=True)
+    missing = sorted(set(records["record_id"]) - set(rows["record_id"]))
+    if missing or rows["record_id"].duplicated().any():
+        raise ValueError(
+            f"the shard tables of {records_path} do not hold each record once ({len(missing)} missing, "
+            f"first {missing[:1]}): rerun its fetch shards"
+        )
+    table = rows.set_index("record_id").loc[records["record_id"]].reset_index()
+    write_table(table, table_path, DOWNLOAD_COLUMNS)
+    return table
+
+
+def run(
+    records_path,
+    table_path,
+    store_root,
+    spec: dict | None = None,
+    offline: bool = False,
+    shard: tuple[int, int] | None = None,
+    journal=None,
+) -> pd.DataFrame:
+    """The download stage of one source: `spec` holds `download` settings and the `licences` policy.
+
+    With `shard` (index, count), only the records of that shard (shard_of) are fetched and
+    listed in `table_path`; shards share the source's `journal` (default: beside the table),
+    which the store's lock keeps to one writer at a time."""
     spec = spec or {}
     records = read_table(records_path, RECORD_COLUMNS)
-    journal = Path(str(table_path) + ".journal")
+    listed = records["record_id"]
+    if shard is not None:
+        index, count = shard
+        if not 0 <= index < count:
+            raise ValueError(f"shard {index} of {count}: want 0 <= index < count")
+        records = records[[shard_of(r, count) == index for r in listed]]
+        log.info("shard %d of %d: %d of %d record(s)", index, count, len(records), len(listed))
+    journal = Path(journal) if journal is not None else Path(str(table_path) + ".journal")
     settings = web.Settings.from_spec(spec.get("download"))
     policy = licences.check_policy(spec.get("licences"))
     with store.locked(store_root, lambda: log.info("another fetch holds the store %s; waiting for it", store_root)):
@@ -286,5 +327,5 @@ def run(records_path, table_path, store_root, spec: dict | None = None, offline:
                     )
         table = _fetch_all(records, store_root, journal, settings, policy, True, None, None)
         write_table(table, table_path, DOWNLOAD_COLUMNS)
-        compact_journal(journal, store_root, records["record_id"])
+        compact_journal(journal, store_root, listed)
     return table
