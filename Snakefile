@@ -25,9 +25,13 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/provenance.smk"
+include: "workflow/rules/review.smk"
 
 
 rule all:
     input:
         "results/report/index.html",
         "results/provenance/attribution.csv",
+        "results/provenance/citation.md",
+        "results/provenance/derived_dataset.tsv",
+        "results/review/label_issues.tsv",

@@ -19,7 +19,9 @@ from fishid import codedeps
 RULE_STEPS = {
     "list_source": "list",
     "fetch_images": "fetch",
+    "fetch_shard": "fetch",
     "clean_images": "clean",
+    "clean_shard": "clean-shard",
     "split_dataset": "split",
     "cache_images": "cache",
     "pretrain_backbone": "pretrain",
@@ -29,6 +31,8 @@ RULE_STEPS = {
     "plot_dataset": "plot-dataset",
     "report": "report",
     "attribution": "attribution",
+    "citation": "citation",
+    "label_issues": "label-issues",
 }
 
 

@@ -33,11 +33,18 @@ def cmd_list(args):
 def cmd_fetch(args):
     from fishid.download import fetch
 
-    table = fetch.run(args.records, args.out, args.store, args.spec, args.offline)
+    table = fetch.run(args.records, args.out, args.store, args.spec, args.offline, args.shard, args.journal)
     failed = table[table["error"] != ""]
     logging.info(
         "%d stored, %d not: %s", len(table) - len(failed), len(failed), failed["error"].value_counts().head(8).to_dict()
     )
+
+
+def cmd_gather_downloads(args):
+    from fishid.download import fetch
+
+    table = fetch.gather(args.records, args.shard_tables, args.out)
+    logging.info("%d rows from %d shard table(s)", len(table), len(args.shard_tables))
 
 
 def cmd_clean(args):
@@ -52,9 +59,20 @@ def cmd_clean(args):
         args.out,
         args.spec,
         args.threads,
+        relabels_path=args.relabels,
+        shard_tables=args.shard_tables,
     )
     dropped = table.loc[~table["kept"], "reason"].str.split(":").str[0].value_counts().to_dict()
     logging.info("kept %d of %d images; dropped: %s", table["kept"].sum(), len(table), dropped)
+
+
+def cmd_clean_shard(args):
+    from fishid.clean import stage as clean
+
+    shard, shards = args.shard
+    clean.run_shard(
+        args.records, args.downloads, args.store, args.cache, args.out, args.spec, shard, shards, args.threads
+    )
 
 
 def cmd_split(args):
@@ -131,7 +149,8 @@ def cmd_plot_model(args):
     metrics = json.loads(Path(args.metrics).read_text())
     data = np.load(args.figure_data)
     for stem in STEMS:
-        figures.save(figures.model_figure(stem, history, metrics, data, args.name), Path(args.out_dir, f"{stem}.png"))
+        figure = figures.model_figure(stem, history, metrics, data, args.name, args.embedding_map)
+        figures.save(figure, Path(args.out_dir, f"{stem}.png"))
 
 
 def cmd_plot_dataset(args):
@@ -155,6 +174,8 @@ def cmd_report(args):
         args.figures,
         args.out,
         decision_paths=args.decisions,
+        citation_path=args.citation,
+        derived_path=args.derived,
     )
 
 
@@ -180,6 +201,19 @@ def cmd_attribution(args):
     logging.info("%d image(s), %d rights holder(s)", table["sha256"].nunique(), table["rights_holder"].nunique())
 
 
+def cmd_citation(args):
+    from fishid.report import citation
+    from fishid.tables import read_table, write_table, write_text_atomic
+
+    def tables(paths):
+        return pd.concat([read_table(p) for p in paths], ignore_index=True)
+
+    shown = citation.view(args.spec, tables(args.records), tables(args.downloads), tables(args.splits))
+    write_text_atomic(args.out, citation.markdown(shown))
+    write_table(pd.DataFrame(shown["derived_dataset"], columns=citation.DERIVED_COLUMNS), args.derived)
+    logging.info("%d source(s), %d GBIF dataset(s)", len(shown["citations"]), len(shown["derived_dataset"]))
+
+
 def cmd_audit(args):
     from fishid.report import audit
 
@@ -189,6 +223,21 @@ def cmd_audit(args):
         print(json.dumps({"kind": kind, **chain}, indent=2, default=str))
     else:
         print(audit.report(prov, args.query))
+
+
+def cmd_label_issues(args):
+    from fishid.review import label_issues
+    from fishid.tables import read_table, write_table
+
+    table = label_issues.label_issues(read_table(args.clean), args.derived, args.seed)
+    write_table(table, args.out, label_issues.ISSUE_COLUMNS)
+    logging.info("%d of %d images flagged as likely label errors", table["flagged"].sum(), len(table))
+
+
+def cmd_review(args):
+    from fishid.review import server
+
+    server.serve(args.root, args.host, args.port, args.configfile, args.token)
 
 
 def _snapshot_remote(args) -> str:
@@ -226,6 +275,10 @@ def parser() -> argparse.ArgumentParser:
     out = (["--out"], {"required": True})
     threads = (["--threads"], {"type": int, "default": 1})
     offline = (["--offline"], {"action": "store_true", "help": "fail rather than use the network"})
+    shard = (
+        ["--shard"],
+        {"type": int, "nargs": 2, "metavar": ("INDEX", "COUNT"), "default": None, "help": "do shard INDEX of COUNT"},
+    )
     command(
         "list",
         cmd_list,
@@ -244,6 +297,15 @@ def parser() -> argparse.ArgumentParser:
         (["--store"], {"required": True}),
         (["--spec"], {"type": _spec, "default": {}, "help": "download settings and licence policy as JSON"}),
         offline,
+        shard,
+        (["--journal"], {"default": None, "help": "the journal (default: beside --out); shards share their source's"}),
+        out,
+    )
+    command(
+        "gather-downloads",
+        cmd_gather_downloads,
+        (["--records"], {"required": True}),
+        (["--shard-tables"], {"nargs": "+", "required": True}),
         out,
     )
     command(
@@ -252,8 +314,22 @@ def parser() -> argparse.ArgumentParser:
         (["--records"], {"nargs": "+", "required": True}),
         (["--downloads"], {"nargs": "+", "required": True}),
         (["--exclusions"], {"required": True}),
+        (["--relabels"], {"default": None, "help": "the user's relabellings (id, label, reason, when)"}),
         (["--store"], {"required": True}),
         (["--derived"], {"required": True}),
+        (["--shard-tables"], {"nargs": "+", "default": None, "help": "the clean-shard tables (else: decode here)"}),
+        spec,
+        threads,
+        out,
+    )
+    command(
+        "clean-shard",
+        cmd_clean_shard,
+        (["--records"], {"nargs": "+", "required": True}),
+        (["--downloads"], {"nargs": "+", "required": True}),
+        (["--store"], {"required": True}),
+        (["--cache"], {"required": True, "help": "the per-image cache (results/clean/measures)"}),
+        (["--shard"], {"type": int, "nargs": 2, "metavar": ("INDEX", "COUNT"), "required": True}),
         spec,
         threads,
         out,
@@ -329,6 +405,7 @@ def parser() -> argparse.ArgumentParser:
         (["--metrics"], {"required": True}),
         (["--figure-data"], {"required": True}),
         (["--out-dir"], {"required": True}),
+        (["--embedding-map"], {"default": "tsne", "help": "tsne or umap (report.embedding_map in the config)"}),
     )
     command("plot-dataset", cmd_plot_dataset, (["--name"], {"required": True}), (["--counts"], {"required": True}), out)
     command(
@@ -342,6 +419,8 @@ def parser() -> argparse.ArgumentParser:
         (["--decisions"], {"nargs": "+", "default": [], "help": "the datasets' decisions tables (leaks)"}),
         (["--metrics"], {"nargs": "+", "required": True}),
         (["--figures"], {"required": True}),
+        (["--citation"], {"help": "results/provenance/citation.md"}),
+        (["--derived"], {"help": "results/provenance/derived_dataset.tsv"}),
         out,
     )
     command(
@@ -361,6 +440,16 @@ def parser() -> argparse.ArgumentParser:
         (["--splits"], {"nargs": "+", "required": True}),
         out,
     )
+    command(
+        "citation",
+        cmd_citation,
+        (["--spec"], {"type": _spec, "required": True, "help": "the configuration's sources as JSON"}),
+        (["--records"], {"nargs": "+", "required": True}),
+        (["--downloads"], {"nargs": "+", "required": True}),
+        (["--splits"], {"nargs": "+", "required": True}),
+        (["--derived"], {"required": True, "help": "derived_dataset.tsv: images per GBIF datasetKey"}),
+        out,
+    )
     root = (["--root"], {"default": ".", "help": "the project folder (default: here)"})
     command(
         "audit",
@@ -368,6 +457,23 @@ def parser() -> argparse.ArgumentParser:
         (["query"], {"help": "an image's SHA-256 (or its first 6+ hex digits), a model name or a species"}),
         root,
         (["--json"], {"action": "store_true", "help": "the chain as JSON"}),
+    )
+    command(
+        "label-issues",
+        cmd_label_issues,
+        (["--clean"], {"required": True}),
+        (["--derived"], {"required": True}),
+        (["--seed"], {"type": int, "default": 0}),
+        out,
+    )
+    command(
+        "review",
+        cmd_review,
+        root,
+        (["--host"], {"default": "127.0.0.1", "help": "another address than 127.0.0.1 requires a token"}),
+        (["--port"], {"type": int, "default": 8765, "help": "0 picks a free port"}),
+        (["--configfile"], {"nargs": "*", "default": [], "help": "as given to snakemake (default config/config.yaml)"}),
+        (["--token"], {"default": None, "help": "access token (default: a random one when --host is given)"}),
     )
     remote = (["--remote"], {"default": None, "help": "a DVC remote URL or folder (default: snapshots.remote)"})
     config = (["--config"], {"default": "config/config.yaml", "help": "relative to --root"})

@@ -1,12 +1,17 @@
 """The cleaning stage: one row per stored image (SHA-256), kept or dropped with a reason.
 
 Per image (in parallel): decode to RGB (fishid.clean.decode), measure it (fishid.clean.photo_filters),
-hash it (fishid.clean.near_duplicates) and write the derived copy the models read.
+hash it (fishid.clean.near_duplicates) and write the derived copy the models read. That
+work is cached per SHA-256 and per-image settings (results/clean/measures: cached_clean_image),
+so that a rerun decodes only new images; with clean.shards it is split by SHA-256 prefix
+into jobs (run_shard) whose tables the gather (run with shard_tables) reads.
 Then, over all images at once, in this order (the first reason that applies is recorded):
 
 1. undecodable, decompression bomb, too small;
 2. excluded by the user (config/exclusions.tsv: an image hash drops the image, a record id
-   drops that record, and the image when none of its records is left);
+   drops that record, and the image when none of its records is left); relabelled by the
+   user as "not a fish" (config/relabels.tsv); an image relabelled as a species takes that
+   label instead of its records' (for the conflicts below too), and keeps the reason;
 3. basis of record and preparations the source gives (preserved specimens, fossils,
    skeletons ...), when any record of the image has them;
 4. not a photo (heuristic flags, each configured);
@@ -22,7 +27,10 @@ merged transitively. A group is named after its smallest SHA-256.
 
 import io
 import json
+import logging
+import os
 import re
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -33,9 +41,20 @@ from PIL import Image
 from fishid.clean import grouping, near_duplicates, photo_filters
 from fishid.clean.decode import DecodeError
 from fishid.clean.decode import decode as decode_bytes
-from fishid.tables import CLEAN_COLUMNS, DOWNLOAD_COLUMNS, read_table, write_table, write_text_atomic
+from fishid.tables import (
+    CLEAN_COLUMNS,
+    DOWNLOAD_COLUMNS,
+    read_table,
+    write_table,
+    write_text_atomic,
+)
+
+log = logging.getLogger(__name__)
 
 EXCLUSION_COLUMNS = ["id", "reason"]
+# A user's relabelling of one image (id: its SHA-256); `when` is for people, cleaning ignores it.
+RELABEL_COLUMNS = ["id", "label", "reason", "when"]
+NOT_A_FISH = "not a fish"
 # What the per-image step finds out (clean_image), before any decision across images.
 DECODED_COLUMNS = [
     "sha256",
@@ -154,6 +173,37 @@ def read_exclusions(path) -> dict[str, str]:
     return dict(zip(table["id"], table["reason"]))
 
 
+def read_relabels(path) -> dict[str, tuple[str, str]]:
+    """SHA-256 -> (new label, reason); no file (older projects) is no relabelling."""
+    if path is None or not Path(path).exists():
+        return {}
+    table = read_table(path, RELABEL_COLUMNS)
+    blank = table[(table["reason"].str.strip() == "") | (table["label"].str.strip() == "")]
+    if len(blank):
+        raise ValueError(
+            f"{path}: give a label and a reason for every relabelling (missing for {', '.join(blank['id'])})"
+        )
+    return {sha: (label, reason) for sha, label, reason in zip(table["id"], table["label"], table["reason"])}
+
+
+def relabel_links(links: pd.DataFrame, relabels: dict[str, tuple[str, str]]) -> tuple[pd.DataFrame, pd.Series]:
+    """The links with a relabelled image's records naming its new species (so that it has one
+    label, and votes with it in conflicts), and the reason to record per relabelled image."""
+    species = {sha: label for sha, (label, _) in relabels.items() if label != NOT_A_FISH}
+    hit = links["sha256"].isin(species)
+    before = links[hit].drop_duplicates(["sha256", "taxon"]).groupby("sha256")["taxon"].agg(" and ".join)
+    reasons = pd.Series(
+        {
+            sha: f"relabelled by user: listed as {before[sha]}, now {species[sha]} ({relabels[sha][1]})"
+            for sha in before.index
+        },
+        dtype=str,
+    )
+    links = links.copy()
+    links.loc[hit, "taxon"] = links.loc[hit, "sha256"].map(species)
+    return links, reasons
+
+
 def read_records(paths) -> pd.DataFrame:
     tables = []
     for path in paths:
@@ -240,9 +290,12 @@ def image_table(links: pd.DataFrame, decoded: pd.DataFrame, exclusions: dict[str
     return table
 
 
-def apply_filters(table: pd.DataFrame, settings: dict) -> None:
+def apply_filters(table: pd.DataFrame, settings: dict, relabels: dict | None = None) -> None:
     excluded_image = table["image_exclusion"] != ""
     _drop(table, excluded_image, "excluded by user: " + table["image_exclusion"])
+    not_fish = {sha: why for sha, (label, why) in (relabels or {}).items() if label == NOT_A_FISH}
+    reasons = table["sha256"].map(lambda sha: f"relabelled by user: {NOT_A_FISH} ({not_fish.get(sha, '')})")
+    _drop(table, table["sha256"].isin(not_fish), reasons)
     no_record_left = table["n_taxa"] == 0
     _drop(table, no_record_left, "excluded by user: " + table["record_exclusion"])
     _drop(table, table["source_reason"] != "", table["source_reason"])
@@ -336,12 +389,22 @@ def drop_near_duplicates(table: pd.DataFrame) -> None:
     _drop(table, table.index.isin(copies), "near duplicate: of " + table["duplicate_of"] + " (its largest copy, kept)")
 
 
-def decide(links: pd.DataFrame, decoded: pd.DataFrame, exclusions: dict[str, str], settings: dict) -> pd.DataFrame:
+def decide(
+    links: pd.DataFrame,
+    decoded: pd.DataFrame,
+    exclusions: dict[str, str],
+    settings: dict,
+    relabels: dict[str, tuple[str, str]] | None = None,
+) -> pd.DataFrame:
     settings = settings_with_defaults(settings)
+    links, relabelled = relabel_links(links, relabels or {})
     links = record_reasons(links, exclusions, settings)
     table = image_table(links, decoded, exclusions)
     table["duplicate_of"] = ""
-    apply_filters(table, settings)
+    apply_filters(table, settings, relabels)
+    # Kept, but with the user's word recorded: the audit and the review app show why the label changed.
+    still_kept = table["kept"] & table["sha256"].isin(relabelled.index)
+    table.loc[still_kept, "reason"] = table.loc[still_kept, "sha256"].map(relabelled)
     pairs = near_duplicate_pairs(table, settings["near_duplicates"]["max_distance"])
     assign_groups(table, links, pairs)
     resolve_conflicts(table, links, settings["conflicts"])
@@ -350,23 +413,145 @@ def decide(links: pd.DataFrame, decoded: pd.DataFrame, exclusions: dict[str, str
     return table.reindex(columns=CLEAN_COLUMNS)
 
 
-# --- the stage ----------------------------------------------------------------------------
+# --- the per-image cache and shards ---------------------------------------------------------
+
+# Bump when the per-image code (decode, measures, hash, derived copy) changes its results: every
+# cached entry is then redone.
+CACHE_VERSION = 1
+# The clean settings that change the per-image work; a change of any other (exclusions,
+# relabels, filters' thresholds, near-duplicate distance ...) reuses the cache.
+PER_IMAGE_SETTINGS = ["max_side", "min_side", "max_pixels"]
+INTEGER_COLUMNS = ["width", "height", "frames", "colours"]
+FLOAT_COLUMNS = ["chroma", "midtone_chroma", "flat_fraction"]
+TEXT_COLUMNS = ["format", "mode", "phash", "reason", "derived_path"]
 
 
-def decode_all(images: pd.DataFrame, store_root, derived_root, settings: dict, threads: int) -> pd.DataFrame:
-    args = [
-        (sha, Path(store_root, path), derived_root, settings) for sha, path in zip(images["sha256"], images["path"])
-    ]
+def cache_root_for(derived_root) -> Path:
+    """The per-image cache, beside the derived copies: results/clean/measures for results/clean/derived."""
+    return Path(derived_root).parent / "measures"
+
+
+def per_image_settings(settings: dict) -> dict:
+    """What a cache entry is keyed by, besides the image's SHA-256."""
+    settings = settings_with_defaults(settings)
+    key = {name: settings[name] for name in PER_IMAGE_SETTINGS}
+    return {**key, "jpeg_quality": DERIVED_QUALITY, "version": CACHE_VERSION}
+
+
+def shard_of(sha256: str, shards: int) -> int:
+    """The shard an image's per-image work falls in: its SHA-256's first 8 hex digits, modulo."""
+    return int(sha256[:8], 16) % shards
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def cached_clean_image(sha256: str, source_path, cache_root, settings: dict) -> tuple[dict, bool]:
+    """clean_image's row, from the cache when it holds one made with the same per-image
+    settings (then True), else made now and cached (the derived copy first, the row last:
+    a kill leaves no entry that points to a missing copy)."""
+    key = per_image_settings(settings)
+    entry = Path(cache_root, sha256[:2], f"{sha256}.json")
+    try:
+        cached = json.loads(entry.read_text())
+        row = cached["row"]
+        if cached["key"] == key and (not row["derived_path"] or Path(cache_root, row["derived_path"]).exists()):
+            return row, True
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    row = {name: _plain(value) for name, value in clean_image(sha256, source_path, cache_root, settings).items()}
+    write_text_atomic(entry, json.dumps({"key": key, "row": row}, sort_keys=True) + "\n")
+    return row, False
+
+
+def _numeric(column: pd.Series) -> pd.Series:
+    """Numbers, whether given as numbers or as a TSV's text ("" for none)."""
+    return pd.to_numeric(column.mask(column.astype(str).isin(["", "<NA>", "nan"])))
+
+
+def typed(decoded: pd.DataFrame) -> pd.DataFrame:
+    """The per-image table with its types, whether it was made now or read back from a shard's TSV."""
+    decoded = decoded.reindex(columns=DECODED_COLUMNS)
+    decoded[TEXT_COLUMNS] = decoded[TEXT_COLUMNS].fillna("").astype(str)
+    for column in INTEGER_COLUMNS:
+        decoded[column] = _numeric(decoded[column]).astype("Int64")
+    for column in FLOAT_COLUMNS:
+        decoded[column] = _numeric(decoded[column]).astype(float)
+    decoded["kept"] = decoded["kept"].map(lambda v: v if isinstance(v, bool) else str(v) == "True").astype(bool)
+    return decoded.sort_values("sha256", ignore_index=True)
+
+
+def decode_all(images: pd.DataFrame, store_root, cache_root, settings: dict, threads: int) -> pd.DataFrame:
+    """The per-image rows of `images` (sha256, path), sorted by SHA-256; the derived copies
+    (and each row) land in the cache, and only images the cache lacks are decoded."""
+    args = [(sha, Path(store_root, path), cache_root, settings) for sha, path in zip(images["sha256"], images["path"])]
     with ProcessPoolExecutor(max_workers=max(1, threads)) as pool:
-        rows = list(pool.map(clean_image, *zip(*args), chunksize=16)) if args else []
-    decoded = pd.DataFrame(rows, columns=DECODED_COLUMNS)
-    text_columns = ["format", "mode", "phash", "reason", "derived_path"]
-    decoded[text_columns] = decoded[text_columns].fillna("")
-    # Integers stay integers in the table even where an undecodable image has none.
-    decoded[["width", "height", "frames", "colours"]] = decoded[["width", "height", "frames", "colours"]].astype(
-        "Int64"
-    )
-    decoded["kept"] = decoded["kept"].astype(bool)
+        results = list(pool.map(cached_clean_image, *zip(*args), chunksize=16)) if args else []
+    from_cache = sum(hit for _, hit in results)
+    log.info("decoded %d image(s), %d from the cache (%s)", len(results) - from_cache, from_cache, cache_root)
+    return typed(pd.DataFrame([row for row, _ in results], columns=DECODED_COLUMNS))
+
+
+def link_derived(decoded: pd.DataFrame, cache_root, derived_root) -> None:
+    """Place each derived copy under derived_root from the cache (a hard link, else a copy)."""
+    for relative in decoded.loc[decoded["derived_path"] != "", "derived_path"]:
+        source, target = Path(cache_root, relative), Path(derived_root, relative)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            if target.samefile(source):
+                continue
+            target.unlink()
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copyfile(source, target)
+
+
+def stored_images(record_paths, download_paths, store_root) -> pd.DataFrame:
+    """The links (record, image) and the stored images (sha256, path) cleaning works on."""
+    records = read_records(record_paths)
+    downloads = pd.concat([read_table(p, DOWNLOAD_COLUMNS) for p in download_paths])
+    links = record_links(records, downloads)
+    images = links.drop_duplicates("sha256")[["sha256", "path"]]
+    missing = [p for p in images["path"] if not Path(store_root, p).exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} image(s) listed in {', '.join(map(str, download_paths))} are not in "
+            f"{store_root} (first: {missing[0]}): restore the store (dvc pull) or delete those "
+            "download tables so that they are fetched again"
+        )
+    return links, images
+
+
+def run_shard(
+    record_paths, download_paths, store_root, cache_root, table_path, settings: dict, shard: int, shards: int, threads=1
+) -> pd.DataFrame:
+    """The per-image work of one shard (images whose SHA-256 falls in it): decoded into the
+    cache, its rows written to `table_path` for the gather (run with shard_tables)."""
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} of {shards}: want 0 <= shard < shards")
+    settings = settings_with_defaults(settings)
+    _, images = stored_images(record_paths, download_paths, store_root)
+    mine = images[[shard_of(sha, shards) == shard for sha in images["sha256"]]]
+    log.info("shard %d of %d: %d of %d image(s)", shard, shards, len(mine), len(images))
+    decoded = decode_all(mine, store_root, cache_root, settings, threads)
+    write_table(decoded, table_path, DECODED_COLUMNS)
+    return decoded
+
+
+def read_shard_tables(paths, images: pd.DataFrame) -> pd.DataFrame:
+    """The shards' rows, checked to cover every image exactly once."""
+    decoded = typed(pd.concat([read_table(p, DECODED_COLUMNS) for p in paths], ignore_index=True))
+    wanted, have = set(images["sha256"]), decoded["sha256"]
+    if have.duplicated().any() or set(have) != wanted:
+        lacking = sorted(wanted - set(have))
+        raise ValueError(
+            f"the shard tables ({len(paths)}) do not cover the stored images once each "
+            f"({len(lacking)} missing, first {lacking[:1]}; {int(have.duplicated().sum())} twice): "
+            "rerun the clean shards"
+        )
     return decoded
 
 
@@ -379,29 +564,32 @@ def run(
     table_path,
     settings: dict,
     threads: int = 1,
+    relabels_path=None,
+    shard_tables=None,
+    cache_root=None,
 ) -> pd.DataFrame:
-    """Clean every stored image; `settings` is the config's clean section."""
+    """Clean every stored image; `settings` is the config's clean section.
+
+    The per-image work comes from `shard_tables` (run_shard's tables) when given, else it
+    is done here (through the cache, `cache_root`: beside `derived_root` by default)."""
     settings = settings_with_defaults(settings)
-    records = read_records(record_paths)
-    downloads = pd.concat([read_table(p, DOWNLOAD_COLUMNS) for p in download_paths])
+    cache_root = Path(cache_root) if cache_root is not None else cache_root_for(derived_root)
     exclusions = read_exclusions(exclusions_path)
-    links = record_links(records, downloads)
-    images = links.drop_duplicates("sha256")[["sha256", "path"]]
-    missing = [p for p in images["path"] if not Path(store_root, p).exists()]
-    if missing:
-        raise FileNotFoundError(
-            f"{len(missing)} image(s) listed in {', '.join(map(str, download_paths))} are not in "
-            f"{store_root} (first: {missing[0]}): restore the store (dvc pull) or delete those "
-            "download tables so that they are fetched again"
-        )
-    decoded = decode_all(images, store_root, derived_root, settings, threads)
+    relabels = read_relabels(relabels_path)
+    links, images = stored_images(record_paths, download_paths, store_root)
+    if shard_tables:
+        decoded = read_shard_tables(shard_tables, images)
+        log.info("read %d image(s) from %d shard table(s)", len(decoded), len(shard_tables))
+    else:
+        decoded = decode_all(images, store_root, cache_root, settings, threads)
+    link_derived(decoded, cache_root, derived_root)
     preprocess = {
         "max_side": settings["max_side"],
         "max_pixels": settings["max_pixels"],
         "jpeg_quality": DERIVED_QUALITY,
     }
     write_text_atomic(Path(derived_root, PREPROCESS_FILE), json.dumps(preprocess, indent=2) + "\n")
-    table = decide(links, decoded, exclusions, settings)
+    table = decide(links, decoded, exclusions, settings, relabels)
     if not table["kept"].any():
         reasons = table["reason"].str.split(":").str[0].value_counts().to_dict()
         raise ValueError(f"cleaning kept no image out of {len(table)}; reasons: {reasons}")
