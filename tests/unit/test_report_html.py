@@ -146,6 +146,9 @@ def test_the_summary_chart_lists_every_model_with_its_baseline():
     for name in ("A", "B&lt;&amp;&gt;", "C"):
         assert re.search(rf">\s*{re.escape(name)}\s*</text>", svg), name
     assert "majority baseline" in svg
+    # The same chart twice is the same bytes (matplotlib's element ids are salted, not random):
+    # a rerun's report equals the first run's.
+    assert figures.svg_text(figures.summary_chart(rows)) == svg
 
 
 def test_inlined_figures_are_at_display_width_and_the_files_stay_full_size(tmp_path):

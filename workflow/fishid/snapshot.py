@@ -9,6 +9,7 @@ versions the `.dvc` files name back into place.
 """
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,8 @@ from pathlib import Path
 import yaml
 
 # snapshot/<name>.dvc tracks the folder <path> (relative to the project root).
+log = logging.getLogger(__name__)
+
 TRACKED = {
     "records": "resources/records",
     "downloads": "resources/downloads",
@@ -130,7 +133,11 @@ def restore(root, remote: str) -> list[str]:
     targets = [str(tracking_file(root, name).relative_to(root)) for name in names]
     # Fetch into the cache first: if the remote lacks anything, that fails before checkout
     # has replaced a single file of the working copy.
-    dvc(root, "fetch", "--remote", REMOTE_NAME, *targets)
+    try:
+        dvc(root, "fetch", "--remote", REMOTE_NAME, *targets)
+    except DvcError as error:
+        # A remote lacking part of a snapshot fails the fetch: name what is missing, below.
+        log.warning("%s", error)
     missing = not_in_cache(json.loads(dvc(root, "status", "--json", *targets) or "{}"))
     if missing:
         raise DvcError(

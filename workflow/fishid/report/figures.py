@@ -10,14 +10,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-# Fixed metadata keep the SVG bytes identical from one run to the next.
+# Fixed metadata and a fixed salt for the element ids (random otherwise) keep the SVG bytes
+# identical from one run to the next.
 _SVG_METADATA = {"Date": None, "Creator": "fishid"}
+_SVG_RC = {"svg.hashsalt": "fishid"}
 
 
 def save(fig, png_path) -> None:
     png_path = Path(png_path)
     fig.savefig(png_path, dpi=120, bbox_inches="tight", metadata={"Software": "fishid"})
-    fig.savefig(png_path.with_suffix(".svg"), bbox_inches="tight", metadata=_SVG_METADATA)
+    with plt.rc_context(_SVG_RC):
+        fig.savefig(png_path.with_suffix(".svg"), bbox_inches="tight", metadata=_SVG_METADATA)
     plt.close(fig)
 
 
@@ -226,7 +229,7 @@ def summary_chart(rows: list[dict]):
 def svg_text(fig) -> str:
     """The figure as an SVG element to write into a page: text kept as text (findable, small)."""
     out = io.StringIO()
-    with plt.rc_context({"svg.fonttype": "none"}):
+    with plt.rc_context({**_SVG_RC, "svg.fonttype": "none"}):
         fig.savefig(out, format="svg", bbox_inches="tight", metadata=_SVG_METADATA)
     plt.close(fig)
     svg = out.getvalue()
