@@ -28,11 +28,18 @@ def metrics(project, name) -> dict:
     return json.loads((project / "results/models" / name / "metrics.json").read_text())
 
 
-def test_every_model_beats_the_majority_class_baseline(demo):
+def test_every_trained_model_beats_the_majority_class_baseline(demo):
+    """A zero-shot model is trained by no seed of its own and may land near chance on another
+    backbone: it must beat the baseline or carry the report's "learned nothing" flag, never be
+    shown as if it had learned."""
     project, config = demo
-    for name in config["models"]:
+    for name, spec in config["models"].items():
         scores = metrics(project, name)
-        assert scores["accuracy"] > scores["majority_baseline"], (name, scores["accuracy"], scores["majority_baseline"])
+        beats = scores["accuracy"] > scores["majority_baseline"]
+        if spec["arch"] == "clip_zeroshot":
+            assert beats or scores["learned_nothing"], (name, scores["accuracy"], scores["majority_baseline"])
+        else:
+            assert beats, (name, scores["accuracy"], scores["majority_baseline"])
 
 
 def test_every_transfer_model_beats_the_same_network_on_a_random_backbone(demo):
