@@ -62,6 +62,11 @@ def small_archive(media_root="https://img.example.org/") -> bytes:
         f"11\tStillImage\t{media_root}2.jpg\thttp://creativecommons.org/licenses/by-nc/4.0/\n"
         f"12\tStillImage\t{media_root}3.jpg\t\n"
     )
+    return dwca_zip(occurrence_txt, multimedia_txt)
+
+
+def dwca_zip(occurrence_txt: str, multimedia_txt: str) -> bytes:
+    """A GBIF download's zip (Darwin Core archive) holding these two tables."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zipped:
         zipped.writestr("occurrence.txt", occurrence_txt)

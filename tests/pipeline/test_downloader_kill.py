@@ -1,13 +1,11 @@
 """Kill the downloader (SIGKILL) halfway, or Snakemake running it, rerun: the result equals an
 uninterrupted run's."""
 
-import io
 import json
 import os
 import signal
 import subprocess
 import time
-import zipfile
 from urllib.parse import urlparse
 
 import pandas as pd
@@ -23,6 +21,7 @@ from projectrun import (
     snakemake,
     snakemake_command,
 )
+from site_replies import dwca_zip
 
 from fishid.tables import RECORD_COLUMNS
 
@@ -97,12 +96,7 @@ def gbif_archive(media_urls, licences=None) -> bytes:
     media = "gbifID\ttype\tidentifier\tlicense\n" + "".join(
         f"{1000 + i}\tStillImage\t{url}\t\n" for i, url in enumerate(media_urls)
     )
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as zipped:
-        zipped.writestr("occurrence.txt", occurrences)
-        zipped.writestr("multimedia.txt", media)
-        zipped.writestr("meta.xml", "<archive/>")
-    return buffer.getvalue()
+    return dwca_zip(occurrences, media)
 
 
 def download_project(root, sites, licences=None):
