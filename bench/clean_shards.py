@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from near_duplicates import synthetic_hashes  # noqa: E402
+from near_duplicates import decision_inputs  # noqa: E402
 from output import write_results  # noqa: E402
 
 from fishid.download import store  # noqa: E402
@@ -157,40 +157,8 @@ def decide_child(n: int) -> dict:
     from fishid.clean import stage as clean
 
     rng = np.random.default_rng(n)
-    words = synthetic_hashes(n, "uniform", rng, planted_share=0.03)
-    shas = [f"{i:064x}" for i in range(n)]
-    decoded = clean.typed(
-        pd.DataFrame(
-            {
-                "sha256": shas,
-                "kept": True,
-                "reason": "",
-                "width": 1600,
-                "height": 1200,
-                "format": "JPEG",
-                "mode": "RGB",
-                "frames": 1,
-                "phash": [f"{a:016x}{b:016x}" for a, b in words],
-                "chroma": 40.0,
-                "midtone_chroma": 40.0,
-                "colours": 900,
-                "flat_fraction": 0.01,
-                "derived_path": "",
-            }
-        )
-    )
-    links = pd.DataFrame(
-        {
-            "record_id": [f"r{i}" for i in range(n)],
-            "sha256": shas,
-            "path": "",
-            "taxon": np.array(SPLIT_SPEC["species"])[np.arange(n) % 4],
-            "occurrence_id": [f"occ{i // 4}" if i % 4 in (0, 2) else "" for i in range(n)],
-            "basis_of_record": "HUMAN_OBSERVATION",
-            "preparations": "",
-            "source_split": "",
-        }
-    )
+    decoded, links = decision_inputs(n, rng, SPLIT_SPEC["species"], size=(1600, 1200))
+    decoded = clean.typed(decoded)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     table = clean.decide(links, decoded, {}, SETTINGS)

@@ -94,10 +94,9 @@ def search_times(sizes, max_distance, all_pairs_limit, rng) -> list[dict]:
     return rows
 
 
-def decisions_time(n: int, rng) -> dict:
-    """The clean stage's decisions across images (exclusions, filters, near-duplicate search,
-    groups, conflicts, keeping the largest copy) for n decoded images, 3 % near copies and
-    pairs of photos sharing an occurrence."""
+def decision_inputs(n: int, rng, species, size=(640, 480)) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The clean stage's inputs to its decisions across images, for n synthetic decoded images
+    of `size`: 3 % near copies, species in turn, pairs of photos sharing an occurrence."""
     words = synthetic_hashes(n, "uniform", rng, planted_share=0.03)
     shas = [f"{i:064x}" for i in range(n)]
     decoded = pd.DataFrame(
@@ -105,8 +104,8 @@ def decisions_time(n: int, rng) -> dict:
             "sha256": shas,
             "kept": True,
             "reason": "",
-            "width": 640,
-            "height": 480,
+            "width": size[0],
+            "height": size[1],
             "format": "JPEG",
             "mode": "RGB",
             "frames": 1,
@@ -123,12 +122,21 @@ def decisions_time(n: int, rng) -> dict:
             "record_id": [f"r{i}" for i in range(n)],
             "sha256": shas,
             "path": "",
-            "taxon": np.array(["Amphiprion clarkii", "Amphiprion perideraion"])[np.arange(n) % 2],
+            "taxon": np.array(species)[np.arange(n) % len(species)],
             "occurrence_id": [f"occ{i // 4}" if i % 4 in (0, 2) else "" for i in range(n)],
             "basis_of_record": "HUMAN_OBSERVATION",
             "preparations": "",
+            "source_split": "",
         }
     )
+    return decoded, links
+
+
+def decisions_time(n: int, rng) -> dict:
+    """The clean stage's decisions across images (exclusions, filters, near-duplicate search,
+    groups, conflicts, keeping the largest copy) for n decoded images, 3 % near copies and
+    pairs of photos sharing an occurrence."""
+    decoded, links = decision_inputs(n, rng, ["Amphiprion clarkii", "Amphiprion perideraion"])
     settings = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["clean"]
     seconds, table = timed(clean.decide, links, decoded, {}, settings)
     reasons = table.loc[~table["kept"], "reason"].str.split(":").str[0].value_counts().to_dict()
