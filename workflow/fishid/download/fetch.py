@@ -11,7 +11,6 @@ why in `error`.
 """
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -105,13 +104,10 @@ def fetch_bytes(media_url: str, client: web.Client | None = None) -> tuple[bytes
     came over the network. (file:// URLs go through read_local, which checks the record.)"""
     scheme = urlparse(media_url).scheme
     if scheme == "synthetic":
-        buffer = io.BytesIO()
         try:
-            image = synthetic.render_url(media_url)
+            return synthetic.served_bytes(media_url), None
         except (ValueError, KeyError, TypeError, IndexError) as error:
             raise FetchError(f"malformed synthetic media URL: {error}") from None
-        image.save(buffer, format="JPEG", quality=90)
-        return buffer.getvalue(), None
     if scheme in NETWORK_SCHEMES:
         response = (client or web.Client()).get(media_url, expect="image")
         return response.content, response.status

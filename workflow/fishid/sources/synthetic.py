@@ -13,6 +13,7 @@ where the fish's parts are simple inequalities.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
@@ -534,6 +535,13 @@ def render_url(media_url: str) -> Image.Image:
     """Render the image that a 'synthetic:' media_url describes."""
     pattern, params, size = decode_url(media_url)
     return render(pattern, params, size)
+
+
+def served_bytes(media_url: str) -> bytes:
+    """The bytes a download of a 'synthetic:' media_url gets: its image as a JPEG."""
+    buffer = io.BytesIO()
+    render_url(media_url).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
 
 
 def source_listing(spec: dict, context):
