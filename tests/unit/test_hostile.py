@@ -353,7 +353,7 @@ def test_config_cases_are_rejected_naming_the_key():
 # --------------------------------------------------------------------------- 6. the smaller ones
 
 
-def test_two_fetches_on_one_store_keep_the_cap_and_fetch_once(tmp_path):
+def test_two_fetches_of_one_journal_keep_the_cap_and_fetch_once(tmp_path):
     spec = {"download": {"workers": 8, "per_host": 3, "rate": 0, "backoff": 0.01, "allow_private_hosts": True}}
     with FakeSites(latency=0.03) as sites:
         rows = [
@@ -369,7 +369,46 @@ def test_two_fetches_on_one_store_keep_the_cap_and_fetch_once(tmp_path):
     assert [run.returncode for run in runs] == [0, 0], logs
     assert sites.peak_connections <= 3 and peak <= 3
     assert set(hits.values()) == {1}, "an image was fetched twice"
-    assert any("another fetch holds the store" in log for log in logs)
+    assert any("another fetch holds the journal" in log for log in logs)
+
+
+def test_the_shards_of_a_source_fetch_side_by_side_within_its_caps_and_share_its_journal(tmp_path):
+    """Each shard has its own journal (no lock between them) and 1/N of the source's per-host
+    connections; gather merges their journals into the source's, which a run with another
+    shard count reuses."""
+    spec = {"download": {"workers": 4, "per_host": 2, "rate": 0, "backoff": 0.01, "allow_private_hosts": True}}
+    with FakeSites(latency=0.05) as sites:
+        rows = [
+            {"record_id": f"web:{i}", "media_url": sites.add(f"/img/{i}.jpg", image_reply(i)), "license": "CC0-1.0"}
+            for i in range(24)
+        ]
+        pd.DataFrame(rows).reindex(columns=RECORD_COLUMNS, fill_value="").to_csv(
+            tmp_path / "records.tsv", sep="\t", index=False
+        )
+        tables = [tmp_path / f"shard{i}.tsv" for i in range(2)]
+
+        def shard(i, count=2):
+            command = fetch_command(tmp_path, spec)
+            command[command.index("--out") + 1] = str(tables[i])
+            return [*command, "--shard", str(i), str(count), "--reuse", str(tmp_path / "downloads.tsv.journal")]
+
+        runs = [subprocess.Popen(shard(i), stderr=subprocess.PIPE, text=True) for i in range(2)]
+        logs = [run.communicate(timeout=120)[1] for run in runs]
+        assert [run.returncode for run in runs] == [0, 0], logs
+        # Both shards had a connection open at once, and together no more than per_host.
+        assert sites.peak_connections == 2, sites.peak_connections
+        assert not any("another fetch holds" in log for log in logs)
+        fetch.gather(tmp_path / "records.tsv", tables, tmp_path / "downloads.tsv", tmp_path / "downloads.tsv.journal")
+        assert set(sites.hits.values()) == {1}
+        merged = (tmp_path / "downloads.tsv.journal").read_text().splitlines()
+        assert sorted(json.loads(line)["record_id"] for line in merged) == sorted(r["record_id"] for r in rows)
+
+        # Three shards now: every image comes from the merged journal, none is fetched again.
+        tables = [tmp_path / f"three{i}.tsv" for i in range(3)]
+        for i in range(3):
+            subprocess.run(shard(i, 3), check=True, capture_output=True)
+        assert set(sites.hits.values()) == {1}
+        assert fetch.gather(tmp_path / "records.tsv", tables, tmp_path / "again.tsv")["error"].eq("").all()
 
 
 def test_a_full_disk_leaves_no_partial_file_and_names_the_disk(tmp_path, monkeypatch):

@@ -33,7 +33,7 @@ def cmd_list(args):
 def cmd_fetch(args):
     from fishid.download import fetch
 
-    table = fetch.run(args.records, args.out, args.store, args.spec, args.offline, args.shard, args.journal)
+    table = fetch.run(args.records, args.out, args.store, args.spec, args.offline, args.shard, args.reuse)
     failed = table[table["error"] != ""]
     logging.info(
         "%d stored, %d not: %s", len(table) - len(failed), len(failed), failed["error"].value_counts().head(8).to_dict()
@@ -43,7 +43,7 @@ def cmd_fetch(args):
 def cmd_gather_downloads(args):
     from fishid.download import fetch
 
-    table = fetch.gather(args.records, args.shard_tables, args.out)
+    table = fetch.gather(args.records, args.shard_tables, args.out, args.journal)
     logging.info("%d rows from %d shard table(s)", len(table), len(args.shard_tables))
 
 
@@ -298,7 +298,7 @@ def parser() -> argparse.ArgumentParser:
         (["--spec"], {"type": _spec, "default": {}, "help": "download settings and licence policy as JSON"}),
         offline,
         shard,
-        (["--journal"], {"default": None, "help": "the journal (default: beside --out); shards share their source's"}),
+        (["--reuse"], {"nargs": "+", "default": [], "help": "journals whose finished downloads stand (read only)"}),
         out,
     )
     command(
@@ -306,6 +306,7 @@ def parser() -> argparse.ArgumentParser:
         cmd_gather_downloads,
         (["--records"], {"required": True}),
         (["--shard-tables"], {"nargs": "+", "required": True}),
+        (["--journal"], {"default": None, "help": "the source's journal, into which the shards' journals are merged"}),
         out,
     )
     command(

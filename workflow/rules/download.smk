@@ -1,5 +1,7 @@
-# With download.shards above one, each source is fetched by that many jobs (fetch_shard, by
-# record id hash) sharing the source's journal, and fetch_images gathers their tables.
+# With download.shards above one, each source is fetched by that many jobs side by side
+# (fetch_shard, by record id hash; each with its own journal and its share of the source's
+# connection caps), and fetch_images gathers their tables and merges their journals into the
+# source's, which the shards reuse: a change of shard count fetches nothing again.
 FETCH_SPEC = as_json(
     {
         "download": config.get("download", {}),
@@ -7,6 +9,8 @@ FETCH_SPEC = as_json(
     }
 )
 FETCH_OFFLINE = "--offline" if config["offline"] else ""
+# Where an unsharded fetch_images keeps its journal (beside its table).
+SOURCE_JOURNAL = "resources/downloads/{source}.tsv.journal"
 
 
 rule fetch_shard:
@@ -30,10 +34,10 @@ rule fetch_shard:
         spec=FETCH_SPEC,
         offline=FETCH_OFFLINE,
         shard=shard_args,
-        journal="resources/downloads/{source}.tsv.journal",
+        journal=SOURCE_JOURNAL,
     shell:
         "python {input.cli} fetch --records {input.records} --store {params.store} --spec {params.spec:q}"
-        " {params.offline} --shard {params.shard} --journal {params.journal} --out {output} 2> {log}"
+        " {params.offline} --shard {params.shard} --reuse {params.journal} --out {output} 2> {log}"
 
 
 if DOWNLOAD_SHARDS == 1:
@@ -78,6 +82,8 @@ else:
             "logs/fetch_images/{source}.log",
         conda:
             ENV
+        params:
+            journal=SOURCE_JOURNAL,
         shell:
             "python {input.cli} gather-downloads --records {input.records} --shard-tables {input.shards}"
-            " --out {output} 2> {log}"
+            " --journal {params.journal} --out {output} 2> {log}"

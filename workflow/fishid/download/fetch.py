@@ -10,12 +10,15 @@ The licence policy is applied here: a refused record is not fetched, and its row
 why in `error`.
 """
 
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote_to_bytes, urlparse
 
@@ -165,22 +168,29 @@ def refused_row(record: dict, reason: str) -> dict:
     return {"record_id": record["record_id"], **empty, "error": reason}
 
 
-def _read_journal(journal: Path, store_root) -> dict[str, dict]:
-    """Finished rows by record id (the last line wins); a row whose image vanished is redone."""
-    done = {}
+def _read_lines(journal) -> dict[str, dict]:
+    """A journal's rows by record id (the last line wins), less a line torn by a kill."""
+    journal = Path(journal)
     if not journal.exists():
-        return done
+        return {}
     text = journal.read_text()
-    complete = text[: text.rfind("\n") + 1]
-    if complete != text:
-        # Drop the line being written when the run was killed, so new lines start clean.
-        journal.write_text(complete)
-    for row in map(json.loads, complete.splitlines()):
-        if row["error"] or Path(store_root, row["path"]).exists():
-            done[row["record_id"]] = row
-        else:
-            done.pop(row["record_id"], None)
-    return done
+    return {row["record_id"]: row for row in map(json.loads, text[: text.rfind("\n") + 1].splitlines())}
+
+
+def _read_journal(journal, store_root, reuse=()) -> dict[str, dict]:
+    """Finished rows by record id, from `reuse` (read only) and then this job's `journal`; a
+    row whose image vanished is redone."""
+    journal = Path(journal)
+    if journal.exists():
+        text = journal.read_text()
+        complete = text[: text.rfind("\n") + 1]
+        if complete != text:
+            # Drop the line being written when the run was killed, so new lines start clean.
+            journal.write_text(complete)
+    rows = {}
+    for path in [*reuse, journal]:  # this job's own journal last: its rows are the newest
+        rows.update(_read_lines(path))
+    return {r: row for r, row in rows.items() if row["error"] or Path(store_root, row["path"]).exists()}
 
 
 def _reusable(row: dict | None, record: dict) -> bool:
@@ -204,19 +214,43 @@ def fetch_all(
 
     With `policy`, records whose licence it refuses are not fetched; without, every
     record is. `local_roots`: folders file:// URLs may be read from (default: a folder
-    source's record, from its own folder only). Holds the store's lock: a second fetch
-    on the same store waits for this one.
+    source's record, from its own folder only). Holds the journal's lock: a second fetch
+    with the same journal waits for this one.
     """
-    with store.locked(store_root, lambda: log.info("another fetch holds the store %s; waiting for it", store_root)):
+    with journal_locked(journal):
         return _fetch_all(records, store_root, journal, settings, policy, progress, client, local_roots)
 
 
-def _fetch_all(records, store_root, journal, settings, policy, progress, client, local_roots) -> pd.DataFrame:
+@contextmanager
+def journal_locked(journal):
+    """Hold the journal's lock (a flock on a file beside it) for the block.
+
+    Two fetches of the same records (a second `snakemake` or `fishid fetch` in another
+    shell) would together exceed the per-host connection cap and fetch every image twice:
+    the second waits. Fetches with their own journals (other sources, other shards) run
+    side by side. Where the file system cannot lock, a warning says so and the block runs."""
+    lock = Path(str(journal) + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("another fetch holds the journal %s; waiting for it", journal)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as error:
+            log.warning("cannot lock %s (%s): two fetches of it are not kept apart", lock, error.strerror)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _fetch_all(records, store_root, journal, settings, policy, progress, client, local_roots, reuse=()) -> pd.DataFrame:
     journal = Path(journal)
     journal.parent.mkdir(parents=True, exist_ok=True)
     settings = settings or web.Settings()
     client = client or web.Client(settings)
-    done = _read_journal(journal, store_root)
+    done = _read_journal(journal, store_root, reuse)
     refused, pending = {}, []
     for record in records.to_dict("records"):
         reason = licences.refusal(record.get("license", ""), policy) if policy is not None else ""
@@ -226,6 +260,7 @@ def _fetch_all(records, store_root, journal, settings, policy, progress, client,
             pending.append(record)
     if refused:
         log.info("%d record(s) refused by the licence policy, not fetched", len(refused))
+    log.info("%d image(s) to fetch, %d done before", len(pending), len(records) - len(pending) - len(refused))
     with (
         journal.open("a") as lines,
         ThreadPoolExecutor(max_workers=max(1, settings.workers)) as pool,
@@ -265,9 +300,10 @@ def shard_of(record_id: str, shards: int) -> int:
     return int(hashlib.sha256(record_id.encode("utf-8", "surrogateescape")).hexdigest()[:8], 16) % shards
 
 
-def gather(records_path, shard_paths, table_path) -> pd.DataFrame:
+def gather(records_path, shard_paths, table_path, journal=None) -> pd.DataFrame:
     """The source's download table from its shards' tables, in the records' order (the same
-    bytes as one unsharded run's table)."""
+    bytes as one unsharded run's table). With `journal`, the shards' journals (beside their
+    tables) are merged into it, so that a run with another shard count fetches nothing again."""
     records = read_table(records_path, RECORD_COLUMNS)
     rows = pd.concat([read_table(p, DOWNLOAD_COLUMNS) for p in shard_paths], ignore_index=True)
     missing = sorted(set(records["record_id"]) - set(rows["record_id"]))
@@ -278,7 +314,18 @@ def gather(records_path, shard_paths, table_path) -> pd.DataFrame:
         )
     table = rows.set_index("record_id").loc[records["record_id"]].reset_index()
     write_table(table, table_path, DOWNLOAD_COLUMNS)
+    if journal is not None:
+        with journal_locked(journal):
+            done = {}
+            for path in [journal, *(default_journal(p) for p in shard_paths)]:
+                done.update(_read_lines(path))
+            lines = [json.dumps(done[r]) + "\n" for r in records["record_id"] if r in done]
+            write_text_atomic(Path(journal), "".join(lines))
     return table
+
+
+def default_journal(table_path) -> Path:
+    return Path(str(table_path) + ".journal")
 
 
 def run(
@@ -288,40 +335,46 @@ def run(
     spec: dict | None = None,
     offline: bool = False,
     shard: tuple[int, int] | None = None,
-    journal=None,
+    reuse=(),
 ) -> pd.DataFrame:
     """The download stage of one source: `spec` holds `download` settings and the `licences` policy.
 
-    With `shard` (index, count), only the records of that shard (shard_of) are fetched and
-    listed in `table_path`; shards share the source's `journal` (default: beside the table),
-    which the store's lock keeps to one writer at a time."""
+    The journal lies beside `table_path`; `reuse`: other journals whose rows stand (read only).
+    With `shard` (index, count), only the records of that shard (shard_of) are fetched, with
+    1/count of the source's threads, per-host connections and request rate, so that its
+    shards side by side keep the caps that `download` sets for the source."""
     spec = spec or {}
     records = read_table(records_path, RECORD_COLUMNS)
-    listed = records["record_id"]
+    settings = web.Settings.from_spec(spec.get("download"))
     if shard is not None:
         index, count = shard
         if not 0 <= index < count:
             raise ValueError(f"shard {index} of {count}: want 0 <= index < count")
-        records = records[[shard_of(r, count) == index for r in listed]]
-        log.info("shard %d of %d: %d of %d record(s)", index, count, len(records), len(listed))
-    journal = Path(journal) if journal is not None else Path(str(table_path) + ".journal")
-    settings = web.Settings.from_spec(spec.get("download"))
+        listed = len(records)
+        records = records[[shard_of(r, count) == index for r in records["record_id"]]]
+        log.info("shard %d of %d: %d of %d record(s)", index, count, len(records), listed)
+        settings = replace(
+            settings,
+            workers=max(1, settings.workers // count),
+            per_host=max(1, settings.per_host // count),
+            rate=settings.rate / count,
+        )
+    journal = default_journal(table_path)
     policy = licences.check_policy(spec.get("licences"))
-    with store.locked(store_root, lambda: log.info("another fetch holds the store %s; waiting for it", store_root)):
+    with journal_locked(journal):
         for path in store.remove_partials(store_root):
             log.info("removed %s, left by a killed run", path)
         if offline:
-            online = records[needs_network(records)]
-            if len(online):
-                done = _read_journal(journal, store_root)
-                missing = [r for r in online.to_dict("records") if not _reusable(done.get(r["record_id"]), r)]
-                if missing:
-                    raise ValueError(
-                        f"{records_path}: {len(missing)} image(s) must be downloaded (for example "
-                        f"{missing[0]['media_url'][:100]}) but the configuration says offline: true; "
-                        "set offline: false to download them"
-                    )
-        table = _fetch_all(records, store_root, journal, settings, policy, True, None, None)
+            done = _read_journal(journal, store_root, reuse)
+            online = records[needs_network(records)].to_dict("records")
+            missing = [r for r in online if not _reusable(done.get(r["record_id"]), r)]
+            if missing:
+                raise ValueError(
+                    f"{records_path}: {len(missing)} image(s) must be downloaded (for example "
+                    f"{missing[0]['media_url'][:100]}) but the configuration says offline: true; "
+                    "set offline: false to download them"
+                )
+        table = _fetch_all(records, store_root, journal, settings, policy, True, None, None, reuse)
         write_table(table, table_path, DOWNLOAD_COLUMNS)
-        compact_journal(journal, store_root, listed)
+        compact_journal(journal, store_root, records["record_id"])
     return table

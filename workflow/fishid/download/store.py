@@ -1,13 +1,11 @@
 """The content-addressed image store: a photo's SHA-256 is its identity and its path."""
 
 import errno
-import fcntl
 import hashlib
 import logging
 import os
 import socket
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 from fishid.tables import created_mode
@@ -89,32 +87,6 @@ def put(root, data: bytes, ext: str) -> tuple[str, str]:
                 ) from None
             raise
     return sha256, rel
-
-
-@contextmanager
-def locked(root, wait_message=None):
-    """Hold the store's lock for the block; a second holder (another process) waits for it.
-
-    So two fetches on one store never run at once: together they would exceed the
-    per-host connection cap and fetch the same images twice. The lock is a flock on the
-    store folder itself, so the store holds images only; where the file system cannot
-    lock a folder, a warning says so and the block runs unlocked.
-    """
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if wait_message:
-                wait_message()
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError as error:
-            log.warning("cannot lock the image store %s (%s): fetches on it are not kept apart", root, error.strerror)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def sha256_of_file(path) -> str:
