@@ -30,9 +30,13 @@ def _rng(seed: int, *keys: str) -> np.random.Generator:
     return np.random.default_rng([seed, *(zlib.crc32(k.encode()) for k in keys)])
 
 
-def _shuffled_groups(images: pd.DataFrame, rng) -> list[pd.DataFrame]:
-    """Groups in a random order that depends only on their content and the seed."""
-    groups = [g for _, g in images.sort_values("sha256").groupby("group", sort=True)]
+def _shuffled_groups(images: pd.DataFrame, rng) -> list[np.ndarray]:
+    """Each group's row positions in `images` (in SHA-256 order), the groups in a random
+    order that depends only on their content and the seed."""
+    by_sha = np.argsort(images["sha256"].to_numpy(), kind="stable")
+    codes = pd.factorize(images["group"].to_numpy()[by_sha], sort=True)[0]
+    by_group = by_sha[np.argsort(codes, kind="stable")]
+    groups = np.split(by_group, np.flatnonzero(np.diff(np.sort(codes, kind="stable"))) + 1)
     return [groups[i] for i in rng.permutation(len(groups))]
 
 
@@ -43,30 +47,30 @@ def draw_groups(sizes: list[int], target: int) -> list[int]:
     brings the total closer. With single-image groups the total is the target exactly;
     otherwise it is off by at most half the largest group.
     """
-    chosen, total = [], 0
+    chosen, total = np.zeros(len(sizes), bool), 0
     for index, size in enumerate(sizes):
         if total + size <= target:
-            chosen.append(index)
+            chosen[index] = True
             total += size
     for index, size in enumerate(sizes):
-        if index not in chosen and abs(total + size - target) < abs(total - target):
-            chosen.append(index)
+        if not chosen[index] and abs(total + size - target) < abs(total - target):
+            chosen[index] = True
             total += size
-    return sorted(chosen)
+    return np.flatnonzero(chosen).tolist()
 
 
 def assign_roles(images: pd.DataFrame, val_fraction: float, test_fraction: float, rng) -> pd.Series:
     """Split one label's images into train/val/test, whole groups at a time."""
     groups = _shuffled_groups(images, rng)
-    roles = {}
+    roles = np.full(len(images), "train", dtype=object)
     for role, fraction in (("val", val_fraction), ("test", test_fraction)):
         if fraction <= 0:
             continue
-        left = [g for g in groups if g["sha256"].iloc[0] not in roles]
+        left = [g for g in groups if roles[g[0]] == "train"]
         target = max(1, round(fraction * len(images)))
         for index in draw_groups([len(g) for g in left], target):
-            roles.update(dict.fromkeys(left[index]["sha256"], role))
-    return images["sha256"].map(lambda sha: roles.get(sha, "train"))
+            roles[left[index]] = role
+    return pd.Series(roles, index=images.index)
 
 
 def first_given_role(given: str) -> str:
@@ -105,7 +109,7 @@ def sample_other(pool: pd.DataFrame, size: int, rng) -> tuple[pd.DataFrame, pd.D
     """Draw about `size` images (whole groups) from the pooled remaining species."""
     groups = _shuffled_groups(pool, rng)
     chosen = draw_groups([len(g) for g in groups], size)
-    picked = pd.concat([groups[i] for i in chosen]) if chosen else pool.iloc[:0]
+    picked = pool.iloc[np.concatenate([groups[i] for i in chosen])] if chosen else pool.iloc[:0]
     return picked, pool[~pool["sha256"].isin(picked["sha256"])]
 
 
