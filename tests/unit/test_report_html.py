@@ -79,7 +79,7 @@ def build_page(tmp_path, rights_holder: str = "A. Diver", creator: str = "B. Div
             "page_url": [f"https://example.org/{HOSTILE}", "https://example.org/2"],
         }
     )
-    downloads = pd.DataFrame({"record_id": ["r1", "r2"], "sha256": ["a" * 64, "b" * 64]})
+    downloads = pd.DataFrame({"record_id": ["r1", "r2"], "sha256": ["a" * 64, "b" * 64], "error": ""})
     clean = pd.DataFrame({"sha256": ["a" * 64, "b" * 64], "kept": ["True", "False"], "reason": ["", "too small: 10"]})
     counts = pd.DataFrame({"label": ["Amphiprion clarkii"], "train": [8], "val": [1], "test": [1]})
     model_dirs = []
@@ -217,3 +217,38 @@ def test_the_schema_accepts_tsne_and_umap_and_refuses_any_other_method():
         validate({**config, "report": {**config["report"], "embedding_map": method}})
     with pytest.raises(ConfigError, match="report.embedding_map"):
         validate({**config, "report": {**config["report"], "embedding_map": "pca"}})
+
+
+def test_the_cleaning_section_counts_what_the_download_and_the_cleaning_left_out():
+    records = pd.DataFrame(
+        {
+            "record_id": ["a", "b", "c", "d", "e"],
+            "source": "web",
+            "license": "CC0-1.0",
+            "taxon": "Amphiprion clarkii",
+            "rights_holder": "",
+            "creator": "",
+            "page_url": "",
+        }
+    )
+    downloads = pd.DataFrame(
+        {
+            "record_id": ["a", "b", "c", "d", "e"],
+            "sha256": ["1", "2", "3", "", ""],
+            "error": ["", "", "", "licence not allowed: CC-BY-ND", "not an image: 80 bytes, HTML or XML"],
+        }
+    )
+    clean = pd.DataFrame(
+        {
+            "sha256": ["1", "2", "3"],
+            "kept": ["True", "False", "False"],
+            "reason": ["", "not a photo: greyscale", "not a photo: few colours; flat areas"],
+        }
+    )
+    section = report.provenance(records, downloads, clean)
+    assert (section["listed"], section["stored"], section["kept"]) == (5, 3, 1)
+    assert section["dropped"]["rows"] == [
+        ["download", "licence not allowed", "1"],
+        ["download", "not an image", "1"],
+        ["cleaning", "not a photo", "2"],
+    ]

@@ -72,6 +72,13 @@ def interval(value: float, ci) -> str:
     return f"{value:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]"
 
 
+def reason_counts(reasons: pd.Series, stage: str) -> pd.DataFrame:
+    """How many records or images each kind of reason (its text before the first colon) holds."""
+    counts = reasons.str.split(":").str[0].value_counts().sort_index(kind="stable")
+    counts = counts.sort_values(ascending=False, kind="stable")
+    return pd.DataFrame({"stage": stage, "reason": counts.index, "count": counts.to_numpy()})
+
+
 def provenance(records: pd.DataFrame, downloads: pd.DataFrame, clean: pd.DataFrame) -> dict:
     """Images per source, licence and species; why images were dropped; who to credit."""
     stored = records.merge(downloads[["record_id", "sha256"]], on="record_id")
@@ -81,8 +88,13 @@ def provenance(records: pd.DataFrame, downloads: pd.DataFrame, clean: pd.DataFra
         stored.groupby(["source", "license"]).agg(records=("record_id", "size"), kept=("kept", "sum")).reset_index()
     )
     by_species = pd.crosstab(stored["taxon"], stored["source"]).reset_index().rename(columns={"taxon": "species"})
-    dropped = clean.loc[clean["kept"].astype(str) != "True", "reason"].str.split(":").str[0].value_counts()
-    dropped = dropped.rename_axis("reason").rename("images").reset_index()
+    dropped = pd.concat(
+        [
+            reason_counts(downloads.loc[downloads["error"].astype(str) != "", "error"], "download"),
+            reason_counts(clean.loc[clean["kept"].astype(str) != "True", "reason"], "cleaning"),
+        ],
+        ignore_index=True,
+    )
     credits = (
         stored[stored["kept"]]
         .groupby(["source", "license", "rights_holder", "creator"])
@@ -94,6 +106,7 @@ def provenance(records: pd.DataFrame, downloads: pd.DataFrame, clean: pd.DataFra
         "by_species": table(by_species),
         "kept": len(kept_hashes),
         "stored": len(clean),
+        "listed": len(records),
         "dropped": table(dropped) if len(dropped) else None,
         "credits": table(credits),
         "holders": len(credits),
