@@ -9,9 +9,10 @@ import warnings
 import numpy as np
 import pytest
 import torch
+import yaml
 from toydata import SETTINGS, TINY_CLIP, toy_cache
 
-from fishid.config import ConfigError, load, validate
+from fishid.config import SCHEMA_PATH, ConfigError, load, validate
 from fishid.evaluate import inference
 from fishid.models import clip as clip_models
 from fishid.models import embeddings, openset
@@ -311,12 +312,30 @@ def test_open_clip_offline_finds_weights_in_the_hugging_face_cache(tmp_path):
 # Configuration
 
 
+def test_the_registry_has_every_arch_the_schema_allows_and_a_recipe_for_each():
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    allowed = schema["properties"]["models"]["additionalProperties"]["properties"]["arch"]["enum"]
+    assert sorted(allowed) == sorted(models.VARIANTS)
+    assert all(arch == v.arch for arch, v in models.VARIANTS.items())
+    assert {v.recipe for v in models.VARIANTS.values()} <= set(train.RECIPES)
+
+
+def test_an_unknown_arch_is_refused_naming_the_known_ones(toy):
+    for attempt in (
+        lambda: train.train_model({**SETTINGS, "arch": "vit"}, toy),
+        lambda: models.build({**SETTINGS, "arch": "vit"}, 2),
+    ):
+        with pytest.raises(ValueError, match="unknown arch 'vit'") as error:
+            attempt()
+        assert all(arch in str(error.value) for arch in models.VARIANTS)
+
+
 def test_demo_config_declares_every_variant():
     from conftest import REPO
 
     config = load(REPO / "config" / "config.yaml")
     archs = {m["arch"] for m in config["models"].values()}
-    assert archs == {"ri", "tl", "resnet18", "siamese", "triplet", "clip_zeroshot", "clip_linear"}
+    assert archs == set(models.VARIANTS)
     assert any(m.get("open_set") == "threshold" for m in config["models"].values())
 
 

@@ -189,7 +189,7 @@ def run(
         **metrics(evaluated, cache["classes"], train_labels, other_label, seed=settings["seed"]),
     }
     embedded = None
-    if settings["arch"] in models.EMBEDDING_ARCHS:
+    if models.variant(settings["arch"]).knn:
         embedded = inference.embed_loaded(model, weights, cache, reported)
         result["embedding"] = embedding_metrics(model, weights, cache, reported, embedded)
     with open(metrics_path, "w") as handle:

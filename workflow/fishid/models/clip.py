@@ -71,11 +71,12 @@ def linear_head(dim: int, num_classes: int) -> nn.Module:
     return nn.Sequential(FeatureScaler(dim), nn.Linear(dim, num_classes))
 
 
-def build_classifier(arch: str, config: dict, num_classes: int, image_size: int | None = None) -> CLIPClassifier:
+def build_classifier(config: dict, num_classes: int, zero_shot: bool) -> CLIPClassifier:
+    """With `zero_shot`, the head has the shape of zero_shot_head's prompt similarities."""
     visual = _build_vision_tower(config["embed_dim"], config["vision_cfg"], config.get("quick_gelu", False))
     encoder = CLIPImageEncoder(visual, vision_size(config))
     dim = config["embed_dim"]
-    head = nn.Linear(dim, num_classes, bias=False) if arch == "clip_zeroshot" else linear_head(dim, num_classes)
+    head = nn.Linear(dim, num_classes, bias=False) if zero_shot else linear_head(dim, num_classes)
     return CLIPClassifier(encoder, head)
 
 
@@ -176,9 +177,9 @@ def load_backbone(spec: dict, path, allow_download: bool) -> ClipBackbone:
     )
 
 
-def image_classifier(arch: str, backbone: ClipBackbone, num_classes: int) -> CLIPClassifier:
+def image_classifier(backbone: ClipBackbone, num_classes: int, zero_shot: bool) -> CLIPClassifier:
     """A classifier whose image tower is the backbone's (copied, frozen)."""
-    classifier = build_classifier(arch, backbone.config, num_classes)
+    classifier = build_classifier(backbone.config, num_classes, zero_shot)
     classifier.encoder.visual.load_state_dict(backbone.model.visual.state_dict())
     for parameter in classifier.encoder.parameters():
         parameter.requires_grad = False

@@ -41,9 +41,6 @@ def batch_hard_triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, marg
     return (hardest_positive - hardest_negative + margin)[valid].clamp_min(0).mean()
 
 
-LOSSES = {"siamese": contrastive_loss, "triplet": batch_hard_triplet_loss}
-
-
 def nearest_neighbour_accuracy(embeddings: torch.Tensor, labels: torch.Tensor) -> float:
     """Leave-one-out 1-NN accuracy within a batch: how often an image's nearest other image
     has its label."""

@@ -1,8 +1,15 @@
-"""The networks: the study's random-initialisation CNN, ResNet-18 with a chosen backbone, and
-embedding networks (siamese, triplet) that classify by their nearest training images.
+"""The model variants and their networks: the study's random-initialisation CNN, ResNet-18 with
+a chosen backbone, and embedding networks (siamese, triplet) that classify by their nearest
+training images; CLIP networks live in clip.py.
 
-CLIP networks live in clip.py; `build` hands them over.
+VARIANTS (at the end) defines each variant once: how its network is built, which training
+recipe of fishid.train.loop trains it, what it starts from and how it classifies. Everything
+else asks it instead of keeping its own list of archs.
 """
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -10,11 +17,9 @@ from torch import nn
 from torchvision.models import resnet18
 
 from fishid.models import clip as clip_models
+from fishid.models.embeddings import batch_hard_triplet_loss as triplet
+from fishid.models.embeddings import contrastive_loss as contrastive
 from fishid.models.heads import FeatureScaler
-
-RESNET_ARCHS = ("tl", "resnet18")
-EMBEDDING_ARCHS = ("siamese", "triplet")
-CLIP_ARCHS = ("clip_zeroshot", "clip_linear")
 
 
 class StudyCNN(nn.Module):
@@ -147,18 +152,71 @@ class EmbeddingClassifier(nn.Module):
         return self.knn(self.embed(x))
 
 
+def study_cnn(settings: dict, num_classes: int, architecture=None, backbone=None) -> StudyCNN:
+    return StudyCNN(num_classes, settings["image_size"], settings["channels"], settings["hidden"], settings["init"])
+
+
+def resnet18_classifier(settings: dict, num_classes: int, architecture=None, backbone=None) -> nn.Module:
+    model = backbone if backbone is not None else backbone_resnet18()
+    model.fc = nn.Linear(512, num_classes)
+    return model
+
+
+def embedding_classifier(settings: dict, num_classes: int, architecture=None, backbone=None) -> EmbeddingClassifier:
+    return EmbeddingClassifier(num_classes, settings["embedding_dim"], settings["knn_k"], backbone)
+
+
+def clip_classifier(
+    settings: dict, num_classes: int, architecture=None, backbone=None, zero_shot=False
+) -> clip_models.CLIPClassifier:
+    if backbone is not None:
+        return clip_models.image_classifier(backbone, num_classes, zero_shot)
+    # Evaluation has no backbone: the weights file says what the image tower was.
+    return clip_models.build_classifier(architecture["clip"], num_classes, zero_shot)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One model variant (a config's `arch`).
+
+    build(settings, num_classes, architecture=None, backbone=None): the untrained network;
+    training hands it the backbone it starts from, evaluation the weights file's
+    `architecture`. recipe: the name of the fishid.train.loop function that trains it.
+    backbone: the kind of backbone it starts from ("resnet18", "clip"), None for none.
+    knn: it classifies by its nearest training images, so evaluation adds pair-distance and
+    k-NN metrics of its embeddings. trained: False for a zero-shot model. loss: the metric
+    learning loss of an embedding network."""
+
+    arch: str
+    build: Callable[..., nn.Module]
+    recipe: str
+    backbone: str | None = None
+    knn: bool = False
+    trained: bool = True
+    loss: Callable | None = None
+
+
+VARIANTS = {
+    v.arch: v
+    for v in (
+        Variant("ri", study_cnn, "network"),
+        Variant("tl", resnet18_classifier, "frozen_head", backbone="resnet18"),
+        Variant("resnet18", resnet18_classifier, "network", backbone="resnet18"),
+        Variant("siamese", embedding_classifier, "embedding", backbone="resnet18", knn=True, loss=contrastive),
+        Variant("triplet", embedding_classifier, "embedding", backbone="resnet18", knn=True, loss=triplet),
+        Variant("clip_zeroshot", partial(clip_classifier, zero_shot=True), "clip", backbone="clip", trained=False),
+        Variant("clip_linear", clip_classifier, "clip", backbone="clip"),
+    )
+}
+
+
+def variant(arch: str) -> Variant:
+    if arch not in VARIANTS:
+        raise ValueError(f"unknown arch {arch!r} (known: {', '.join(VARIANTS)})")
+    return VARIANTS[arch]
+
+
 def build(settings: dict, num_classes: int, architecture: dict | None = None) -> nn.Module:
     """The untrained network a model's settings describe (weights are loaded by the caller).
     `architecture` is what the weights file says of a network built from a library config."""
-    arch = settings["arch"]
-    if arch == "ri":
-        return StudyCNN(num_classes, settings["image_size"], settings["channels"], settings["hidden"], settings["init"])
-    if arch in RESNET_ARCHS:
-        model = backbone_resnet18()
-        model.fc = nn.Linear(512, num_classes)
-        return model
-    if arch in EMBEDDING_ARCHS:
-        return EmbeddingClassifier(num_classes, settings["embedding_dim"], settings["knn_k"])
-    if arch in CLIP_ARCHS:
-        return clip_models.build_classifier(arch, (architecture or {})["clip"], num_classes, settings["image_size"])
-    raise ValueError(f"unknown arch {arch!r} (known: ri, {', '.join(RESNET_ARCHS + EMBEDDING_ARCHS + CLIP_ARCHS)})")
+    return variant(settings["arch"]).build(settings, num_classes, architecture)

@@ -4,6 +4,9 @@ Full networks (RI, ResNet-18 from scratch or fine-tuned, unfrozen embedding netw
 demo's CLIP pre-training) see a fresh random crop and flip of every image each epoch.
 Frozen encoders (TL, CLIP linear probe, frozen siamese/triplet) compute their features once,
 for `feature_views` augmented views per image, and train only the new layers on them.
+
+Which recipe trains which variant is said by the variant's entry in fishid.models.registry;
+RECIPES maps the recipe names to the functions here.
 """
 
 import contextlib
@@ -25,6 +28,7 @@ from torch import nn
 
 import fishid
 from fishid import runtime
+from fishid.models import clip as clip_models
 from fishid.models import embeddings, openset
 from fishid.models import registry as models
 from fishid.models.heads import FeatureScaler
@@ -325,21 +329,11 @@ def fit_head(encoder, head, data: Data, settings, device):
     )
 
 
-def make_backbone(settings, backbone_path, frozen=True):
-    backbone = models.backbone_resnet18()
-    if settings.get("backbone", "random") != "random":
-        models.load_backbone_state(backbone, backbone_path)
-    for parameter in backbone.parameters():
-        parameter.requires_grad = not frozen
-    return backbone
-
-
-def fit_embedding(model: models.EmbeddingClassifier, data: Data, settings, device):
+def fit_embedding(model: models.EmbeddingClassifier, loss, data: Data, settings, device):
     """Siamese (contrastive) or triplet (batch-hard) training of the embedding; then the
     training images become the k-NN gallery. Validation accuracy is k-NN accuracy of the
     validation images against that gallery."""
     margin = settings["margin"]
-    loss = embeddings.LOSSES[settings["arch"]]
 
     def loss_fn(outputs, labels):
         return loss(outputs, labels, margin)
@@ -421,15 +415,68 @@ def zero_shot_history(model, data: Data, device) -> pd.DataFrame:
     return pd.DataFrame([{**row, "lr": 0.0, "seconds": time.perf_counter() - start, "data_seconds": 0.0}])
 
 
-def train_clip(settings, data: Data, backbone, device):
-    from fishid.models import clip as clip_models
+# The recipes: (variant, settings, data, backbone, device) -> (trained model, history, what
+# the model's meta adds).
 
-    data = replace(data, mean=backbone.mean, std=backbone.std)
-    model = clip_models.image_classifier(settings["arch"], backbone, len(data.classes)).to(device)
-    if settings["arch"] == "clip_zeroshot":
+
+def train_network(variant, settings, data: Data, backbone, device):
+    """RI, ResNet-18 from scratch or fine-tuned: every layer trained."""
+    model = runtime.prepare(variant.build(settings, len(data.classes), backbone=backbone), device)
+    return model, fit_network(model, data, settings, device), {}
+
+
+def train_frozen_head(variant, settings, data: Data, backbone, device):
+    """TL: a new final layer on the frozen backbone's features."""
+    model = variant.build(settings, len(data.classes), backbone=backbone.requires_grad_(False))
+    # The new layer learns on what the rest of the network makes of each image.
+    head, model.fc = model.fc, nn.Identity()
+    history = fit_head(runtime.prepare(model, device), head, data, settings, device)
+    model.fc = head
+    return model, history, {"feature_views": settings["feature_views"]}
+
+
+def train_embedding(variant, settings, data: Data, backbone, device):
+    """Siamese or triplet network on a frozen or (freeze_backbone: false) trained encoder."""
+    encoder = backbone.requires_grad_(not settings["freeze_backbone"])
+    model = variant.build(settings, len(data.classes), backbone=encoder)
+    model, history, pairs = fit_embedding(model.to(device), variant.loss, data, settings, device)
+    extra = {"distance_threshold": pairs}
+    if settings["freeze_backbone"]:
+        extra["feature_views"] = settings["feature_views"]
+    return model, history, extra
+
+
+def train_clip(variant, settings, data: Data, backbone, device):
+    """Zero-shot by prompts (not trained), or a linear probe on the frozen image embeddings."""
+    model = variant.build(settings, len(data.classes), backbone=backbone).to(device)
+    if variant.trained:
+        history = fit_head(model.encoder, model.head, data, settings, device)
+        extra = {"feature_views": settings["feature_views"]}
+    else:
         model.head = clip_models.zero_shot_head(backbone, data.classes, settings["prompt"]).to(device)
-        return model, zero_shot_history(model, data, device), data
-    return model, fit_head(model.encoder, model.head, data, settings, device), data
+        history, extra = zero_shot_history(model, data, device), {}
+    return model, history, {**extra, "normalisation": "the CLIP backbone's own channel mean/std"}
+
+
+RECIPES = {
+    "network": train_network,
+    "frozen_head": train_frozen_head,
+    "embedding": train_embedding,
+    "clip": train_clip,
+}
+
+
+def load_backbone(variant, settings, backbone_path, backbone_spec, allow_download):
+    """What the variant starts from: a ResNet-18 without its final layer (random, or with
+    `backbone_path`'s weights), a CLIP backbone, or nothing."""
+    if variant.backbone == "clip":
+        return clip_models.load_backbone(backbone_spec or {}, backbone_path, allow_download)
+    if variant.backbone == "resnet18":
+        backbone = models.backbone_resnet18()
+        if settings.get("backbone", "random") != "random":
+            models.load_backbone_state(backbone, backbone_path)
+        return backbone
+    return None
 
 
 def code_version() -> str:
@@ -481,45 +528,22 @@ def train_model(
     allow_download: bool = False,
 ) -> tuple[dict, pd.DataFrame, dict]:
     """Train the model `settings` describe; return (weights, history, meta)."""
+    variant = models.variant(settings["arch"])
     settings = {**with_defaults(settings), "select_best_val": "test" in cache["split"]}
     torch.manual_seed(settings["seed"])
     device = select_device()
     threshold_label = other_label or "other"
     threshold_mode = settings["open_set"] == "threshold"
     data = training_data(cache, other_label if threshold_mode else "")
-    arch, num_classes = settings["arch"], len(data.classes)
     start = time.perf_counter()
-    extra, architecture = {}, None
-    if arch == "tl":
-        model = runtime.prepare(make_backbone(settings, backbone_path), device)
-        head = nn.Linear(512, num_classes)
-        history = fit_head(model, head, data, settings, device)
-        model.fc = head
-        extra["feature_views"] = settings["feature_views"]
-    elif arch == "resnet18":
-        model = make_backbone(settings, backbone_path, frozen=False)
-        model.fc = nn.Linear(512, num_classes)
-        model = runtime.prepare(model, device)
-        history = fit_network(model, data, settings, device)
-    elif arch in models.EMBEDDING_ARCHS:
-        encoder = make_backbone(settings, backbone_path, frozen=settings["freeze_backbone"])
-        model = models.EmbeddingClassifier(num_classes, settings["embedding_dim"], settings["knn_k"], encoder)
-        model, history, pairs = fit_embedding(model.to(device), data, settings, device)
-        extra["distance_threshold"] = pairs
-        if settings["freeze_backbone"]:
-            extra["feature_views"] = settings["feature_views"]
-    elif arch in models.CLIP_ARCHS:
-        from fishid.models import clip as clip_models
-
-        backbone = clip_models.load_backbone(backbone_spec or {}, backbone_path, allow_download)
-        model, history, data = train_clip(settings, data, backbone, device)
+    backbone = load_backbone(variant, settings, backbone_path, backbone_spec, allow_download)
+    architecture = None
+    if variant.backbone == "clip":
+        # CLIP reads images normalised by its own statistics, and evaluation rebuilds its image
+        # tower from the config the weights file keeps.
+        data = replace(data, mean=backbone.mean, std=backbone.std)
         architecture = {"clip": backbone.config}
-        if arch == "clip_linear":
-            extra["feature_views"] = settings["feature_views"]
-        extra["normalisation"] = "the CLIP backbone's own channel mean/std"
-    else:
-        model = runtime.prepare(models.build(settings, num_classes), device)
-        history = fit_network(model, data, settings, device)
+    model, history, extra = RECIPES[variant.recipe](variant, settings, data, backbone, device)
     weights = {
         "model": {k: v.cpu().contiguous() for k, v in model.state_dict().items()},
         "classes": data.classes,
@@ -575,8 +599,6 @@ def pretrain_backbone(settings: dict, cache: dict) -> tuple[dict, pd.DataFrame, 
 
 
 def pretrain_clip(settings: dict, cache: dict) -> tuple[dict, pd.DataFrame, dict]:
-    from fishid.models import clip as clip_models
-
     torch.manual_seed(settings["seed"])
     device = select_device()
     data = training_data(cache)
