@@ -1,82 +1,65 @@
 """Offline synthetic clownfish photos: the pipeline's embedded default source.
 
 A small table of species patterns (bar count, bar width, black margin width and body /
-fin / tail colours) is turned into photo-like pictures of a clownfish in front of an
-anemone-like background. Each picture is fully described by its pattern, its size and
-a dict of per-image parameters; `list_records` encodes all three into the record's
-`media_url`, so a record alone is enough to render its image again (`render_url`).
+fin / tail colours; optionally how individuals vary) is turned into photo-like pictures
+of clownfish. Each picture is fully described by its pattern, its size and a dict of
+per-image parameters; `list_records` encodes all three into the record's `media_url`, so
+a record alone is enough to render its image again (`render_url`) and to serve its bytes
+(`served_bytes`, what the download stage stores).
 
-Drawing is vectorised numpy: every pixel of a 2x supersampled grid is mapped into
-fish-local coordinates (u along the body in body lengths, snout at u=+0.5; v upwards),
-where the fish's parts are simple inequalities.
+The pieces: fishid.sources.synthetic_render draws the plain (v1) picture,
+synthetic_scene adds photo-like difficulty (the source's `scenes`, `nuisances` and
+`individuals`), synthetic_defects plants dirty data (`defects`) and serves the bytes.
+A source without those keys lists exactly the v1 pictures.
 """
 
 from __future__ import annotations
 
-import io
-import json
-import math
 import re
 import zlib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
-PATTERN_COLUMNS = ("taxon", "bars", "bar_width", "bar_margin", "body_color", "fin_color", "tail_color")
+from fishid.sources import synthetic_defects as defects_module
+from fishid.sources import synthetic_scene as scene
+from fishid.sources.synthetic_render import (  # noqa: F401  (the module's public names, as before the split)
+    BACKGROUNDS,
+    MAX_SIDE,
+    URL_PREFIX,
+    _fish_layer,
+    bar_positions,
+    check_size,
+    decode_url,
+    encode_url,
+    sample_params,
+)
 
-URL_PREFIX = "synthetic:"
+PATTERN_COLUMNS = scene.PATTERN_KEYS
+OPTIONAL_COLUMNS = scene.VARIATION_COLUMNS
 GENERATOR = "fishid synthetic generator v1"
-BACKGROUNDS = ("tentacles", "blobs", "water", "reef")
-MAX_SIDE = 2048  # pixels; a larger synthetic image is refused (its drawing needs ~MAX_SIDE**2 * 50 bytes)
+# Pictures with photo-like difficulty or planted defects (a source with scenes, nuisances,
+# individuals or defects).
+GENERATOR_V2 = "fishid synthetic generator v2"
+DEFECTS = defects_module.DEFECTS
 
 _COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
-_SUPERSAMPLE = 2
-
-# Fish geometry, in body lengths (u in [-0.5, 0.5] is the body, the tail extends behind).
-_MAX_HALF_HEIGHT = 0.23  # half of the body depth
-_WIDEST_AT = 0.58  # fraction of body length (from the tail stalk) where the body is deepest
-_STALK = 0.38  # tail-stalk depth relative to the deepest point
-_TAIL_LENGTH = 0.24
-_HEAD_BAR_AT = 0.76  # first bar position (fraction from tail stalk), just behind the eye
-_LAST_BAR_AT = 0.07  # tail-stalk bar
-_EYE = (0.36, 0.07, 0.042)  # u, v, radius
-
-_WHITE = np.array([0.96, 0.96, 0.94], np.float32)
-_BLACK = np.array([0.05, 0.04, 0.04], np.float32)
-
-# Anemone / reef hues (RGB 0-1); deliberately few oranges so the fish stays the orange thing.
-_TENTACLE_HUES = np.array(
-    [
-        [0.55, 0.68, 0.30],  # green
-        [0.62, 0.40, 0.62],  # purple
-        [0.86, 0.80, 0.62],  # beige
-        [0.80, 0.62, 0.66],  # pink
-        [0.50, 0.45, 0.30],  # olive brown
-        [0.40, 0.62, 0.55],  # teal
-    ],
-    np.float32,
-)
-_REEF_HUES = np.array(
-    [
-        [0.35, 0.40, 0.30],
-        [0.45, 0.38, 0.42],
-        [0.55, 0.52, 0.45],
-        [0.25, 0.35, 0.40],
-        [0.50, 0.55, 0.35],
-    ],
-    np.float32,
-)
 
 
 # --------------------------------------------------------------------------- table
 
 
 def load_patterns(path) -> dict[str, dict]:
-    """Read the species pattern table (TSV, header = PATTERN_COLUMNS) -> {taxon: pattern}.
+    """Read the species pattern table (TSV, header = PATTERN_COLUMNS, then any of
+    OPTIONAL_COLUMNS) -> {taxon: pattern}.
 
-    Blank lines and lines starting with '#' are skipped. Bad rows raise ValueError
-    naming the file, the line number and the bad column.
+    The optional columns say how individuals vary (used by a source with `individuals:
+    true`): `bar_counts` other bar counts and their shares ("2:0.15,4:0.05"),
+    `bar_width_range` ("0.05-0.09") and `morphs`, colour morphs
+    ("dark:0.2:#body:#fin:#tail;..."). A row gives them under pattern["variation"], only
+    when it has any. Blank lines and lines starting with '#' are skipped. Bad rows raise
+    ValueError naming the file, the line number and the bad column.
     """
     path = Path(path)
     lines = path.read_text(encoding="utf-8").splitlines()
@@ -89,22 +72,24 @@ def load_patterns(path) -> dict[str, dict]:
         raise ValueError(
             f"{path}: empty species pattern table, expected the tab-separated header {list(PATTERN_COLUMNS)}"
         )
-    unknown = [h for h in header if h not in PATTERN_COLUMNS]
+    unknown = [h for h in header if h not in PATTERN_COLUMNS + OPTIONAL_COLUMNS]
     missing = [c for c in PATTERN_COLUMNS if c not in header]
     if unknown or missing or len(set(header)) != len(header):
         raise ValueError(
             f"{path}: line {header_no}: bad header: unknown column(s) {unknown}, missing column(s) {missing}; "
-            f"expected the tab-separated columns {list(PATTERN_COLUMNS)}"
+            f"expected the tab-separated columns {list(PATTERN_COLUMNS)} (and optionally {list(OPTIONAL_COLUMNS)})"
         )
+    # Editors drop trailing tabs: a row may stop before its trailing optional columns.
+    shortest = max([i + 1 for i, h in enumerate(header) if h in PATTERN_COLUMNS])
 
     patterns: dict[str, dict] = {}
     for no, line in enumerate(lines[header_no:], start=header_no + 1):
         if not line.strip() or line.startswith("#"):
             continue
         fields = [f.strip() for f in line.split("\t")]
-        if len(fields) != len(header):
+        if not shortest <= len(fields) <= len(header):
             raise ValueError(f"{path}: line {no}: expected {len(header)} tab-separated columns, got {len(fields)}")
-        row = dict(zip(header, fields))
+        row = dict(zip(header, fields + [""] * (len(header) - len(fields))))
         pattern = _parse_row(row, _row_error(path, no))
         if pattern["taxon"] in patterns:
             raise ValueError(f"{path}: line {no}: column 'taxon': duplicate taxon {pattern['taxon']!r}")
@@ -135,6 +120,9 @@ def _parse_row(row: dict[str, str], error) -> dict:
         if not _COLOR_RE.match(row[col]):
             raise error(col, f"{row[col]!r} is not a colour of the form #rrggbb")
         pattern[col] = row[col].lower()
+    variation = scene.parse_variation(row, bars, error)
+    if variation:
+        pattern["variation"] = variation
     return pattern
 
 
@@ -148,311 +136,6 @@ def _parse_fraction(row, col, lo, hi, error) -> float:
     return value
 
 
-# --------------------------------------------------------------------------- params
-
-
-def sample_params(pattern: dict, rng: np.random.Generator) -> dict:
-    """Draw the per-image variation for one picture (JSON-serialisable, rounded floats)."""
-    scale = rng.uniform(0.5, 0.9)  # whole fish length, fraction of image width
-    # Keep the fish mostly inside the frame: the centre may wander less for big fish.
-    cx = 0.5 + rng.uniform(-1, 1) * (max(0.0, 0.5 - 0.5 * scale) + 0.03)
-    cy = 0.5 + rng.uniform(-1, 1) * (max(0.0, 0.5 - 0.48 * scale) + 0.03)
-    background = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
-    params = {
-        "angle": rng.uniform(-25, 25),
-        "scale": scale,
-        "cx": cx,
-        "cy": cy,
-        "flip": bool(rng.random() < 0.5),
-        "bend": rng.uniform(-0.12, 0.12),  # swimming curvature of the body axis
-        "depth": rng.uniform(0.92, 1.08),  # individual body depth
-        "fin_spread": rng.uniform(0.8, 1.1),
-        "background": background,
-        "background_seed": int(rng.integers(2**31)),
-        "light_angle": rng.uniform(0, 360),
-        "light_strength": rng.uniform(0.0, 0.35),
-        "brightness": rng.uniform(0.8, 1.12),
-        "tint": [rng.uniform(0.88, 1.04), rng.uniform(0.96, 1.04), rng.uniform(0.96, 1.1)],  # water colour cast
-        "color_jitter": [rng.uniform(0.93, 1.07) for _ in range(3)],  # per-fish RGB gain
-        "blur": rng.uniform(0.0, 1.5),
-        "noise": rng.uniform(0.0, 8.0),
-        "seed": int(rng.integers(2**31)),
-    }
-    return _rounded(params)
-
-
-def _rounded(value):
-    if isinstance(value, float):
-        return round(value, 4)
-    if isinstance(value, list):
-        return [_rounded(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _rounded(v) for k, v in value.items()}
-    return value
-
-
-# --------------------------------------------------------------------------- render
-
-
-def render(pattern: dict, params: dict, size: tuple[int, int] = (160, 120)) -> Image.Image:
-    """Deterministic RGB image from pattern + params (same inputs -> identical pixels)."""
-    width, height = int(size[0]), int(size[1])
-    rng = np.random.default_rng(params["seed"])
-    img = _background(params["background"], params["background_seed"], width, height)
-    fish_rgb, fish_alpha = _fish_layer(pattern, params, width, height)
-    img = img * (1.0 - fish_alpha[..., None]) + fish_rgb  # fish_rgb is premultiplied
-    img = img * _lighting(params, width, height)[..., None] * np.asarray(params["tint"], np.float32)
-    out = Image.fromarray(_to_uint8(img))
-    if params["blur"] > 0:
-        out = out.filter(ImageFilter.GaussianBlur(params["blur"]))
-    if params["noise"] > 0:
-        noisy = np.asarray(out, np.float32) + rng.standard_normal((height, width, 3), np.float32) * params["noise"]
-        out = Image.fromarray(np.clip(noisy + 0.5, 0, 255).astype(np.uint8))
-    return out
-
-
-def _to_uint8(img01: np.ndarray) -> np.ndarray:
-    return np.clip(img01 * 255.0 + 0.5, 0, 255).astype(np.uint8)
-
-
-def _hex(color: str) -> np.ndarray:
-    return np.array([int(color[i : i + 2], 16) / 255.0 for i in (1, 3, 5)], np.float32)
-
-
-def _lighting(params, width, height) -> np.ndarray:
-    x = np.arange(width, dtype=np.float32)[None, :]
-    y = np.arange(height, dtype=np.float32)[:, None]
-    a = math.radians(params["light_angle"])
-    along = ((x / width - 0.5) * math.cos(a) + (y / height - 0.5) * math.sin(a)) * 2.0
-    return params["brightness"] * (1.0 + params["light_strength"] * along)
-
-
-def _smooth_field(rng, width, height, cells) -> np.ndarray:
-    """Smooth random field in [0, 1]: a coarse random grid upsampled bicubically."""
-    gw = max(2, int(cells))
-    gh = max(2, round(cells * height / width))
-    coarse = Image.fromarray(rng.random((gh, gw), dtype=np.float32), mode="F")
-    field = np.asarray(coarse.resize((width, height), Image.Resampling.BICUBIC), np.float32)
-    lo, hi = field.min(), field.max()
-    return (field - lo) / (hi - lo + 1e-6)
-
-
-def _background(kind: str, seed: int, width: int, height: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    x = np.arange(width, dtype=np.float32)[None, :]
-    y = np.arange(height, dtype=np.float32)[:, None]
-    if kind == "water":
-        top = np.array([0.25, 0.55, 0.75], np.float32) * rng.uniform(0.8, 1.15, 3).astype(np.float32)
-        bottom = np.array([0.05, 0.20, 0.40], np.float32) * rng.uniform(0.7, 1.2, 3).astype(np.float32)
-        t = (y / height)[..., None]
-        haze = _smooth_field(rng, width, height, rng.uniform(2, 5))[..., None]
-        return top * (1 - t) + bottom * t + (haze - 0.5) * 0.08
-    if kind == "blobs":
-        hues = _REEF_HUES[rng.choice(len(_REEF_HUES), 3, replace=False)]
-        f1 = _smooth_field(rng, width, height, rng.uniform(4, 10))[..., None]
-        f2 = _smooth_field(rng, width, height, rng.uniform(8, 20))[..., None]
-        img = hues[0] * (1 - f1) + hues[1] * f1
-        return img * (0.75 + 0.5 * f2) + (hues[2] - img) * (f2 > 0.7) * 0.5
-    if kind == "reef":  # water above a bed of tentacles
-        img = _background("water", seed + 1, width, height)
-        tent = _tentacles(rng, x, y, width, height)
-        horizon = height * rng.uniform(0.25, 0.6) + rng.uniform(-0.15, 0.15) * (x - width / 2)
-        edge = horizon + 6 * np.sin(x / rng.uniform(3, 8))  # ragged tentacle tips
-        m = np.clip((y - edge) / 3.0, 0, 1)[..., None]
-        return img * (1 - m) + tent * m
-    if kind == "tentacles":
-        return _tentacles(rng, x, y, width, height)
-    raise ValueError(f"unknown synthetic background kind {kind!r}; known: {list(BACKGROUNDS)}")
-
-
-def _fract(a: np.ndarray) -> np.ndarray:
-    return a - np.floor(a)  # np.mod is ~50x slower on float32
-
-
-def _tentacles(rng, x, y, width, height) -> np.ndarray:
-    """Anemone tentacles: two layers of wavy, finger-like tubes with rounded, paler tips."""
-    hue = _TENTACLE_HUES[rng.integers(len(_TENTACLE_HUES))] * rng.uniform(0.85, 1.15, 3).astype(np.float32)
-    tip = np.clip(hue * 1.3 + 0.12, 0, 1)
-    img = np.broadcast_to(hue * rng.uniform(0.12, 0.3), (height, width, 3))
-    base_angle = rng.uniform(0, math.pi)
-    for layer in range(2):
-        theta = base_angle + rng.uniform(-0.4, 0.4)
-        period = rng.uniform(7, 14)
-        length = rng.uniform(30, 80)  # tentacle length in pixels
-        p = x * math.cos(theta) + y * math.sin(theta)
-        q = -x * math.sin(theta) + y * math.cos(theta)
-        wave = rng.uniform(0.5, 1.8) * np.sin(2 * math.pi * q / rng.uniform(30, 80) + rng.uniform(0, 6.3))
-        across = p / period + wave / (2 * math.pi) + layer * 0.5
-        tube_id = np.floor(across)
-        s = 0.5 + 0.5 * np.cos(2 * math.pi * across)  # 1 on a tube's axis
-        # Each tube starts at its own offset along its axis; f runs 0 -> 1 base -> tip.
-        f = _fract(q / length + _fract(tube_id * 0.618))
-        taper = np.sqrt(np.clip((0.92 - f) / 0.1, 0, 1))  # rounded tip
-        cover = np.clip((s - 1 + taper * (0.75 if layer else 1.0)) * 5, 0, 1)[..., None]
-        tipness = np.clip((f - 0.6) / 0.3, 0, 1)[..., None]
-        color = (hue * (1 - tipness) + tip * tipness) * (0.4 + 0.65 * np.sqrt(s))[..., None]
-        img = img * (1 - cover) + color * cover
-    return img
-
-
-# --------------------------------------------------------------------------- fish
-
-
-def _fish_layer(pattern: dict, params: dict, width: int, height: int):
-    """Premultiplied fish colour and coverage at image resolution (drawn 2x supersampled)."""
-    ss = _SUPERSAMPLE
-    fish_len_px = params["scale"] * width
-    body_len = fish_len_px / (1 + _TAIL_LENGTH)  # pixels per body length
-    cx, cy = params["cx"] * width, params["cy"] * height
-    a = math.radians(params["angle"])
-    cos_a, sin_a = math.cos(a), math.sin(a)
-    flip = -1.0 if params["flip"] else 1.0
-
-    # Only the fish's bounding box needs the expensive per-pixel work.
-    reach = 0.5 * fish_len_px + 0.05 * body_len
-    tall = 0.42 * body_len
-    half_w = abs(cos_a) * reach + abs(sin_a) * tall
-    half_h = abs(sin_a) * reach + abs(cos_a) * tall
-    x0, x1 = max(0, int(cx - half_w) - 1), min(width, int(cx + half_w) + 2)
-    y0, y1 = max(0, int(cy - half_h) - 1), min(height, int(cy + half_h) + 2)
-    rgb = np.zeros((height, width, 3), np.float32)
-    alpha = np.zeros((height, width), np.float32)
-    if x1 <= x0 or y1 <= y0:
-        return rgb, alpha
-
-    ys = (np.arange(y0 * ss, y1 * ss, dtype=np.float32) + 0.5) / ss
-    xs = (np.arange(x0 * ss, x1 * ss, dtype=np.float32) + 0.5) / ss
-    dx = xs[None, :] - cx
-    dy = cy - ys[:, None]  # image y grows downwards, fish v upwards
-    # Rotate into the fish frame. The fish spans u in [-0.5 - tail, 0.5]; its mid-length
-    # (u = -tail / 2) sits at (cx, cy).
-    u = flip * (dx * cos_a + dy * sin_a) / body_len - _TAIL_LENGTH / 2
-    v = (-dx * sin_a + dy * cos_a) / body_len
-    v = v - params["bend"] * u * u  # curved body axis
-
-    part, shade = _draw_fish(u, v, pattern, params)
-    palette = _palette(pattern, params)
-    big_rgb = np.take(palette, part, axis=0) * shade[..., None]  # palette[0] is black, so this is premultiplied
-    big_alpha = (part > 0).astype(np.float32)
-
-    rgb[y0:y1, x0:x1] = _downsample(big_rgb, ss)
-    alpha[y0:y1, x0:x1] = _downsample(big_alpha, ss)
-    return rgb, alpha
-
-
-def _downsample(a: np.ndarray, ss: int) -> np.ndarray:
-    """Box-filter an ss-times supersampled array (strided sums beat reshape().mean())."""
-    out = a[0::ss, 0::ss].copy()
-    for i in range(ss):
-        for j in range(ss):
-            if i or j:
-                out += a[i::ss, j::ss]
-    return out * (1.0 / (ss * ss))
-
-
-def _half_height(t: np.ndarray, depth: float) -> np.ndarray:
-    """Body half-depth at t (0 = tail stalk, 1 = snout): rounded head, tapering rear."""
-    hmax = _MAX_HALF_HEIGHT * depth
-    m = _WIDEST_AT
-    front = hmax * np.sqrt(np.clip(1 - ((t - m) / (1 - m)) ** 2, 0, 1))
-    rear = hmax * (_STALK + (1 - _STALK) * (1 - ((m - t) / m) ** 2))
-    h = np.where(t >= m, front, rear)
-    return np.where((t < 0) | (t > 1), 0.0, h)
-
-
-def _bump(t, start, end):
-    """Rounded bump, 0 outside [start, end], 1 in the middle."""
-    x = np.clip((t - start) / (end - start), 0, 1)
-    return np.sqrt(np.clip(4 * x * (1 - x), 0, 1))
-
-
-def _ellipse(u, v, cu, cv, ru, rv, angle_deg):
-    a = math.radians(angle_deg)
-    du, dv = u - cu, v - cv
-    pu = du * math.cos(a) + dv * math.sin(a)
-    pv = -du * math.sin(a) + dv * math.cos(a)
-    return (pu / ru) ** 2 + (pv / rv) ** 2 <= 1.0
-
-
-def bar_positions(bars: int) -> list[float]:
-    """Bar centres as fractions of body length from the tail stalk, head bar first."""
-    if bars == 0:
-        return []
-    if bars == 1:
-        return [_HEAD_BAR_AT]
-    if bars == 2:
-        return [_HEAD_BAR_AT, 0.44]
-    return list(np.linspace(_HEAD_BAR_AT, _LAST_BAR_AT, bars))
-
-
-# Palette slots: each fish pixel is palette[part] * shade (0 = no fish).
-_NONE, _TAIL, _FIN, _BODY, _BAR, _MARGIN, _PECTORAL, _IRIS, _PUPIL = range(9)
-
-
-def _palette(pattern: dict, params: dict) -> np.ndarray:
-    jitter = np.asarray(params["color_jitter"], np.float32)
-    body, fin, tail = (_hex(pattern[k]) * jitter for k in ("body_color", "fin_color", "tail_color"))
-    iris = np.array([0.85, 0.6, 0.2], np.float32) * 0.5 + body * 0.3
-    return np.stack([np.zeros(3, np.float32), tail, fin, body, _WHITE, _BLACK, fin * 0.85 + body * 0.15, iris, _BLACK])
-
-
-def _draw_fish(u, v, pattern, params):
-    """Painter's algorithm in fish coordinates -> (palette index, shade) per pixel.
-
-    Order: tail and unpaired fins, body with bars, paired fins, eye.
-    """
-    depth, spread = params["depth"], params["fin_spread"]
-    t = u + 0.5
-    av = np.abs(v)
-    h = _half_height(t, depth)
-    part = np.zeros(u.shape, np.uint8)
-    shade = np.ones(u.shape, np.float32)
-
-    def paint(mask, index, value):
-        np.copyto(part, index, where=mask)
-        np.copyto(shade, value, where=mask)
-
-    # Caudal fin: a fan behind the tail stalk with a rounded, slightly notched edge.
-    d = -t
-    stalk_h = _MAX_HALF_HEIGHT * depth * _STALK
-    vn = av / (stalk_h * 0.8 + 0.6 * spread * _TAIL_LENGTH)
-    tail = (d > -0.02) & (av < stalk_h * 0.8 + 0.6 * spread * d) & (d < _TAIL_LENGTH * (0.8 + 0.35 * vn - 0.15 * vn**4))
-    paint(tail, _TAIL, 1.0 - 0.25 * np.clip(d / _TAIL_LENGTH, 0, 1))
-
-    # Dorsal (spiny + soft part) and anal fins, behind the body.
-    fin_h = np.where(v > 0, 0.07 * _bump(t, 0.4, 0.8) + 0.11 * _bump(t, 0.08, 0.48), 0.11 * _bump(t, 0.08, 0.42))
-    beyond = av - h  # > 0 outside the body outline
-    fins = (beyond < fin_h * spread) & (fin_h > 0.005)
-    paint(fins, _FIN, 1.0 - 0.3 * np.clip(beyond / 0.12, 0, 1))  # darker toward the fin edge
-
-    # Body with rounded shading, and vertical white bars with black margins.
-    body = av < h
-    rel = np.clip(v / np.maximum(h, 1e-3), -1, 1)
-    body_shade = 1.08 - 0.38 * rel * rel - 0.1 * rel
-    paint(body, _BODY, body_shade)
-    hw, margin = pattern["bar_width"] / 2, pattern["bar_margin"]
-    for tb in bar_positions(pattern["bars"]):
-        # Bars bow backwards a little in the middle, like the real head bar along the gill cover.
-        dist = np.abs(t - (tb - 0.025 * (1 - rel * rel)))
-        paint(body & (dist < hw + margin), _MARGIN, 1.0)
-        paint(body & (dist < hw), _BAR, 0.55 + 0.45 * body_shade)
-
-    # Paired fins in front of the body: pelvic below the belly, pectoral behind the gill cover.
-    belly = -_MAX_HALF_HEIGHT * depth
-    pelvic = _ellipse(u, v, 0.06, belly + 0.005, 0.085, 0.032, 35)
-    paint(pelvic & (~body | (v < -0.6 * h)), _FIN, 0.92)
-    paint(_ellipse(u, v, 0.14, -0.03, 0.075, 0.035, -25), _PECTORAL, 1.0)
-
-    # Eye: golden iris ring, black pupil, small highlight.
-    eu, ev, er = _EYE
-    ev *= depth
-    r2 = (u - eu) ** 2 + (v - ev) ** 2
-    paint(r2 < er**2, _IRIS, 1.0)
-    paint(r2 < (er * 0.62) ** 2, _PUPIL, 1.0)
-    paint((u - eu - er * 0.25) ** 2 + (v - ev - er * 0.25) ** 2 < (er * 0.2) ** 2, _BAR, 1.0)
-    return part, shade
-
-
 # --------------------------------------------------------------------------- records
 
 
@@ -460,42 +143,45 @@ def _taxon_slug(taxon: str) -> str:
     return taxon.replace(" ", "_")
 
 
-def _image_rng(seed: int, taxon: str, index: int) -> np.random.Generator:
-    # crc32 is stable across runs and Python versions, unlike hash().
-    return np.random.default_rng(np.random.SeedSequence([int(seed), zlib.crc32(taxon.encode("utf-8")), int(index)]))
+def _image_rng(seed: int, taxon: str, index: int, *stream: int) -> np.random.Generator:
+    # crc32 is stable across runs and Python versions, unlike hash(). The v1 pose draws
+    # from (seed, taxon, index); the scene and the individual from stream 1 beside it.
+    key = [int(seed), zlib.crc32(taxon.encode("utf-8")), int(index), *stream]
+    return np.random.default_rng(np.random.SeedSequence(key))
 
 
-def encode_url(pattern: dict, params: dict, size=(160, 120)) -> str:
-    payload = {"pattern": pattern, "params": params, "size": [int(size[0]), int(size[1])]}
-    return URL_PREFIX + json.dumps(payload, sort_keys=True, separators=(",", ":"))
+def _record(native: str, taxon: str, media_url: str, creator: str, **fields) -> dict:
+    return {
+        "record_id": f"synthetic:{native}",
+        "source": "synthetic",
+        "taxon": taxon,
+        "source_taxon": taxon,
+        "media_url": media_url,
+        "page_url": "",
+        "license": "CC0-1.0",
+        "rights_holder": "fishid contributors",
+        "creator": creator,
+        "occurrence_id": f"synthetic:{native}",
+        "basis_of_record": "MachineObservation",
+        "dataset_key": "synthetic",
+    } | fields
 
 
-def decode_url(media_url: str) -> tuple[dict, dict, tuple[int, int]]:
-    if not media_url.startswith(URL_PREFIX):
-        raise ValueError(f"not a synthetic media_url (must start with {URL_PREFIX!r}): {media_url[:80]!r}")
-    try:
-        payload = json.loads(media_url[len(URL_PREFIX) :])
-        pattern, params, size = payload["pattern"], payload["params"], payload["size"]
-        size = (int(size[0]), int(size[1]))
-        if not isinstance(pattern, dict) or not isinstance(params, dict):
-            raise TypeError("pattern and params must be objects")
-    except (ValueError, KeyError, TypeError, IndexError) as exc:
-        raise ValueError(f"malformed synthetic media_url ({exc}): {media_url[:80]!r}") from None
-    check_size(size, f"synthetic media_url {media_url[:80]!r}")
-    return pattern, params, size
+def list_records(
+    patterns: dict[str, dict],
+    counts: dict[str, int],
+    seed: int,
+    size=(160, 120),
+    realism: dict | None = None,
+    defects: dict[str, int] | None = None,
+) -> list[dict]:
+    """One record per picture, in taxon order of `counts`, then index; then the planted
+    defects (fishid.sources.synthetic_defects), if any.
 
-
-def check_size(size, what: str) -> None:
-    """Refuse an image size outside 1-MAX_SIDE pixels a side (drawing one costs memory)."""
-    if not all(1 <= side <= MAX_SIDE for side in size):
-        raise ValueError(f"{what}: image size {list(size)} is outside 1-{MAX_SIDE} pixels a side")
-
-
-def list_records(patterns: dict[str, dict], counts: dict[str, int], seed: int, size=(160, 120)) -> list[dict]:
-    """One record per picture, in taxon order of `counts`, then index.
-
-    Per-image randomness derives from (seed, taxon, index) only, so adding a species or
-    changing one count leaves every other image unchanged.
+    `realism` (scene.check_realism of the source's config) draws scenes, nuisances and
+    individuals; None gives the v1 pictures. Per-image randomness derives from (seed,
+    taxon, index) only, so adding a species or changing one count leaves every other
+    image unchanged.
     """
     unknown = [t for t in counts if t not in patterns]
     if unknown:
@@ -503,32 +189,29 @@ def list_records(patterns: dict[str, dict], counts: dict[str, int], seed: int, s
             f"synthetic source: no pattern for taxon {', '.join(map(repr, unknown))}; "
             f"known taxa: {', '.join(sorted(patterns))}"
         )
-    records = []
+    defects = defects_module.check_defects(defects)
+    creator = GENERATOR if realism is None and not any(defects.values()) else GENERATOR_V2
+    records, ordinary = [], []
     for taxon, count in counts.items():
         if int(count) < 0:
             raise ValueError(f"synthetic source: negative image count {count} for taxon {taxon!r}")
-        pattern = patterns[taxon]
         slug = _taxon_slug(taxon)
         for index in range(int(count)):
-            params = sample_params(pattern, _image_rng(seed, taxon, index))
-            native = f"{slug}-{index:05d}"
-            records.append(
-                {
-                    "record_id": f"synthetic:{native}",
-                    "source": "synthetic",
-                    "taxon": taxon,
-                    "source_taxon": taxon,
-                    "media_url": encode_url(pattern, params, size),
-                    "page_url": "",
-                    "license": "CC0-1.0",
-                    "rights_holder": "fishid contributors",
-                    "creator": GENERATOR,
-                    "occurrence_id": f"synthetic:{native}",
-                    "basis_of_record": "MachineObservation",
-                    "dataset_key": "synthetic",
-                }
+            fish, params = scene.sample_photo(
+                patterns[taxon], realism, _image_rng(seed, taxon, index), _image_rng(seed, taxon, index, 1)
             )
+            record = _record(f"{slug}-{index:05d}", taxon, encode_url(fish, params, size), creator)
+            records.append(record)
+            ordinary.append((record["record_id"], taxon, fish, params, tuple(size)))
+    for item in defects_module.plant(patterns, counts, seed, size, realism, defects, ordinary):
+        url = encode_url(item["pattern"], item["params"], item["size"])
+        records.append(_record(item["native"], item["taxon"], url, creator, **item["fields"]))
     return records
+
+
+def render(pattern: dict, params: dict, size: tuple[int, int] = (160, 120)) -> Image.Image:
+    """Deterministic RGB image from pattern + params (same inputs -> identical pixels)."""
+    return defects_module.picture(pattern, params, size)
 
 
 def render_url(media_url: str) -> Image.Image:
@@ -538,10 +221,10 @@ def render_url(media_url: str) -> Image.Image:
 
 
 def served_bytes(media_url: str) -> bytes:
-    """The bytes a download of a 'synthetic:' media_url gets: its image as a JPEG."""
-    buffer = io.BytesIO()
-    render_url(media_url).save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
+    """The bytes a download of a 'synthetic:' media_url gets: its image as a JPEG (quality 90
+    unless its params say otherwise), or what a planted defect serves instead."""
+    pattern, params, size = decode_url(media_url)
+    return defects_module.serve(pattern, params, size)
 
 
 def source_listing(spec: dict, context):
@@ -550,4 +233,6 @@ def source_listing(spec: dict, context):
 
     size = tuple(spec.get("size", (160, 120)))
     check_size(size, f"sources.{context.name}.size")
-    return Listing(list_records(load_patterns(spec["patterns"]), spec["counts"], context.seed, size))
+    realism = scene.check_realism(spec)
+    patterns = load_patterns(spec["patterns"])
+    return Listing(list_records(patterns, spec["counts"], context.seed, size, realism, spec.get("defects")))
