@@ -410,3 +410,12 @@ def test_the_sheet_shows_every_scene_nuisance_and_defect(tmp_path):
     assert all(pictures for _, pictures in rows)
     synthetic_sheet.write(synthetic_sheet.sheet(rows), tmp_path / "sheet.png")
     assert Image.open(tmp_path / "sheet.png").format == "PNG"
+
+
+def test_the_readmes_photo_sheet_is_what_the_demo_config_renders(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)  # the config names its pattern table relative to the checkout
+    assert synthetic_sheet.main(["config/config.yaml", str(tmp_path / "sheet.png")]) == 0
+    assert (tmp_path / "sheet.png").read_bytes() == (REPO / "docs/demo_photos.png").read_bytes(), (
+        "docs/demo_photos.png is out of date: python -m fishid.sources.synthetic_sheet config/config.yaml "
+        "docs/demo_photos.png"
+    )

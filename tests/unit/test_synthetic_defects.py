@@ -4,6 +4,7 @@ dropped (or refused) for its own reason, and no ordinary photo with them."""
 from pathlib import Path
 
 import pandas as pd
+import planted
 import pytest
 import yaml
 
@@ -27,10 +28,6 @@ def spec(**changes) -> dict:
     return base | {key: demo[key] for key in REALISM_KEYS} | changes
 
 
-def kind_of(record_id: str) -> str:
-    return record_id.split(":defect-", 1)[1].rsplit("-", 1)[0] if ":defect-" in record_id else ""
-
-
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     """List, download and clean a small source with every defect kind, as the rules do."""
@@ -48,22 +45,26 @@ def pipeline(tmp_path_factory):
         root / "images.tsv",
         settings,
     )
-    rows = {rid: row for row in table.to_dict("records") for rid in row["record_ids"].split(",")}
-    return records, downloads, rows
+    return records, downloads, planted.clean_rows(table)
 
 
 def test_every_kind_is_planted_and_marked_in_its_media_url(pipeline):
     records, _, _ = pipeline
-    planted = records[records["record_id"].str.contains(":defect-")]
-    assert len(planted) == sum(DEFECTS.values()) + DEFECTS["label_conflict"]  # a conflict is a pair
-    for record in planted.to_dict("records"):
+    planted_records = records[records["record_id"].str.contains(":defect-")]
+    assert len(planted_records) == sum(DEFECTS.values()) + DEFECTS["label_conflict"]  # a conflict is a pair
+    for record in planted_records.to_dict("records"):
         _, params, _ = synthetic.decode_url(record["media_url"])
-        assert params["defect"] == kind_of(record["record_id"]), record["record_id"]
-    copies = {r: synthetic.decode_url(u)[1].get("copy_of") for r, u in zip(planted["record_id"], planted["media_url"])}
+        assert params["defect"] == planted.kind_of(record["record_id"]), record["record_id"]
+    copies = {
+        r: synthetic.decode_url(u)[1].get("copy_of")
+        for r, u in zip(planted_records["record_id"], planted_records["media_url"])
+    }
     assert copies["synthetic:defect-label_conflict-01"] == "synthetic:defect-label_conflict-00"
     ordinary = set(records["record_id"][~records["record_id"].str.contains(":defect-")])
     assert {copies[f"synthetic:defect-near_duplicate-{n:02d}"] for n in range(2)} <= ordinary
-    assert set(records["record_id"]) - set(planted["record_id"]) == ordinary and len(ordinary) == sum(COUNTS.values())
+    assert set(records["record_id"]) - set(planted_records["record_id"]) == ordinary and len(ordinary) == sum(
+        COUNTS.values()
+    )
 
 
 def test_download_refuses_the_html_page_and_the_refused_licences(pipeline):
@@ -74,37 +75,17 @@ def test_download_refuses_the_html_page_and_the_refused_licences(pipeline):
         assert errors[f"synthetic:defect-html-{n:02d}"].endswith(" bytes, HTML or XML")
     assert errors["synthetic:defect-licence-00"] == "licence unknown: 'All rights reserved'"
     assert errors["synthetic:defect-licence-01"] == "licence not allowed: CC-BY-ND-4.0"
-    refused = [r for r in records["record_id"] if kind_of(r) in ("html", "licence")]
+    refused = [r for r in records["record_id"] if planted.kind_of(r) in ("html", "licence")]
     assert not any(r in rows for r in refused)  # nothing stored, nothing to clean
     assert [r for r, e in errors.items() if e] == refused
 
 
-def test_each_planted_defect_is_dropped_for_its_own_reason(pipeline):
-    records, _, rows = pipeline
-    taxa = dict(zip(records["record_id"], records["taxon"]))
+def test_each_planted_defect_is_left_out_for_its_own_reason_and_no_ordinary_photo_is(pipeline):
+    records, downloads, rows = pipeline
     exclusions = clean.read_exclusions(REPO / DEMO["clean"]["exclusions"])
-    checks = {
-        "label_conflict": lambda rid, row: row["reason"].startswith("label conflict: same photo listed as "),
-        "near_duplicate": lambda rid, row: row["reason"].startswith("near duplicate: of "),
-        "drawing": lambda rid, row: row["reason"].startswith("not a photo: ") and "few colours" in row["reason"],
-        "stamp": lambda rid, row: row["reason"].startswith("not a photo: ") and "few colours" in row["reason"],
-        "greyscale": lambda rid, row: row["reason"].startswith("not a photo: greyscale (mid-tone chroma "),
-        "preserved_specimen": lambda rid, row: (
-            row["reason"] == "basis of record: PRESERVED_SPECIMEN (a preserved specimen, not a live fish)"
-        ),
-        "ethanol": lambda rid, row: row["reason"] == "preparations: ethanol (a specimen in preservative)",
-        "truncated": lambda rid, row: row["reason"].startswith("undecodable: OSError: image file is truncated"),
-        "excluded": lambda rid, row: row["reason"] == f"excluded by user: {exclusions[rid]}",
-        "too_small": lambda rid, row: row["reason"] == "too small: 19x14 < 48",
-    }
-    seen = set()
-    for rid in records["record_id"]:
-        kind = kind_of(rid)
-        if kind in checks:
-            row = rows[rid]
-            assert not row["kept"] and checks[kind](rid, row), (rid, row["reason"])
-            seen.add(kind)
-    assert seen == set(checks)
+    assert planted.check(records, downloads, rows, exclusions) == set(synthetic.DEFECTS)
+    assert rows["synthetic:defect-too_small-00"]["reason"] == "too small: 19x14 < 48"
+    taxa = dict(zip(records["record_id"], records["taxon"]))
     pair = rows["synthetic:defect-label_conflict-00"]
     first, second = taxa["synthetic:defect-label_conflict-00"], taxa["synthetic:defect-label_conflict-01"]
     assert (
@@ -126,19 +107,16 @@ def test_near_duplicates_point_to_their_kept_original(pipeline):
 
 def test_photos_of_one_occurrence_are_kept_in_one_group(pipeline):
     records, _, rows = pipeline
-    mine = [r for r in records["record_id"] if kind_of(r) == "same_occurrence"]
+    mine = [r for r in records["record_id"] if planted.kind_of(r) == "same_occurrence"]
     assert len(mine) == 3
     assert set(records.set_index("record_id").loc[mine, "occurrence_id"]) == {synthetic_defects.SAME_OCCURRENCE}
     assert all(rows[r]["kept"] and rows[r]["reason"] == "" for r in mine)
     assert len({rows[r]["group"] for r in mine}) == 1 and len({rows[r]["sha256"] for r in mine}) == 3
 
 
-def test_no_ordinary_photo_is_dropped(pipeline):
+def test_each_ordinary_photo_is_its_own_group_but_for_the_originals_of_near_copies(pipeline):
     records, _, rows = pipeline
-    ordinary = [r for r in records["record_id"] if not kind_of(r)]
-    dropped = {r: rows[r]["reason"] for r in ordinary if not rows[r]["kept"] or rows[r]["reason"]}
-    assert dropped == {}
-    # Each ordinary photo is its own group, but for the originals of the near copies.
+    ordinary = [r for r in records["record_id"] if not planted.kind_of(r)]
     assert len({rows[r]["group"] for r in ordinary}) == len(ordinary)
 
 

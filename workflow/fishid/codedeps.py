@@ -71,10 +71,15 @@ def closure(root: Path, names) -> set[Path]:
         if path is None or path in seen:
             continue
         seen.add(path)
-        name = module_name(root, path)
-        found = imported_names(_parsed(path).body, name, path.name == "__init__.py")
-        todo += [n for name in found for n in with_parents(name)]
+        todo += _module_imports(root, path)
     return seen
+
+
+@cache
+def _module_imports(root: Path, path: Path) -> list[str]:
+    """The names a module file may load, with their parents (every rule's closure asks again)."""
+    found = imported_names(_parsed(path).body, module_name(root, path), path.name == "__init__.py")
+    return [n for name in found for n in with_parents(name)]
 
 
 def _commands(tree: ast.Module) -> dict[str, ast.expr]:

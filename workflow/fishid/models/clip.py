@@ -21,15 +21,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.model import _build_vision_tower
 from torch import nn
 
 from fishid.models import weights
 from fishid.models.heads import FeatureScaler
 from fishid.models.weights import WeightsUnavailable
+
+# open_clip is imported where it is used: importing it takes about a second, which every
+# training and evaluation job (most of them no CLIP model) would pay.
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,8 @@ def linear_head(dim: int, num_classes: int) -> nn.Module:
 
 def build_classifier(config: dict, num_classes: int, zero_shot: bool) -> CLIPClassifier:
     """With `zero_shot`, the head has the shape of zero_shot_head's prompt similarities."""
+    from open_clip.model import _build_vision_tower
+
     visual = _build_vision_tower(config["embed_dim"], config["vision_cfg"], config.get("quick_gelu", False))
     encoder = CLIPImageEncoder(visual, vision_size(config))
     dim = config["embed_dim"]
@@ -90,16 +93,22 @@ class ClipBackbone:
 
 
 def build_clip(config: dict) -> nn.Module:
+    import open_clip
+
     return open_clip.CLIP(**config)
 
 
 def simple_tokenizer(config: dict):
+    import open_clip
+
     return open_clip.tokenizer.SimpleTokenizer(context_length=config["text_cfg"].get("context_length", 77))
 
 
 def resolve_pretrained(model_name: str, pretrained: str, cache_dir, allow_download: bool) -> str:
     """What to hand open_clip as `pretrained`: a local file as is, a tag as is when downloads
     are allowed, or the tag's file in the cache when they are not."""
+    import open_clip
+
     if Path(pretrained).is_file():
         return pretrained
     tag = open_clip.get_pretrained_cfg(model_name, pretrained)
@@ -138,6 +147,8 @@ OPEN_CLIP_CACHE = "resources/weights/open_clip"
 
 
 def from_open_clip(spec: dict, allow_download: bool) -> ClipBackbone:
+    import open_clip
+
     name, cache_dir = spec["model"], spec.get("cache", OPEN_CLIP_CACHE)
     pretrained = None
     if weights.hub_repo(name):

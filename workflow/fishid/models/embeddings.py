@@ -9,8 +9,6 @@ Embeddings are unit vectors, so distances lie in [0, 2].
 
 import numpy as np
 import torch
-from scipy.spatial.distance import pdist
-from sklearn.metrics import roc_curve
 
 
 def _pairs(embeddings: torch.Tensor, labels: torch.Tensor):
@@ -66,6 +64,11 @@ def choose_distance_threshold(embeddings: torch.Tensor, labels: torch.Tensor) ->
     the given (validation) images: the mean of same- and different-class accuracy is highest
     there (different-class pairs outnumber the others), i.e. the ROC point of highest
     TPR - FPR (Youden's J); ties: the lowest threshold."""
+    # Imported here: sklearn and scipy take over a second to import, which every training job
+    # (this runs for siamese and triplet models only) would pay.
+    from scipy.spatial.distance import pdist
+    from sklearn.metrics import roc_curve
+
     embeddings, labels = embeddings.detach().cpu().double().numpy(), labels.cpu().numpy()
     distances = pdist(embeddings)
     same = (labels[:, None] == labels[None, :])[np.triu_indices(len(labels), k=1)]

@@ -4,7 +4,6 @@ images only, never on the images it is evaluated on.
 """
 
 import numpy as np
-from sklearn.metrics import recall_score
 
 
 def apply_threshold(scores: np.ndarray, classes, threshold: float | None, other_label: str) -> np.ndarray:
@@ -19,6 +18,9 @@ def balanced_accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
     """Mean recall over the classes among `labels`: sklearn's balanced_accuracy_score, but
     without its warning whenever a class is predicted that no label has (routine here:
     "other", or a species absent from validation)."""
+    # Imported here: sklearn takes over a second to import, which every training job would pay.
+    from sklearn.metrics import recall_score
+
     return float(recall_score(labels, predicted, labels=np.unique(labels), average="macro"))
 
 
