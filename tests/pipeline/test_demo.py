@@ -7,11 +7,15 @@ while iterating, CI runs it."""
 import json
 import re
 
+import planted
 import pytest
 import yaml
 from conftest import REPO
 from projectrun import make_project, snakemake
 from reportcheck import FIGURES_PER_MODEL, check_report, render_in_chromium
+
+from fishid.clean import stage as clean
+from fishid.tables import read_table
 
 pytestmark = pytest.mark.demo
 
@@ -55,6 +59,40 @@ def test_the_report_shows_every_section_for_every_model(demo):
     page = check_report(project, config)
     # The demo's backbone is pre-trained in the pipeline, not ImageNet's: the page says so.
     assert "Offline stand-in for ImageNet" in page
+
+
+def test_each_planted_defect_was_left_out_for_its_own_reason_and_no_clean_photo_was(demo):
+    """The demo's dirty data (sources.synthetic.defects) went through its own run's download and
+    cleaning: every planted kind is in the listing and caught for its reason."""
+    project, config = demo
+    records = read_table(project / "resources/records/synthetic.tsv")
+    downloads = read_table(project / "resources/downloads/synthetic.tsv")
+    rows = planted.clean_rows(read_table(project / "results/clean/images.tsv"))
+    exclusions = clean.read_exclusions(project / config["clean"]["exclusions"])
+    assert planted.check(records, downloads, rows, exclusions) == set(config["sources"]["synthetic"]["defects"])
+
+
+def test_the_reports_cleaning_section_counts_at_least_eight_reasons(demo):
+    project, _ = demo
+    page = (project / "results/report/index.html").read_text()
+    section = page[page.index("<h3>Cleaning</h3>") : page.index("<h3>Attribution</h3>")]
+    counts = re.findall(r"<tr><td>(download|cleaning)</td><td>([^<]+)</td><td>(\d+)</td></tr>", section)
+    assert len({reason for _, reason, _ in counts}) >= 8, counts
+    assert {"not a photo", "near duplicate", "label conflict", "licence unknown"} <= {r for _, r, _ in counts}
+
+
+def test_no_model_solves_the_four_species_test_set(demo):
+    project, config = demo
+    for name, spec in config["models"].items():
+        if spec["dataset"] == "four_species":
+            assert metrics(project, name)["accuracy"] < 1.0, name
+
+
+def test_resnet18_from_scratch_beats_the_studys_network_at_the_same_image_size(demo):
+    project, config = demo
+    scratch, ri = config["models"]["R18-scratch4"], config["models"]["RI4"]
+    assert scratch["image_size"] == ri["image_size"] and scratch["dataset"] == ri["dataset"]
+    assert metrics(project, "R18-scratch4")["accuracy"] > metrics(project, "RI4")["accuracy"]
 
 
 def test_the_report_renders_in_headless_chromium(demo):

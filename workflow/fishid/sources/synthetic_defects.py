@@ -145,8 +145,9 @@ def _plant_near_duplicate(patterns, taxa, offset, seed, size, realism, count, or
         original_id, taxon, pattern, params, original_size = ordinary[pick]
         extra = _rngs(seed, "near_duplicate", number + 1)[2]
         # Smaller than its original, so that cleaning keeps the original (keep: largest); cropped
-        # by at most 1.2 % a side, well within max_distance 12 of the original's hash.
-        copy = {"scale": extra.uniform(0.72, 0.88), "crop": list(extra.uniform(0, 0.012, 4)), "quality": 0}
+        # by at most 0.5 % a side: a 0.8 % crop of a wide, textured reef scene moved its hash by
+        # 18 bits, beyond max_distance 12, where 0.4 % moved it by 8.
+        copy = {"scale": extra.uniform(0.72, 0.88), "crop": list(extra.uniform(0, 0.005, 4)), "quality": 0}
         copy["quality"] = int(extra.integers(60, 86))
         params = {**params, "copy_of": original_id, "copy": draw._rounded(copy)}
         yield _item("near_duplicate", number, taxon, pattern, params, original_size)
