@@ -127,9 +127,9 @@ def test_download_shards_gather_into_the_same_table(tmp_path):
     journal = tmp_path / "whole.tsv.journal"
     shards = [tmp_path / f"shard{i}.tsv" for i in range(3)]
     for index, path in enumerate(shards):
-        fetch.run(tmp_path / "records.tsv", path, tmp_path / "store", shard=(index, 3), journal=journal)
+        fetch.run(tmp_path / "records.tsv", path, tmp_path / "store", shard=(index, 3), reuse=[journal])
     assert sum(len(pd.read_csv(p, sep="\t")) for p in shards) == 10
-    fetch.gather(tmp_path / "records.tsv", shards, tmp_path / "gathered.tsv")
+    fetch.gather(tmp_path / "records.tsv", shards, tmp_path / "gathered.tsv", journal)
     assert (tmp_path / "gathered.tsv").read_bytes() == (tmp_path / "whole.tsv").read_bytes()
-    # The shared journal still holds every record (a shard compacts it without losing the others').
+    # The source's journal, merged from the shards', still holds every stored record once.
     assert len(journal.read_text().splitlines()) == 7
