@@ -110,7 +110,9 @@ def test_review_app_in_chromium(tiny_project, tmp_path):
 
         exclusions = read_table(tiny_project / "config/exclusions.tsv")
         relabels = read_table(tiny_project / "config/relabels.tsv")
-        assert exclusions.values.tolist() == [[excluded, "blurred (test)"]]
+        # The shipped entries (the demo's planted exclusions) stay, the new one is added after them.
+        shipped = read_table(REPO / "config/exclusions.tsv").values.tolist()
+        assert exclusions.values.tolist() == [*shipped, [excluded, "blurred (test)"]]
         assert relabels[["id", "label", "reason"]].values.tolist() == [
             [relabelled, new_label, "bars counted again (test)"]
         ]
