@@ -353,16 +353,20 @@ def test_config_cases_are_rejected_naming_the_key():
 # --------------------------------------------------------------------------- 6. the smaller ones
 
 
+def served_records(sites, path, count=24) -> list[dict]:
+    """`count` records of photos that `sites` serves, written to `path` as a records table."""
+    rows = [
+        {"record_id": f"web:{i}", "media_url": sites.add(f"/img/{i}.jpg", image_reply(i)), "license": "CC0-1.0"}
+        for i in range(count)
+    ]
+    pd.DataFrame(rows).reindex(columns=RECORD_COLUMNS, fill_value="").to_csv(path, sep="\t", index=False)
+    return rows
+
+
 def test_two_fetches_of_one_journal_keep_the_cap_and_fetch_once(tmp_path):
     spec = {"download": {"workers": 8, "per_host": 3, "rate": 0, "backoff": 0.01, "allow_private_hosts": True}}
     with FakeSites(latency=0.03) as sites:
-        rows = [
-            {"record_id": f"web:{i}", "media_url": sites.add(f"/img/{i}.jpg", image_reply(i)), "license": "CC0-1.0"}
-            for i in range(24)
-        ]
-        pd.DataFrame(rows).reindex(columns=RECORD_COLUMNS, fill_value="").to_csv(
-            tmp_path / "records.tsv", sep="\t", index=False
-        )
+        served_records(sites, tmp_path / "records.tsv")
         runs = [subprocess.Popen(fetch_command(tmp_path, spec), stderr=subprocess.PIPE, text=True) for _ in range(2)]
         logs = [run.communicate(timeout=120)[1] for run in runs]
         hits, peak = dict(sites.hits), sites.peak_connections
@@ -378,21 +382,15 @@ def test_the_shards_of_a_source_fetch_side_by_side_within_its_caps_and_share_its
     shard count reuses."""
     spec = {"download": {"workers": 4, "per_host": 2, "rate": 0, "backoff": 0.01, "allow_private_hosts": True}}
     with FakeSites(latency=0.05) as sites:
-        rows = [
-            {"record_id": f"web:{i}", "media_url": sites.add(f"/img/{i}.jpg", image_reply(i)), "license": "CC0-1.0"}
-            for i in range(24)
-        ]
-        pd.DataFrame(rows).reindex(columns=RECORD_COLUMNS, fill_value="").to_csv(
-            tmp_path / "records.tsv", sep="\t", index=False
-        )
+        rows = served_records(sites, tmp_path / "records.tsv")
         tables = [tmp_path / f"shard{i}.tsv" for i in range(2)]
 
-        def shard(i, count=2):
+        def shard(i, count, out):
             command = fetch_command(tmp_path, spec)
-            command[command.index("--out") + 1] = str(tables[i])
+            command[command.index("--out") + 1] = str(out)
             return [*command, "--shard", str(i), str(count), "--reuse", str(tmp_path / "downloads.tsv.journal")]
 
-        runs = [subprocess.Popen(shard(i), stderr=subprocess.PIPE, text=True) for i in range(2)]
+        runs = [subprocess.Popen(shard(i, 2, tables[i]), stderr=subprocess.PIPE, text=True) for i in range(2)]
         logs = [run.communicate(timeout=120)[1] for run in runs]
         assert [run.returncode for run in runs] == [0, 0], logs
         # Both shards had a connection open at once, and together no more than per_host.
@@ -406,7 +404,7 @@ def test_the_shards_of_a_source_fetch_side_by_side_within_its_caps_and_share_its
         # Three shards now: every image comes from the merged journal, none is fetched again.
         tables = [tmp_path / f"three{i}.tsv" for i in range(3)]
         for i in range(3):
-            subprocess.run(shard(i, 3), check=True, capture_output=True)
+            subprocess.run(shard(i, 3, tables[i]), check=True, capture_output=True)
         assert set(sites.hits.values()) == {1}
         assert fetch.gather(tmp_path / "records.tsv", tables, tmp_path / "again.tsv")["error"].eq("").all()
 

@@ -35,8 +35,8 @@ def _shuffled_groups(images: pd.DataFrame, rng) -> list[np.ndarray]:
     order that depends only on their content and the seed."""
     by_sha = np.argsort(images["sha256"].to_numpy(), kind="stable")
     codes = pd.factorize(images["group"].to_numpy()[by_sha], sort=True)[0]
-    by_group = by_sha[np.argsort(codes, kind="stable")]
-    groups = np.split(by_group, np.flatnonzero(np.diff(np.sort(codes, kind="stable"))) + 1)
+    order = np.argsort(codes, kind="stable")
+    groups = np.split(by_sha[order], np.flatnonzero(np.diff(codes[order])) + 1)
     return [groups[i] for i in rng.permutation(len(groups))]
 
 
