@@ -110,12 +110,32 @@ def plan_of(output: str) -> tuple[dict[str, int], set[str]]:
     stats = output.split("Job stats:", 1)[1].split("\n\n", 1)[0]
     counts = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", stats, re.MULTILINE) if rule != "total"}
     assert counts, f"no job counts under 'Job stats:':\n{stats}"
-    jobs = set()
+    return counts, set(job_files(output))
+
+
+def job_files(output: str) -> dict[str, tuple[set[str], set[str]]]:
+    """A dry run's jobs, as `rule[wildcards]`, each with its input and output files."""
+    jobs = {}
     for block in re.split(r"^(?=(?:local)?rule \w+:)", output, flags=re.MULTILINE)[1:]:
         rule = re.match(r"(?:local)?rule (\w+):", block).group(1)
-        wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.MULTILINE)
-        jobs.add(f"{rule}[{wildcards.group(1)}]" if wildcards else rule)
-    return counts, jobs
+        fields = dict(re.findall(r"^\s+(wildcards|input|output): (.*)$", block, re.MULTILINE))
+        job = f"{rule}[{fields['wildcards']}]" if "wildcards" in fields else rule
+        jobs[job] = tuple(set(fields[key].split(", ")) if key in fields else set() for key in ("input", "output"))
+    return jobs
+
+
+def downstream(jobs: dict[str, tuple[set[str], set[str]]], rules) -> set[str]:
+    """The jobs of `rules` and every job that reads, directly or not, what they write: what
+    `--forcerun rules` plans, computed from one --forceall plan instead of one dry run each."""
+    found = {job for job in jobs if job.split("[", 1)[0] in rules}
+    todo = list(found)
+    while todo:
+        written = jobs[todo.pop()][1]
+        for job, (inputs, _) in jobs.items():
+            if job not in found and inputs & written:
+                found.add(job)
+                todo.append(job)
+    return found
 
 
 def planned_jobs(project: Path, config=None) -> dict[str, int]:
