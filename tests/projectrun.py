@@ -84,6 +84,13 @@ def snakemake(project: Path, *args, env=None, timeout=900, configfiles=()) -> su
     )
 
 
+def dry_run(project: Path, *args, configfiles=()) -> str:
+    """What `snakemake --dry-run` prints; a failed dry run fails the test with its error."""
+    result = snakemake(project, "--cores", "2", "--dry-run", *args, configfiles=configfiles)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return result.stdout + result.stderr
+
+
 def planned(project: Path, config=None, *args, configfiles=()) -> tuple[dict[str, int], set[str]]:
     """What a dry run would run: (jobs by rule, the jobs as `rule[wildcards]`). Printed, so
     that `pytest -s` and a failing test show the whole plan. `config` (a dict) is merged over
@@ -93,9 +100,7 @@ def planned(project: Path, config=None, *args, configfiles=()) -> tuple[dict[str
         changed = project / "config" / "changed.yaml"
         changed.write_text(yaml.safe_dump(config))
         configfiles.append(changed)
-    result = snakemake(project, "--cores", "2", "--dry-run", *args, configfiles=configfiles)
-    assert result.returncode == 0, result.stderr[-5000:]
-    counts, jobs = plan_of(result.stdout + result.stderr)
+    counts, jobs = plan_of(dry_run(project, *args, configfiles=configfiles))
     print(f"planned jobs: {counts or 'none'}")
     for job in sorted(jobs):
         print(f"  {job}")

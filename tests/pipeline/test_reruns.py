@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from projectrun import downstream, job_files, planned, planned_jobs, run_config, snakemake
+from projectrun import downstream, dry_run, job_files, planned, planned_jobs, run_config
 
 from fishid import codedeps
 
@@ -60,14 +60,7 @@ def edited(path, append: str):
 @pytest.fixture(scope="module")
 def job_graph(tiny_project) -> dict[str, tuple[set[str], set[str]]]:
     """Every job of the tiny DAG with its files (one --forceall plan for the module)."""
-    result = snakemake(tiny_project, "--cores", "2", "--dry-run", "--forceall")
-    assert result.returncode == 0, result.stderr[-5000:]
-    return job_files(result.stdout + result.stderr)
-
-
-@pytest.fixture(scope="module")
-def every_job(job_graph) -> set[str]:
-    return set(job_graph)
+    return job_files(dry_run(tiny_project, "--forceall"))
 
 
 def test_nothing_changed_plans_nothing(tiny_project):
@@ -82,13 +75,13 @@ def test_one_models_learning_rate_reruns_that_model_and_the_report(tiny_project)
     assert jobs == {"train_model[model=RI2]", "evaluate_model[model=RI2]", "plot_model[model=RI2]", "report", "all"}
 
 
-def test_a_new_exclusion_reruns_cleaning_and_downstream_but_no_listing_or_download(tiny_project, every_job):
+def test_a_new_exclusion_reruns_cleaning_and_downstream_but_no_listing_or_download(tiny_project, job_graph):
     pair = pd.read_csv(tiny_project / "results/splits/pair.tsv", sep="\t", dtype=str)
     line = f"{pair['sha256'].iloc[0]}\tblurred beyond recognition (test)\n"
     with edited(tiny_project / "config/exclusions.tsv", line):
         counts, jobs = planned(tiny_project)
     # Every step after the source listing and the download depends on the cleaned image table.
-    assert jobs == {job for job in every_job if rule_of(job) not in {"list_source", "fetch_images"}}
+    assert jobs == {job for job in job_graph if rule_of(job) not in {"list_source", "fetch_images"}}
     assert counts["clean_images"] == 1 and counts["split_dataset"] == len(config_of(tiny_project)["datasets"])
     assert counts["attribution"] == 1 and counts["report"] == 1
     assert planned_jobs(tiny_project) == {}

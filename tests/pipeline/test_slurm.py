@@ -1,4 +1,5 @@
-"""The tiny DAG through `--profile profiles/slurm` on a real one-node SLURM cluster.
+"""The tiny DAG, cut to two models (CLUSTER_MODELS), through `--profile profiles/slurm` on a
+real one-node SLURM cluster.
 
 The cluster (Debian's munged, slurmctld and slurmd, one GPU declared as a generic resource)
 is started by .ci/start-slurm. What is asserted comes from SLURM itself (`scontrol show
