@@ -25,11 +25,16 @@ def seed_mini():
 
 
 @pytest.fixture(scope="session")
-def tiny_project(tmp_path_factory):
+def tiny_project(request, tmp_path_factory):
     """The whole DAG of tests/config/tiny.yaml, run once in a copy of the project (see
     tests/projectrun.py); tests that change it put it back as it was."""
     from projectrun import make_project, snakemake
 
+    # The SLURM run (which compares itself with this one) mostly waits on the cluster: start
+    # it first, so that this run and the tests after it fill that wait.
+    module = _slurm_module(request.session)
+    if module is not None:
+        module.start_in_background(tmp_path_factory.mktemp("slurm"))
     project = make_project(tmp_path_factory.mktemp("project"))
     # As the README runs it: through the local profile (one thread per training job).
     result = snakemake(project, "--profile", str(project / "profiles/local"))
@@ -37,24 +42,26 @@ def tiny_project(tmp_path_factory):
     return project
 
 
+# The session's projects, each built by one fixture: the tests that use one run in one
+# worker (pytest-xdist's --dist loadgroup, in pyproject.toml), so that it is built once.
+PROJECT_GROUPS = {"tiny_project": "tiny", "demo": "demo"}
+
+
+# First: xdist reads the groups in its own hook of this name.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
     """The folder a test lives in is its kind: `pytest -m unit` runs the quick ones."""
     for item in items:
         kind = Path(item.fspath).parent.name
         if kind in ("unit", "pipeline"):
             item.add_marker(kind)
+        group = next((g for fixture, g in PROJECT_GROUPS.items() if fixture in item.fixturenames), None)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 def _slurm_module(session):
     return next((item.module for item in session.items if item.path.name == "test_slurm.py"), None)
-
-
-def pytest_collection_finish(session):
-    """The SLURM run mostly waits on the cluster: start it before the first test, not when its
-    own tests come up, so that the rest of the suite runs meanwhile."""
-    module = _slurm_module(session)
-    if module is not None and not session.config.option.collectonly:
-        module.start_in_background(session.config._tmp_path_factory.mktemp("slurm"))
 
 
 def pytest_sessionfinish(session):

@@ -7,6 +7,7 @@ the project back exactly as it was (content and modification time).
 
 import contextlib
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -65,6 +66,14 @@ def job_graph(tiny_project) -> dict[str, tuple[set[str], set[str]]]:
 
 def test_nothing_changed_plans_nothing(tiny_project):
     assert planned_jobs(tiny_project) == {}
+
+
+def test_a_moved_project_plans_nothing(tiny_project, tmp_path):
+    """A user moves the project folder (or clones it and restores its snapshot elsewhere):
+    nothing is out of date, so nothing reruns."""
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny_project, moved, symlinks=True)  # copy2: modification times kept
+    assert planned_jobs(moved) == {}
 
 
 def test_one_models_learning_rate_reruns_that_model_and_the_report(tiny_project):

@@ -112,9 +112,9 @@ def gpu_request(job: dict) -> dict:
 
 
 class ClusterRun:
-    """The tiny DAG through profiles/slurm, started in the background as soon as the session
-    knows it will run these tests (tests/conftest.py): most of its wall time is the plugin
-    waiting between status checks, which the other tests fill."""
+    """The tiny DAG through profiles/slurm, started in the background by the tiny project's
+    fixture before its own run (tests/conftest.py): most of its wall time is the plugin waiting
+    between status checks, which the tiny run and the tests after it fill."""
 
     def __init__(self, root: Path):
         self.problem = cluster_problem()

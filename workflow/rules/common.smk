@@ -1,10 +1,14 @@
 import json
+import os
 import re
 import sys
 from pathlib import Path
 
-PACKAGE_DIR = Path(workflow.basedir, "workflow")
-sys.path.insert(0, str(PACKAGE_DIR))
+# Relative to the working directory (the project's folder), as every other input is: the
+# rules' code inputs stay the same files when the project is moved or cloned elsewhere, so
+# that a moved project plans nothing.
+PACKAGE_DIR = Path(os.path.relpath(Path(workflow.basedir, "workflow")))
+sys.path.insert(0, str(PACKAGE_DIR.resolve()))
 
 from fishid import codedeps  # noqa: E402
 from fishid.config import backbone_settings, model_settings, validate  # noqa: E402
