@@ -30,6 +30,7 @@ def tiny_project(request, tmp_path_factory):
     tests/projectrun.py); tests that change it put it back as it was."""
     from projectrun import make_project, snakemake
 
+    require_one_worker(request.session, "tiny_project")
     # The SLURM run (which compares itself with this one) mostly waits on the cluster: start
     # it first, so that this run and the tests after it fill that wait.
     module = _slurm_module(request.session)
@@ -47,7 +48,7 @@ def tiny_project(request, tmp_path_factory):
 PROJECT_GROUPS = {"tiny_project": "tiny", "demo": "demo"}
 
 
-# First: xdist reads the groups in its own hook of this name.
+# First: xdist reads the groups in its own hook of this name (it appends `@group` to the ids).
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
     """The folder a test lives in is its kind: `pytest -m unit` runs the quick ones."""
@@ -58,6 +59,15 @@ def pytest_collection_modifyitems(items):
         group = next((g for fixture, g in PROJECT_GROUPS.items() if fixture in item.fixturenames), None)
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
+
+
+def require_one_worker(session, fixture: str):
+    """Fail, rather than build a project once per worker and let its tests race, where
+    pytest-xdist did not group the tests on it."""
+    if getattr(session.config.option, "loadgroup", False):
+        lost = [item.nodeid for item in session.items if fixture in item.fixturenames and "@" not in item.nodeid]
+        if lost:
+            pytest.fail(f"pytest-xdist did not group the tests on {fixture} ({lost[0]}, …): see requirements.txt")
 
 
 def _slurm_module(session):

@@ -57,14 +57,15 @@ def environment(**extra) -> dict:
 
 
 def snakemake_command(project: Path, *args, configfiles=()) -> list[str]:
+    return [sys.executable, "-m", "snakemake", *snakemake_arguments(project, *args, configfiles=configfiles)]
+
+
+def snakemake_arguments(project: Path, *args, configfiles=()) -> list[str]:
     """`args` first: Snakemake options that take several values (--configfile, --forcerun,
     --rerun-triggers) would otherwise swallow a target that follows them. `configfiles` are
     merged, in order, over the project's run configuration."""
     configs = [*([project / RUN_CONFIG] if (project / RUN_CONFIG).exists() else []), *configfiles]
     return [
-        sys.executable,
-        "-m",
-        "snakemake",
         *args,
         "--snakefile",
         str(project / "Snakefile"),
@@ -91,9 +92,19 @@ def dry_run(project: Path, *args, configfiles=()) -> str:
     return result.stdout + result.stderr
 
 
+def plans_after_edits(project: Path, files) -> dict[Path, set[str]]:
+    """The jobs a dry run plans after an edit to each of `files`, one at a time (each put
+    back before the next): tests/dryruns.py, in one process instead of one per file."""
+    arguments = snakemake_arguments(project, "--cores", "2", "--dry-run")
+    command = [sys.executable, str(REPO / "tests" / "dryruns.py"), *map(str, files), "--", *arguments]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=environment())
+    assert result.returncode == 0, result.stderr[-5000:]
+    return {Path(file): plan_of(output)[1] for file, output in json.loads(result.stdout).items()}
+
+
 def planned(project: Path, config=None, *args, configfiles=()) -> tuple[dict[str, int], set[str]]:
     """What a dry run would run: (jobs by rule, the jobs as `rule[wildcards]`). Printed, so
-    that `pytest -s` and a failing test show the whole plan. `config` (a dict) is merged over
+    that `pytest -n 0 -s` and a failing test show the whole plan. `config` (a dict) is merged over
     the run configuration, as a user's extra --configfile would be."""
     configfiles = list(configfiles)
     if config is not None:

@@ -10,7 +10,7 @@ import re
 import planted
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, require_one_worker
 from projectrun import make_project, snakemake
 from reportcheck import FIGURES_PER_MODEL, check_report, render_in_chromium
 
@@ -21,7 +21,8 @@ pytestmark = pytest.mark.demo
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo(request, tmp_path_factory):
+    require_one_worker(request.session, "demo")
     project = make_project(tmp_path_factory.mktemp("demo"), config=None)
     result = snakemake(project, "--profile", str(project / "profiles/local"), timeout=1800)
     assert result.returncode == 0, result.stderr[-5000:]

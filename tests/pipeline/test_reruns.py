@@ -1,18 +1,17 @@
 """After a complete run, Snakemake plans exactly the jobs a change touches, and no others.
 
 Each test changes one thing in the session's tiny project (a copy of the checkout, so the
-training code can be edited), prints the planned jobs (`pytest -s` shows them) and puts
+training code can be edited), prints the planned jobs (`pytest -n 0 -s` shows them) and puts
 the project back exactly as it was (content and modification time).
 """
 
-import contextlib
-import os
 import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from projectrun import downstream, dry_run, job_files, planned, planned_jobs, run_config
+from dryruns import edited
+from projectrun import downstream, dry_run, job_files, planned, planned_jobs, plans_after_edits, run_config
 
 from fishid import codedeps
 
@@ -43,19 +42,6 @@ def rule_of(job: str) -> str:
 
 def config_of(project):
     return run_config(project)
-
-
-@contextlib.contextmanager
-def edited(path, append: str):
-    """Append to a file for the duration of the block, then restore it byte for byte and its mtime."""
-    before = path.read_bytes()
-    stat = path.stat()
-    path.write_bytes(before + append.encode())
-    try:
-        yield
-    finally:
-        path.write_bytes(before)
-        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +86,7 @@ def test_an_edit_to_the_training_code_reruns_the_training_rules_and_downstream(t
     _, training_and_after = planned(tiny_project, None, "--forcerun", "pretrain_backbone", "train_model")
     # Snakemake's own --forcerun plan is what the every-module test computes from the job graph.
     assert downstream(job_graph, {"pretrain_backbone", "train_model"}) == training_and_after
-    with edited(tiny_project / "workflow/fishid/train/loop.py", "\n# a comment is an edit too\n"):
+    with edited(tiny_project / "workflow/fishid/train/loop.py"):
         counts, jobs = planned(tiny_project)
     assert jobs == training_and_after
     assert counts["train_model"] == len(config_of(tiny_project)["models"])
@@ -124,9 +110,11 @@ def test_an_edit_to_any_module_reruns_exactly_the_rules_that_run_it_and_downstre
     runs = {rule: {Path(f) for f in codedeps.step_files(root, step)} for rule, step in RULE_STEPS.items()}
     runs["list_source"] |= codedeps.closure(root, ["fishid.sources.synthetic"])  # the tiny run's one source kind
     assert set(RULE_STEPS) >= {rule_of(job) for job in job_graph} - {"all"}
-    for module in sorted((root / "fishid").rglob("*.py")):
+    modules = sorted((root / "fishid").rglob("*.py"))
+    plans = plans_after_edits(tiny_project, modules)
+    assert list(plans) == modules
+    for module, jobs in plans.items():
         rules = {rule for rule, files in runs.items() if module in files}
-        with edited(module, "\n# a comment is an edit too\n"):
-            _, jobs = planned(tiny_project)
-        assert jobs == downstream(job_graph, rules), (module.name, sorted(rules))
+        expected = downstream(job_graph, rules)
+        assert jobs == expected, (str(module.relative_to(root)), sorted(rules), "differing:", sorted(jobs ^ expected))
     assert planned_jobs(tiny_project) == {}
