@@ -159,27 +159,3 @@ def render_in_chromium(report: Path, screenshot: Path) -> list:
     assert all(complete and width > 100 and height > 100 for complete, width, height in sizes), sizes
     assert screenshot.stat().st_size > 10_000
     return sizes
-
-
-def load_seconds(report: Path, repeats: int = 3) -> dict:
-    """Median seconds, over `repeats` fresh pages in one headless Chromium, from navigation start
-    to the load event and to every image decoded: what a reader waits for."""
-    from playwright.sync_api import sync_playwright
-
-    times = {"load": [], "decoded": []}
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        for _ in range(repeats):
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.goto(report.as_uri(), wait_until="load")
-            load, decoded = page.evaluate(
-                """async () => {
-                    await Promise.all(Array.from(document.images, image => image.decode()));
-                    return [performance.getEntriesByType("navigation")[0].loadEventEnd, performance.now()];
-                }"""
-            )
-            times["load"].append(load / 1000)
-            times["decoded"].append(decoded / 1000)
-            page.close()
-        browser.close()
-    return {key: sorted(values)[len(values) // 2] for key, values in times.items()}
