@@ -13,11 +13,13 @@ import yaml
 from toydata import SETTINGS, TINY_CLIP, toy_cache
 
 from fishid.config import SCHEMA_PATH, ConfigError, load, validate
-from fishid.evaluate import inference
+from fishid.evaluate import inference, metrics
+from fishid.evaluate import stage as evaluate
 from fishid.models import clip as clip_models
 from fishid.models import embeddings, openset
 from fishid.models import registry as models
 from fishid.models.weights import WeightsUnavailable
+from fishid.train import imagecache
 from fishid.train import loop as train
 
 
@@ -197,6 +199,22 @@ def test_embedding_networks_learn_and_classify_by_nearest_neighbours(tmp_path, t
     saved = torch.load(path, weights_only=True)
     assert torch.equal(saved["model"]["encoder.layer4.1.conv2.weight"], backbone["layer4.1.conv2.weight"])
     assert saved["distance_threshold"] == meta["distance_threshold"]["threshold"]
+
+
+def test_the_evaluation_counts_the_neighbours_the_model_counts(tmp_path, toy, backbone_file):
+    """metrics.json's k-NN accuracy over the embeddings uses the model's knn_k, not a k of its own."""
+    settings = {**SETTINGS, "arch": "siamese", "backbone": "pool", "epochs": 1, "knn_k": 3}
+    path, _, _ = trained(tmp_path, settings, toy, backbone_file)
+    imagecache.save(toy, tmp_path / "cache.pt")
+    outputs = [tmp_path / name for name in ("predictions.tsv", "metrics.json", "figures.npz")]
+    result = evaluate.run(settings, "Siamese", path, tmp_path / "cache.pt", "", *outputs)
+    assert result["embedding"]["knn_k"] == 3
+    train_labels = np.array(toy["classes"])[imagecache.subset(toy, "train")[1].numpy()]
+    val_labels = np.array(toy["classes"])[imagecache.subset(toy, "val")[1].numpy()]
+    knn = metrics.knn_predict(
+        inference.embed(settings, path, toy, "train"), train_labels, inference.embed(settings, path, toy, "val"), k=3
+    )
+    assert result["embedding"]["knn_accuracy"] == pytest.approx(float((knn == val_labels).mean()))
 
 
 def test_triplet_network_can_train_its_encoder_too(tmp_path, toy, backbone_file):

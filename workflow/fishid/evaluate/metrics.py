@@ -133,7 +133,7 @@ def pair_distance_accuracy(embeddings, labels, thresholds) -> list[dict]:
     return rows
 
 
-def knn_predict(train_embeddings, train_labels, query_embeddings, k=5):
+def knn_predict(train_embeddings, train_labels, query_embeddings, k: int):
     """Majority label of the k nearest training embeddings (ties: the nearest among the tied)."""
     train_embeddings = np.asarray(train_embeddings, dtype=float)
     train_labels = np.asarray(train_labels)

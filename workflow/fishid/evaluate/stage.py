@@ -148,10 +148,12 @@ def figure_data(model, weights, cache, role, predictions, embedded=None, n_salie
 DISTANCES = np.round(np.arange(0.3, 2.91, 0.1), 1)
 
 
-def embedding_metrics(model, weights, cache, role, embedded, k=5) -> dict:
+def embedding_metrics(model, weights, cache, role, embedded) -> dict:
     """Same/different decisions by distance over all pairs of the `role` images' embeddings,
     at the distance thresholds of the metric-learning study, and a k-nearest-neighbour
-    classifier whose neighbours are the training images."""
+    classifier whose neighbours are the training images, as many as the model's own head
+    counts (`knn_k`)."""
+    k = model.knn.k
     labels = np.array(cache["classes"])[imagecache.subset(cache, role)[1].numpy()]
     train_labels = np.array(cache["classes"])[imagecache.subset(cache, "train")[1].numpy()]
     knn = metric.knn_predict(inference.embed_loaded(model, weights, cache, "train"), train_labels, embedded, k=k)
