@@ -45,6 +45,13 @@ rule pretrain_backbone:
         " --weights {output.weights} --history {output.history} --meta {output.meta} 2> {log}"
 
 
+# Downloads of weights run where Snakemake runs (a cluster's login node, which has the
+# network that compute nodes often lack), never as a cluster job.
+localrules:
+    imagenet_weights,
+    open_clip_weights,
+
+
 rule imagenet_weights:
     """torchvision's ImageNet ResNet-18 weights, checked against their hash; offline, a
     missing file stops the run with the place to put it."""
@@ -60,12 +67,6 @@ rule imagenet_weights:
         offline="--offline" if config["offline"] else "",
     shell:
         "python {input.cli} imagenet-weights --cache-dir {wildcards.cache} {params.offline} 2> {log}"
-
-
-# Downloads from the Hub run where Snakemake runs (a cluster's login node, which has the
-# network that compute nodes often lack), never as a cluster job.
-localrules:
-    open_clip_weights,
 
 
 rule open_clip_weights:
