@@ -4,10 +4,11 @@ loopback server that plays the download API's life cycle; the citation on hand-m
 import base64
 import json
 import re
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
-from fake_sites import FakeSites, Reply
+from fake_sites import FakeSites, Reply, json_reply
 from site_replies import (
     DOWNLOAD_DOI,
     DOWNLOAD_KEY,
@@ -25,6 +26,7 @@ from fishid.sources import gbif_request
 
 ACCOUNT = {"GBIF_USER": "diver", "GBIF_PWD": "s3cret", "GBIF_EMAIL": "diver@example.org"}
 REQUEST = {"taxa": ["Amphiprion clarkii"], "country": ["PH"], "year": [2000, 2018]}
+ACCOUNTS_DOWNLOADS = "/v1/occurrence/download/user/diver"
 
 
 class DownloadSites(FakeSites):
@@ -59,10 +61,10 @@ def gbif_site(sites, *statuses, key=DOWNLOAD_KEY):
     sites.add(f"{DOWNLOAD_PATH}/{key}", Reply(body=small_archive()))
 
 
-def listing(sites, tmp_path, request=REQUEST, waits=None):
+def listing(sites, tmp_path, request=REQUEST, waits=None, read_timeout=30.0):
     spec = {"kind": "gbif_download", "request": request, "cache": str(tmp_path / "gbif")}
     spec |= {"api": sites.url("/"), "poll": 0.01}
-    settings = web.Settings(backoff=0.01, allow_private_hosts=True)
+    settings = web.Settings(backoff=0.01, allow_private_hosts=True, read_timeout=read_timeout)
     client = web.Client(settings, sleep=(waits if waits is not None else []).append)
     return sources.list_source("amphiprion", spec, sources.Context("amphiprion", client=client))
 
@@ -107,6 +109,60 @@ def test_too_many_downloads_running_is_answered_with_a_wait(tmp_path, account):
         records, _ = listing(sites, tmp_path, waits=waits)
     assert len(sites.posts) == 2 and len(waits) == 1
     assert len(records) == 3
+
+
+def accounts_downloads(*downloads) -> Reply:
+    """GBIF's list of an account's downloads (/occurrence/download/user/{user})."""
+    return json_reply(
+        {"offset": 0, "limit": 20, "endOfRecords": True, "count": len(downloads), "results": list(downloads)}
+    )
+
+
+def as_gbif_stores(query: dict) -> dict:
+    """A predicate as GBIF gives it back: with defaults of its own added."""
+    return {**query, "predicates": [{**part, "matchCase": False} for part in query["predicates"]]}
+
+
+def listed_download(key, created, query, status="PREPARING") -> dict:
+    return {"key": key, "status": status, "created": created.isoformat(), "request": {"predicate": query}}
+
+
+def test_an_unanswered_download_request_that_reached_gbif_is_not_made_twice(tmp_path, account):
+    """The first request reaches GBIF, which starts the download, but its answer never comes
+    (the server holds it past the read timeout): the retry finds that download in the
+    account's list and asks for no second one."""
+    ours = as_gbif_stores(gbif_request.predicate(REQUEST, ["4QHKG"]))
+    now = datetime.now(UTC)
+    waits = []
+    with DownloadSites() as sites:
+        sites.add(DOWNLOAD_PATH, Reply(status=201, body=DOWNLOAD_KEY.encode(), content_type="text/plain", delay=3))
+        sites.add(ACCOUNTS_DOWNLOADS, accounts_downloads(listed_download(DOWNLOAD_KEY, now, ours)))
+        gbif_site(sites, "RUNNING", "SUCCEEDED")
+        records, _ = listing(sites, tmp_path, waits=waits, read_timeout=0.3)
+    assert len(sites.posts) == 1 and len(waits) == 1, "one request, timed out, then found in the account's list"
+    assert json.loads((tmp_path / "gbif" / "amphiprion.request.json").read_text())["key"] == DOWNLOAD_KEY
+    assert len(records) == 3
+
+
+def test_a_download_request_that_reached_no_one_is_made_again(tmp_path, account):
+    """A 503 to the request: the account's list holds no download of this predicate since
+    (only one of another predicate, one ended and one from yesterday), so it is asked again."""
+    ours = as_gbif_stores(gbif_request.predicate(REQUEST, ["4QHKG"]))
+    other = as_gbif_stores(gbif_request.predicate({"taxa": ["Amphiprion clarkii"]}, ["4QHKG"]))
+    now = datetime.now(UTC)
+    listed = [
+        listed_download("0000001-240501101010101", now, other),
+        listed_download("0000002-240501101010101", now, ours, status="CANCELLED"),
+        listed_download("0000003-240501101010101", now - timedelta(days=1), ours, status="SUCCEEDED"),
+        {"key": "<b>0000004-1</b>", "status": ["RUNNING"], "created": "yesterday", "request": "hostile"},
+    ]
+    with DownloadSites() as sites:
+        sites.add(DOWNLOAD_PATH, Reply(status=503, content_type="text/plain"), download_key())
+        sites.add(ACCOUNTS_DOWNLOADS, accounts_downloads(*listed))
+        gbif_site(sites, "SUCCEEDED")
+        records, _ = listing(sites, tmp_path)
+    assert len(sites.posts) == 2 and sites.hits[ACCOUNTS_DOWNLOADS] == 1
+    assert json.loads((tmp_path / "gbif" / "amphiprion.request.json").read_text())["key"] == DOWNLOAD_KEY
 
 
 def test_a_failed_download_is_reported_with_its_key_and_a_rerun_requests_anew(tmp_path, account):

@@ -29,8 +29,10 @@ _PYGBIF_ROOTS = ("https://api.gbif.org/", "http://api.gbif.org/")
 
 
 @contextmanager
-def api_root(root: str):
-    """Send pygbif's requests to `root` instead of api.gbif.org.
+def api_root(root: str, timeout=None):
+    """Send pygbif's requests to `root` instead of api.gbif.org, and give those it sends
+    without a timeout (the download request, a POST) `timeout`, so that a server that never
+    answers cannot hold the stage.
 
     pygbif writes api.gbif.org into its URLs (some through `gbif_baseurl`, some as
     literals), so the origin is swapped where every one of them passes: the requests
@@ -38,15 +40,17 @@ def api_root(root: str):
     caching proxy, and by the tests for a loopback server with GBIF-shaped answers.
     """
     root = root.rstrip("/") + "/"
-    if root == GBIF_ROOT:
+    if root == GBIF_ROOT and timeout is None:
         yield
         return
     original = requests.Session.request
 
     def request(self, method, url, *args, **kwargs):
         for prefix in _PYGBIF_ROOTS:
-            if isinstance(url, str) and url.startswith(prefix):
+            if root != GBIF_ROOT and isinstance(url, str) and url.startswith(prefix):
                 url = root + url[len(prefix) :]
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = timeout
         return original(self, method, url, *args, **kwargs)
 
     requests.Session.request = request

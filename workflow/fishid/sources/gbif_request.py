@@ -22,8 +22,10 @@ import re
 import tempfile
 import time
 import zipfile
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+
+import requests
 
 from fishid import web
 from fishid.sources.base import Context
@@ -42,6 +44,8 @@ WAITING = {"PREPARING", "RUNNING", "SUSPENDED"}
 ENDED = {"FAILED", "KILLED", "CANCELLED", "FILE_ERASED"}
 POLL_CAP = 900.0  # seconds: the longest pause between two status checks
 KEY = re.compile(r"[0-9]+-[0-9]+")
+# How far GBIF's clock may run behind ours when a lost download request is looked for.
+CLOCK_SKEW = timedelta(minutes=10)
 DOI = re.compile(r"10\.[0-9]{4,9}/[A-Za-z0-9._/-]+")
 _REFUSED_STATUS = re.compile(r"error status code (\d{3})")
 
@@ -168,15 +172,32 @@ def _refusal(error: Exception) -> web.FetchFailure:
 
 
 def post_request(query: dict, checklist: str, account: dict, context: Context) -> str:
-    """The key GBIF gives the download it will build for `query` (a predicate)."""
+    """The key GBIF gives the download it will build for `query` (a predicate).
+
+    A request whose answer was lost (a timeout, a cut connection, a 5xx) may have reached
+    GBIF all the same: before asking again, the account's downloads are searched for one of
+    this predicate ordered since the first attempt, so that GBIF does not build it twice.
+    A refusal (4xx) made nothing: it is simply asked again, as the client's policy says."""
     from pygbif import occurrences
     from pygbif.occurrences.download import GbifDownloadError
 
+    since, unanswered = datetime.now(UTC) - CLOCK_SKEW, False
+
     def call():
+        nonlocal unanswered
+        if unanswered and (twin := ordered_since(query, since, account)):
+            log.info("gbif: the unanswered request reached GBIF: download %s", twin)
+            return twin
         try:
             key, _ = occurrences.download(query, format="DWCA", checklistKey=checklist, **account)
         except GbifDownloadError as error:
-            raise _refusal(error) from None
+            refusal = _refusal(error)
+            # A refusal (420: too many downloads running) made nothing; a server error may have.
+            unanswered = refusal.status is None or refusal.status >= 500
+            raise refusal from None
+        except requests.RequestException:
+            unanswered = True
+            raise
         return key
 
     key = str(asking(context.client, call, "gbif: requesting a download") or "").strip()
@@ -184,6 +205,41 @@ def post_request(query: dict, checklist: str, account: dict, context: Context) -
     if not KEY.fullmatch(key):
         raise ValueError(f"gbif: the download request answered {key[:80]!r}, not a download key")
     return key
+
+
+def ordered_since(query: dict, since: datetime, account: dict) -> str | None:
+    """The key of a download of the account's, not ended, asked for `query` at or after `since`."""
+    from pygbif import occurrences
+    from pygbif.gbifutils import NoResultException
+
+    try:
+        listed = occurrences.download_list(user=account["user"], pwd=account["pwd"], limit=20)
+    except (NoResultException, requests.JSONDecodeError, KeyError, TypeError) as error:
+        # Not a list of downloads (an HTML page, a torn body): nothing to reuse is known.
+        log.warning("gbif: the account's downloads could not be read (%s): requesting again", error)
+        return None
+    for download in listed["results"] if isinstance(listed["results"], list) else []:
+        if not isinstance(download, dict) or str(download.get("status")) in ENDED:
+            continue
+        try:
+            created = datetime.fromisoformat(str(download.get("created")))
+        except ValueError:
+            continue
+        key = str(download.get("key") or "")
+        predicate = (download.get("request") or {}).get("predicate")
+        if created.tzinfo and created >= since and KEY.fullmatch(key) and asks_for(predicate, query):
+            return key
+    return None
+
+
+def asks_for(stored, query) -> bool:
+    """Whether GBIF's stored copy of a predicate is `query`: every field of ours is there with
+    our value (GBIF adds defaults of its own, such as `matchCase`; numbers may come back as text)."""
+    if isinstance(query, dict):
+        return isinstance(stored, dict) and all(asks_for(stored.get(k), v) for k, v in query.items())
+    if isinstance(query, list):
+        return isinstance(stored, list) and len(stored) == len(query) and all(map(asks_for, stored, query))
+    return str(stored) == str(query)
 
 
 def new_request(request: dict, context: Context) -> dict:
@@ -275,7 +331,7 @@ def requested_archive(name: str, spec: dict, context: Context) -> Path:
     if record.get("hash") != request_hash(request) or record.get("status") in ENDED or not record.get("key"):
         if record.get("key"):
             log.info("gbif: %s: not reusing download %s (%s)", name, record["key"], record.get("status"))
-        with api_root(spec.get("api", GBIF_ROOT)):
+        with api_root(spec.get("api", GBIF_ROOT), timeout=_timeout(context)):
             record = new_request(request, context)
         # Kept before waiting: a run killed while GBIF builds the archive must not request it again.
         write_json(path, record)
