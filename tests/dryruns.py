@@ -1,7 +1,7 @@
 """`snakemake --dry-run` of one project after an edit to each of several files, in one process.
 
 One `snakemake` command per edit pays an interpreter start and Snakemake's imports each time
-(about 1.5 of its 2 s on the tiny project); in one process a dry run takes about 0.3 s. Each
+(about 1.5 of its 2 s on the tiny project); in one process a dry run takes 0.3 to 1 s. Each
 run is still Snakemake's own command line (`snakemake.cli.main`, the same arguments) and
 parses the workflow afresh.
 

@@ -55,7 +55,7 @@ def test_nothing_changed_plans_nothing(tiny_project):
 
 
 def test_a_moved_project_plans_nothing(tiny_project, tmp_path):
-    """A user moves the project folder (or clones it and restores its snapshot elsewhere):
+    """A user moves the project folder (`mv`, or `cp -a`, which keeps modification times):
     nothing is out of date, so nothing reruns."""
     moved = tmp_path / "moved"
     shutil.copytree(tiny_project, moved, symlinks=True)  # copy2: modification times kept

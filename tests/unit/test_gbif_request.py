@@ -154,7 +154,9 @@ def test_a_download_request_that_reached_no_one_is_made_again(tmp_path, account)
         listed_download("0000001-240501101010101", now, other),
         listed_download("0000002-240501101010101", now, ours, status="CANCELLED"),
         listed_download("0000003-240501101010101", now - timedelta(days=1), ours, status="SUCCEEDED"),
-        {"key": "<b>0000004-1</b>", "status": ["RUNNING"], "created": "yesterday", "request": "hostile"},
+        {"key": "<b>0000004-1</b>", "status": ["RUNNING"], "created": "yesterday", "request": ours},
+        {"key": "0000005-240501101010101", "status": "RUNNING", "created": now.isoformat(), "request": "<b>"},
+        "not a download",
     ]
     with DownloadSites() as sites:
         sites.add(DOWNLOAD_PATH, Reply(status=503, content_type="text/plain"), download_key())

@@ -46,9 +46,10 @@ def api_root(root: str, timeout=None):
     original = requests.Session.request
 
     def request(self, method, url, *args, **kwargs):
-        for prefix in _PYGBIF_ROOTS:
-            if root != GBIF_ROOT and isinstance(url, str) and url.startswith(prefix):
-                url = root + url[len(prefix) :]
+        if root != GBIF_ROOT and isinstance(url, str):
+            for prefix in _PYGBIF_ROOTS:
+                if url.startswith(prefix):
+                    url = root + url[len(prefix) :]
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = timeout
         return original(self, method, url, *args, **kwargs)

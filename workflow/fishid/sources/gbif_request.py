@@ -225,8 +225,8 @@ def ordered_since(query: dict, since: datetime, account: dict) -> str | None:
             created = datetime.fromisoformat(str(download.get("created")))
         except ValueError:
             continue
-        key = str(download.get("key") or "")
-        predicate = (download.get("request") or {}).get("predicate")
+        key, asked = str(download.get("key") or ""), download.get("request")
+        predicate = asked.get("predicate") if isinstance(asked, dict) else None
         if created.tzinfo and created >= since and KEY.fullmatch(key) and asks_for(predicate, query):
             return key
     return None
