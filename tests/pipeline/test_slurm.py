@@ -90,11 +90,17 @@ def require_cluster(problem: str | None):
     pytest.skip(problem)
 
 
-def slurm_jobs(workdir: Path) -> list[dict]:
-    """Every job SLURM still knows of (MinJobAge is an hour) that ran in `workdir`."""
+def known_jobs() -> list[dict]:
+    """Every job SLURM still knows of (MinJobAge is an hour), with its fields."""
     out = subprocess.run(["scontrol", "show", "job", "--oneliner"], capture_output=True, text=True, check=True)
-    jobs = [dict(re.findall(r"(\w+)=(\S*)", line)) for line in out.stdout.splitlines() if line.strip()]
-    return [job for job in jobs if job.get("WorkDir") == str(workdir)]
+    # With none, scontrol says "No jobs in the system".
+    return [dict(re.findall(r"(\w+)=(\S*)", line)) for line in out.stdout.splitlines() if "JobId=" in line]
+
+
+def slurm_jobs(workdir: Path, after: int) -> list[dict]:
+    """The jobs that ran in `workdir` with ids above `after`: a run's own, not those of an
+    earlier session's run in a folder of the same name (pytest reuses its numbering)."""
+    return [job for job in known_jobs() if job.get("WorkDir") == str(workdir) and int(job["JobId"]) > after]
 
 
 def plugin_comment(job: str) -> str:
@@ -133,6 +139,7 @@ class ClusterRun:
         env.pop("CUDA_VISIBLE_DEVICES", None)
         env["PATH"] = f"{shim_dir}{os.pathsep}{env['PATH']}"
         _, self.expected = planned(self.project)
+        self.last_job_before = max((int(job["JobId"]) for job in known_jobs()), default=0)
         self.log = root / "snakemake.log"
         command = snakemake_command(self.project, "--profile", str(self.project / "profiles/slurm"), *CLUSTER_ARGS)
         with self.log.open("w") as log:
@@ -165,7 +172,7 @@ def slurm_run(tmp_path_factory, tiny_project):
     return {
         "project": run.project,
         "expected": run.expected,
-        "jobs": slurm_jobs(run.project),
+        "jobs": slurm_jobs(run.project, run.last_job_before),
         "calls": [line.split(" ", 2) for line in run.calls.read_text().splitlines()],
         "marker": run.marker,
         "local": tiny_project,
