@@ -21,6 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 PROJECT_PARTS = ["Snakefile", "workflow", "config", "envs", "profiles"]
 TINY_CONFIG = REPO / "tests" / "config" / "tiny.yaml"
 RUN_CONFIG = Path("config", "run.yaml")
+# The options of every dry run the tests make (dry_run, and plans_after_edits through dryruns.py).
+DRY_RUN = ("--cores", "2", "--dry-run")
 
 
 def make_project(dest: Path, config: Path | None = TINY_CONFIG) -> Path:
@@ -87,7 +89,7 @@ def snakemake(project: Path, *args, env=None, timeout=900, configfiles=()) -> su
 
 def dry_run(project: Path, *args, configfiles=()) -> str:
     """What `snakemake --dry-run` prints; a failed dry run fails the test with its error."""
-    result = snakemake(project, "--cores", "2", "--dry-run", *args, configfiles=configfiles)
+    result = snakemake(project, *DRY_RUN, *args, configfiles=configfiles)
     assert result.returncode == 0, result.stderr[-5000:]
     return result.stdout + result.stderr
 
@@ -95,7 +97,7 @@ def dry_run(project: Path, *args, configfiles=()) -> str:
 def plans_after_edits(project: Path, files) -> dict[Path, set[str]]:
     """The jobs a dry run plans after an edit to each of `files`, one at a time (each put
     back before the next): tests/dryruns.py, in one process instead of one per file."""
-    arguments = snakemake_arguments(project, "--cores", "2", "--dry-run")
+    arguments = snakemake_arguments(project, *DRY_RUN)
     command = [sys.executable, str(REPO / "tests" / "dryruns.py"), *map(str, files), "--", *arguments]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=environment())
     assert result.returncode == 0, result.stderr[-5000:]

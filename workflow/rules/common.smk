@@ -5,8 +5,8 @@ import sys
 from pathlib import Path
 
 # Relative to the working directory (the project's folder), as every other input is: the
-# rules' code inputs stay the same files when the project is moved or cloned elsewhere, so
-# that a moved project plans nothing.
+# rules' code inputs stay the same files when the project folder is moved (or copied with
+# its modification times), so that it plans nothing.
 PACKAGE_DIR = Path(os.path.relpath(Path(workflow.basedir, "workflow")))
 sys.path.insert(0, str(PACKAGE_DIR.resolve()))
 
