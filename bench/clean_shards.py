@@ -191,7 +191,14 @@ def split_child(n: int) -> dict:
         write_table(clean, folder / "clean.tsv", CLEAN_COLUMNS)
         start = time.perf_counter()
         table = split.run(
-            folder / "clean.tsv", "bench", SPLIT_SPEC, folder / "s.tsv", folder / "d.tsv", folder / "c.tsv"
+            folder / "clean.tsv",
+            "bench",
+            SPLIT_SPEC,
+            folder / "s.tsv",
+            folder / "d.tsv",
+            folder / "c.tsv",
+            folder / "leaks.tsv",
+            max_distance=12,
         )
         seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

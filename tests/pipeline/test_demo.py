@@ -138,3 +138,60 @@ def test_the_readme_results_table_is_this_runs_output(demo):
     project, config = demo
     made = [row.replace("|  |", "| |") for row in results_table(project, config)]
     assert readme_table() == made, "README.md's results table should read:\n" + "\n".join(made)
+
+
+def test_every_model_is_measured_per_source_and_the_unseen_source_is_never_trained_on(demo):
+    """The demo's two sources (field photos and museum studio photos) are told apart in every
+    model's metrics; museum_unseen trains on the field only and tests on the museum only."""
+    project, config = demo
+    sources = set(config["sources"])
+    for name, spec in config["models"].items():
+        scores = metrics(project, name)
+        split = read_table(project / f"results/splits/{spec['dataset']}.tsv")
+        evaluated = split[split["split"] == scores["evaluated_on"]]
+        expected = {s for listed in evaluated["sources"] for s in listed.split("|")}
+        assert set(scores["by_source"]) == expected <= sources, name
+        assert sum(row["n"] for row in scores["by_source"].values()) >= scores["n"], name
+    unseen = metrics(project, "TL4-unseen")
+    assert unseen["trained_on"] == ["synthetic"] and set(unseen["by_source"]) == {"museum"}
+    assert not unseen["by_source"]["museum"]["too_few"]
+    assert metrics(project, "TL4")["trained_on"] == ["museum", "synthetic"]
+    page = (project / "results/report/index.html").read_text()
+    section = page[page.index('<h3 id="cross-source">') : page.index('<h3 id="model-')]
+    for name in config["models"]:
+        assert f"<td>{name}</td>" in section, name
+    assert "(unseen)" in section
+
+
+def test_no_near_duplicate_crosses_a_split_and_the_report_says_so(demo):
+    project, config = demo
+    page = (project / "results/report/index.html").read_text()
+    for dataset in config["datasets"]:
+        pairs = read_table(project / f"results/splits/{dataset}.leaks.tsv")
+        assert pairs.empty, (dataset, pairs.head())
+    for role in ("val", "test"):
+        assert page.count(f"<tr><td>{role}</td><td>0</td><td>0</td></tr>") == len(config["datasets"]), role
+
+
+def test_the_dataset_chosen_by_rule_spans_three_genera_and_its_model_answers_by_rank(demo):
+    """damselfish is {within: Pomacentridae, top: 6} on the cleaned counts: the six species with
+    the most kept photos, whichever they are, and TL6-damsel's metrics and report go by rank."""
+    project, config = demo
+    clean = read_table(project / "results/clean/images.tsv")
+    kept = clean[(clean["kept"] == "True") & (clean["family"] == "Pomacentridae") & (clean["taxon"] != "")]
+    counts = kept.groupby("taxon").size()
+    expected = sorted(counts.sort_index().sort_values(ascending=False, kind="stable").index[:6])
+    split = read_table(project / "results/splits/damselfish.tsv")
+    assert sorted(split["label"].unique()) == expected
+    assert sorted(split["genus"].unique()) == ["Amphiprion", "Dascyllus", "Premnas"]
+    decisions = read_table(project / "results/splits/damselfish.decisions.tsv")
+    assert set(decisions.loc[decisions["decision"] == "not chosen", "taxon"]) == set(counts.index) - set(expected)
+    by_rank = metrics(project, "TL6-damsel")["by_rank"]
+    accuracy = by_rank["accuracy"]
+    assert accuracy["species"] <= accuracy["genus"] <= accuracy["family"] == 1.0
+    fallback = by_rank["fallback"]
+    assert fallback["chosen_on"] == "val" and 0 < fallback["coverage"] <= 1
+    assert sum(fallback["answered"].values()) == pytest.approx(1.0)
+    assert by_rank["mean_distance"] >= 0 and by_rank["genera"] == ["Amphiprion", "Dascyllus", "Premnas"]
+    page = (project / "results/report/index.html").read_text()
+    assert 'id="by-rank-TL6-damsel"' in page

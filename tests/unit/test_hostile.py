@@ -109,9 +109,9 @@ def test_a_file_url_in_a_darwin_core_archive_row_is_refused_without_reading(tmp_
 
 
 def test_a_redirect_to_a_loopback_host_is_refused_unless_allowed(tmp_path, monkeypatch):
-    real = web.private_host_refusal
+    real = web.address_refusal
     # "localhost" stands in for a public image host; the redirect goes to 127.0.0.1.
-    monkeypatch.setattr(web, "private_host_refusal", lambda host: "" if host == "localhost" else real(host))
+    monkeypatch.setattr(web, "address_refusal", lambda host, *args: "" if host == "localhost" else real(host, *args))
     refusing = web.Settings(backoff=0.01, rate=0, retries=0)
     with FakeSites() as sites:
         sites.add("/img/secret.jpg", image_reply(5))
@@ -125,7 +125,8 @@ def test_a_redirect_to_a_loopback_host_is_refused_unless_allowed(tmp_path, monke
         assert sites.hits["/img/secret.jpg"] == 1
     errors = list(table["error"])
     assert errors[0] == (
-        "refused host 127.0.0.1: a loopback address; set download.allow_private_hosts: true to download from such hosts"
+        "refused host 127.0.0.1: a loopback address; to download from such hosts, set download.allow_private_hosts "
+        "to their networks (such as [10.1.0.0/16]) or to true"
     )
     assert errors[1].startswith("refused host 127.0.0.1: a loopback address")
     assert errors[2].startswith("refused host 169.254.169.254: a link-local address")
@@ -373,7 +374,7 @@ def test_two_fetches_of_one_journal_keep_the_cap_and_fetch_once(tmp_path):
     assert [run.returncode for run in runs] == [0, 0], logs
     assert sites.peak_connections <= 3 and peak <= 3
     assert set(hits.values()) == {1}, "an image was fetched twice"
-    assert any("another fetch holds the journal" in log for log in logs)
+    assert any("another fetch holds the records" in log for log in logs)
 
 
 def test_the_shards_of_a_source_fetch_side_by_side_within_its_caps_and_share_its_journal(tmp_path):

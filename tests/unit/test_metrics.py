@@ -154,3 +154,24 @@ def test_a_model_that_learned_nothing_is_flagged_and_one_that_learned_is_not():
     assert "does not clear the majority baseline 0.600" in reason
     learned = labels[:90] + ["a" if label == "b" else "b" for label in labels[90:]]
     assert evaluation(labels, learned, train)["learned_nothing"] == []
+
+
+def test_per_source_results_count_each_photo_under_every_source_that_listed_it():
+    from fishid.evaluate.stage import MIN_SOURCE_PHOTOS, by_source
+
+    predictions = pd.DataFrame(
+        {
+            "sha256": [f"{i:064x}" for i in range(30)],
+            "label": ["a"] * 15 + ["b"] * 15,
+            "predicted": ["a"] * 10 + ["b"] * 5 + ["b"] * 15,
+        }
+    )
+    # Photos 0-24 from the field, 25-29 from a museum; photo 25 listed by both.
+    sources = pd.Series(["field"] * 25 + ["field|museum"] + ["museum"] * 4, index=predictions["sha256"])
+    result = by_source(predictions, sources, ["a", "b"])
+    assert sorted(result) == ["field", "museum"]
+    field, museum = result["field"], result["museum"]
+    assert (field["n"], field["correct"], museum["n"], museum["correct"]) == (26, 21, 5, 5)
+    assert field["confusion"] == [[10, 5], [0, 11]] and museum["confusion"] == [[0, 0], [0, 5]]
+    assert field["accuracy_ci95"][0] < 21 / 26 < field["accuracy_ci95"][1]
+    assert not field["too_few"] and museum["too_few"] and MIN_SOURCE_PHOTOS > 5

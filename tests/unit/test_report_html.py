@@ -252,3 +252,33 @@ def test_the_cleaning_section_counts_what_the_download_and_the_cleaning_left_out
         ["download", "not an image", "1"],
         ["cleaning", "not a photo", "2"],
     ]
+
+
+def test_the_cross_source_table_marks_unseen_sources_and_too_few_photos(tmp_path):
+    def scores(n, correct, too_few=False):
+        return {"n": n, "correct": correct, "accuracy": correct / n, "accuracy_ci95": [0.5, 0.9], "too_few": too_few}
+
+    pooled = {"trained_on": ["field", "museum"], "by_source": {"field": scores(40, 32), "museum": scores(8, 6, True)}}
+    unseen = {"trained_on": ["field"], "by_source": {"museum": scores(60, 30)}}
+    settings = {"TL4": {"dataset": "four"}, "TL4-unseen": {"dataset": "museum_unseen"}}
+    table = report.cross_source_table({"TL4": (pooled, None), "TL4-unseen": (unseen, None)}, settings)
+    assert table.values.tolist() == [
+        ["TL4", "four", "field, museum", "0.800 [0.50, 0.90] (32/40)", "too few photos to say (6/8)"],
+        ["TL4-unseen", "museum_unseen", "field", "", "0.500 [0.50, 0.90] (30/60) (unseen)"],
+    ]
+    assert list(table.columns[-2:]) == ["tested on field", "tested on museum"]
+    # One source, all seen: nothing to compare, no table.
+    assert (
+        report.cross_source_table(
+            {"TL4": ({"trained_on": ["field"], "by_source": {"field": scores(40, 32)}}, None)}, settings
+        )
+        is None
+    )
+
+
+def test_the_datasets_near_duplicate_counts_show_zero_and_each_benchmark(tmp_path):
+    pairs = pd.DataFrame(
+        {"held_out": ["test", "benchmark kept-out", "benchmark kept-out"], "train_sha256": ["a", "b", "b"]}
+    )
+    counts = report.near_duplicate_counts(pairs)
+    assert counts.values.tolist() == [["val", 0, 0], ["test", 1, 1], ["benchmark kept-out", 2, 1]]

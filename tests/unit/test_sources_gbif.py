@@ -161,3 +161,19 @@ def test_canonical_names():
     assert gbif.canonical("Amphiprion clarkii (Bennett, 1830)") == "Amphiprion clarkii"
     assert gbif.canonical("Amphiprion Bloch & Schneider, 1801") == "Amphiprion"
     assert gbif.canonical("Amphiprion sp.") == "Amphiprion"
+
+
+def test_one_word_names_a_genus_or_any_rank_above_and_a_binomial_only_a_species():
+    from fishid.sources.gbif import resolve
+
+    def match(name, rank, match_type="EXACT"):
+        usage = {"key": "K1", "name": name, "canonicalName": name, "rank": rank}
+        return {"usage": usage, "diagnostics": {"matchType": match_type}}
+
+    assert resolve("Pomacentridae", match("Pomacentridae", "FAMILY"))["rank"] == "FAMILY"
+    assert resolve("Amphiprion", match("Amphiprion", "GENUS"))["rank"] == "GENUS"
+    assert resolve("Amphiprion clarkii", match("Amphiprion clarkii", "SPECIES"))["rank"] == "SPECIES"
+    with pytest.raises(ValueError, match="matched only 'Amphiprion' \\(GENUS\\)"):
+        resolve("Amphiprion clarkiii", match("Amphiprion", "GENUS", "HIGHERRANK"))
+    with pytest.raises(ValueError, match="matched only 'Amphiprion clarkii' \\(SPECIES\\)"):
+        resolve("Clarkii", match("Amphiprion clarkii", "SPECIES"))

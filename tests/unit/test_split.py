@@ -5,7 +5,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from fishid.split.stage import count_table, draw_groups, make_split
+from fishid.split.stage import benchmark_hashes, count_table, draw_groups, leak_pairs, make_split
 from fishid.tables import LEAK
 
 SPEC = {"species": ["A a", "B b"], "val_fraction": 0.1, "cap_ratio": 2, "seed": 5}
@@ -29,7 +29,7 @@ def clean_table(counts: dict[str, int], group_sizes: dict[str, list[int]] | None
                 {"sha256": m, "taxon": taxon, "listed_as": taxon, "kept": "True", "reason": "", "group": min(members)}
                 for m in members
             ]
-    return pd.DataFrame(rows).assign(derived_path="")
+    return pd.DataFrame(rows).assign(derived_path="", sources="gbif")
 
 
 def test_the_study_rule():
@@ -212,3 +212,54 @@ def test_split_properties(sizes, singletons, val_fraction, test_fraction, cap_ra
     # Every image is either in the split or in the decisions, never both.
     assert set(split["sha256"]) | set(decisions["sha256"]) == set(table["sha256"])
     assert not set(split["sha256"]) & set(decisions["sha256"])
+
+
+def test_leave_one_source_out_tests_only_on_the_named_source_and_keeps_groups_whole():
+    clean = clean_table({"A a": 90, "B b": 60}, {"A a": [3] * 30, "B b": [2] * 30})
+    # Sources rotate per image, so many groups hold a FishPix photo beside a GBIF or FishBase one.
+    clean["sources"] = [("gbif", "fishbase", "gbif", "fishpix", "gbif|fishpix")[i % 5] for i in range(len(clean))]
+    spec = {**SPEC, "val_fraction": 0.1, "test_fraction": 0.2, "test_sources": ["fishpix"]}
+    split, _ = make_split(clean, "d", spec)
+    from_fishpix = split["sources"].str.contains("fishpix")
+    group_has_fishpix = from_fishpix.groupby(split["group"]).transform("any")
+    held_out = split["split"] != "train"
+    assert (held_out == group_has_fishpix).all()
+    assert not from_fishpix[~held_out].any()
+    assert (split.groupby("group")["split"].apply(lambda r: set(r) <= {"train"} or "train" not in set(r))).all()
+    # Validation and test are both drawn among the held-out photos, a third and two thirds.
+    for _, rows in split[held_out].groupby("label"):
+        assert 0.2 < (rows["split"] == "val").mean() < 0.45 and (rows["split"] == "test").any()
+
+
+def _flip(phash: str, bits: list[int]) -> str:
+    value = int(phash, 16)
+    for bit in bits:
+        value ^= 1 << bit
+    return f"{value:032x}"
+
+
+def test_the_leak_count_finds_a_near_duplicate_placed_across_train_and_test(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from fishid.clean.near_duplicates import perceptual_hash
+    from fishid.clean.stage import decode
+
+    rng = np.random.default_rng(3)
+    hashes = [f"{int(rng.integers(0, 2**62)):016x}{int(rng.integers(0, 2**62)):016x}" for _ in range(40)]
+    clean = pd.DataFrame({"sha256": [sha(str(i)) for i in range(40)], "phash": hashes})
+    split = pd.DataFrame(
+        {"dataset": "d", "sha256": clean["sha256"], "split": ["train"] * 30 + ["val"] * 5 + ["test"] * 5}
+    )
+    assert leak_pairs(split, clean, 12).empty
+    # By hand: test photo 35 becomes a near copy of training photo 0 (3 bits apart).
+    clean.loc[35, "phash"] = _flip(hashes[0], [1, 70, 120])
+    # And a benchmark photo is a copy of training photo 7.
+    pixels = rng.integers(0, 255, size=(48, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "bench.png")
+    clean.loc[7, "phash"] = perceptual_hash(decode(tmp_path / "bench.png"))
+    pairs = leak_pairs(split, clean, 12, {"kept-out": benchmark_hashes("kept-out", tmp_path)})
+    assert pairs[["held_out", "train_sha256", "held_out_image", "distance"]].values.tolist() == [
+        ["benchmark kept-out", sha("7"), "bench.png", 0],
+        ["test", sha("0"), sha("35"), 3],
+    ]

@@ -7,6 +7,7 @@ import json
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -19,6 +20,7 @@ from fishid.models import clip as clip_models
 from fishid.models import embeddings, openset
 from fishid.models import registry as models
 from fishid.models.weights import WeightsUnavailable
+from fishid.tables import write_table
 from fishid.train import imagecache
 from fishid.train import loop as train
 
@@ -206,8 +208,11 @@ def test_the_evaluation_counts_the_neighbours_the_model_counts(tmp_path, toy, ba
     settings = {**SETTINGS, "arch": "siamese", "backbone": "pool", "epochs": 1, "knn_k": 3}
     path, _, _ = trained(tmp_path, settings, toy, backbone_file)
     imagecache.save(toy, tmp_path / "cache.pt")
+    split = pd.DataFrame({"sha256": toy["sha256"], "split": toy["split"], "sources": "toy"})
+    write_table(split, tmp_path / "split.tsv")
     outputs = [tmp_path / name for name in ("predictions.tsv", "metrics.json", "figures.npz")]
-    result = evaluate.run(settings, "Siamese", path, tmp_path / "cache.pt", "", *outputs)
+    result = evaluate.run(settings, "Siamese", path, tmp_path / "cache.pt", tmp_path / "split.tsv", "", *outputs)
+    assert result["trained_on"] == ["toy"] and result["by_source"]["toy"]["n"] == 12
     assert result["embedding"]["knn_k"] == 3
     train_labels = np.array(toy["classes"])[imagecache.subset(toy, "train")[1].numpy()]
     val_labels = np.array(toy["classes"])[imagecache.subset(toy, "val")[1].numpy()]

@@ -20,9 +20,12 @@ def _spec(text: str) -> dict:
 def cmd_list(args):
     from fishid import web
     from fishid.sources import base as sources
+    from fishid.sources import taxonomy
     from fishid.tables import RECORD_COLUMNS, write_table
 
-    context = sources.Context(args.source, args.seed, args.offline, web.Client(web.Settings.from_spec(args.download)))
+    client = web.Client(web.Settings.from_spec(args.download))
+    ranks = taxonomy.Settings.from_spec(args.taxonomy)
+    context = sources.Context(args.source, args.seed, args.offline, client, taxonomy=ranks)
     records, summary = sources.list_source(args.source, args.spec, context)
     write_table(records, args.out, RECORD_COLUMNS)
     if args.summary:
@@ -78,7 +81,17 @@ def cmd_clean_shard(args):
 def cmd_split(args):
     from fishid.split import stage as split
 
-    table = split.run(args.clean, args.name, args.spec, args.out, args.decisions, args.counts)
+    table = split.run(
+        args.clean,
+        args.name,
+        args.spec,
+        args.out,
+        args.decisions,
+        args.counts,
+        args.leaks,
+        args.max_distance,
+        args.benchmarks,
+    )
     logging.info("%s: %s", args.name, table.groupby(["label", "split"]).size().to_dict())
 
 
@@ -131,6 +144,7 @@ def cmd_evaluate(args):
         args.name,
         args.weights,
         args.cache,
+        args.split,
         args.other_label,
         args.predictions,
         args.metrics,
@@ -176,28 +190,33 @@ def cmd_report(args):
         decision_paths=args.decisions,
         citation_path=args.citation,
         derived_path=args.derived,
+        leak_paths=args.leaks,
     )
 
 
 def cmd_predict(args):
     from fishid.evaluate import predict
+    from fishid.tables import table_text, write_text_atomic
 
     table = predict.predict_folder(Path(args.results) / "models" / args.model, args.folder)
-    table.to_csv(args.out or sys.stdout, index=False, float_format="%.6f")
+    text = table_text(table, sep=",", float_format="%.6f")
+    if args.out:
+        write_text_atomic(args.out, text)
+    else:
+        sys.stdout.write(text)
     unreadable = table[table["error"] != ""]
     logging.info("%d images labelled, %d unreadable", len(table) - len(unreadable), len(unreadable))
 
 
 def cmd_attribution(args):
     from fishid.report.attribution import attribution
-    from fishid.tables import read_table
+    from fishid.tables import read_table, table_text, write_text_atomic
 
     splits = pd.concat([read_table(p) for p in args.splits], ignore_index=True)
     records = pd.concat([read_table(p) for p in args.records], ignore_index=True)
     downloads = pd.concat([read_table(p) for p in args.downloads], ignore_index=True)
     table = attribution(records, downloads, read_table(args.clean), splits)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out, index=False)
+    write_text_atomic(args.out, table_text(table, sep=","))
     logging.info("%d image(s), %d rights holder(s)", table["sha256"].nunique(), table["rights_holder"].nunique())
 
 
@@ -260,6 +279,14 @@ def cmd_restore(args):
     print(f"restored {', '.join(names)}")
 
 
+def cmd_init(args):
+    from fishid import init_config, web
+
+    client = web.Client(web.Settings.from_spec(args.download))
+    # Written only once whole and validated: `fishid init X > file` never leaves half a configuration.
+    sys.stdout.write(init_config.write(args.taxon, client, args.api, args.offline, args.download))
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fishid", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -286,6 +313,7 @@ def parser() -> argparse.ArgumentParser:
         spec,
         (["--seed"], {"type": int, "default": 0}),
         (["--download"], {"type": _spec, "default": {}, "help": "HTTP client settings as JSON"}),
+        (["--taxonomy"], {"type": _spec, "default": {}, "help": "name matching settings (taxonomy:) as JSON"}),
         (["--summary"], {"default": None, "help": "per-taxon counts and notes (TSV)"}),
         offline,
         out,
@@ -343,6 +371,9 @@ def parser() -> argparse.ArgumentParser:
         spec,
         (["--decisions"], {"required": True}),
         (["--counts"], {"required": True}),
+        (["--leaks"], {"required": True, "help": "near-duplicate pairs across train and held-out images"}),
+        (["--max-distance"], {"type": int, "required": True, "help": "the near-duplicate distance (bits)"}),
+        (["--benchmarks"], {"type": _spec, "default": {}, "help": "benchmark folders by name, as JSON"}),
         out,
     )
     command(
@@ -392,6 +423,7 @@ def parser() -> argparse.ArgumentParser:
         (["--name"], {"required": True}),
         (["--weights"], {"required": True}),
         (["--cache"], {"required": True}),
+        (["--split"], {"required": True, "help": "the dataset's split table (each photo's sources)"}),
         (["--predictions"], {"required": True}),
         (["--metrics"], {"required": True}),
         (["--figure-data"], {"required": True}),
@@ -418,6 +450,7 @@ def parser() -> argparse.ArgumentParser:
         (["--downloads"], {"nargs": "+", "required": True}),
         (["--counts"], {"nargs": "+", "required": True}),
         (["--decisions"], {"nargs": "+", "default": [], "help": "the datasets' decisions tables (leaks)"}),
+        (["--leaks"], {"nargs": "+", "default": [], "help": "the datasets' near-duplicate pairs across roles"}),
         (["--metrics"], {"nargs": "+", "required": True}),
         (["--figures"], {"required": True}),
         (["--citation"], {"help": "results/provenance/citation.md"}),
@@ -480,6 +513,14 @@ def parser() -> argparse.ArgumentParser:
     config = (["--config"], {"default": "config/config.yaml", "help": "relative to --root"})
     command("snapshot", cmd_snapshot, root, remote, config)
     command("restore", cmd_restore, root, remote, config)
+    command(
+        "init",
+        cmd_init,
+        (["taxon"], {"help": "a genus, family or other taxon above species (Amphiprion, Pomacentridae)"}),
+        (["--offline"], {"action": "store_true", "help": "ask GBIF nothing: say in comments what was not checked"}),
+        (["--api"], {"default": None, "help": "a GBIF API mirror (default GBIF's own), written to the source"}),
+        (["--download"], {"type": _spec, "default": {}, "help": "HTTP client settings as JSON, written to download:"}),
+    )
     return p
 
 

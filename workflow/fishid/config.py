@@ -10,6 +10,11 @@ from fishid import licences
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 
 
+def kind_of(name: str, spec: dict) -> str:
+    """A source's kind: its `kind` key, or its name (a source named gbif is of kind gbif)."""
+    return spec.get("kind", name)
+
+
 class ConfigError(ValueError):
     pass
 
@@ -29,14 +34,28 @@ def _message(error: jsonschema.ValidationError, schema: dict) -> str:
     return error.message
 
 
-def validate(config: dict, source="config") -> dict:
-    """Raise ConfigError naming every bad key; return the config unchanged if it is good."""
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+def load_schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def default(*keys: str):
+    """The default of a key (`default("clean", "relabels")`), written in config/schema.yaml only."""
+    node = load_schema()
+    for key in keys:
+        node = node["properties"][key]
+    return node["default"]
+
+
+def validate(config: dict, source="config", root=".") -> dict:
+    """Raise ConfigError naming every bad key; return the config unchanged if it is good.
+    `root` is the project folder the config's relative paths are read from (Snakemake's
+    working directory)."""
+    schema = load_schema()
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     problems = [f"  {_key_path(e)}: {m}" for e in errors if (m := _message(e, schema))]
     if not problems:
-        problems = [f"  {p}" for p in _cross_references(config)]
+        problems = [f"  {p}" for p in _cross_references(config, Path(root))]
     if problems:
         raise ConfigError(f"{source} has {len(problems)} problem(s):\n" + "\n".join(problems))
     return config
@@ -65,20 +84,30 @@ def _reversed_ranges(config: dict) -> list[str]:
     return problems
 
 
+def explicit_species(spec: dict) -> list[str] | None:
+    """The species a dataset (or its `other` pool) names one by one; None where a rule
+    (`within`) or the run chooses them: then only the split table knows its classes."""
+    species = spec.get("species")
+    return species if isinstance(species, list) else None
+
+
 def _other_pools(datasets: dict) -> list[str]:
-    """A dataset's "other" pool must be neither named like one of its species nor hold one."""
+    """A dataset's "other" pool must be neither named like one of its species nor hold one;
+    with a rule, the split stage checks the species it chose."""
     problems = []
     for name, spec in datasets.items():
         other = spec.get("other")
         if not other:
             continue
-        species = set(spec["species"])
+        if "species" in other and "within" in other:
+            problems.append(f"datasets.{name}.other: give either species (a list) or within (a taxon), not both")
+        species = set(explicit_species(spec) or [])
         if other["label"] in species:
             problems.append(
                 f"datasets.{name}.other.label: {other['label']!r} is one of the dataset's species; "
                 "the other pool would merge into it (name it, for example, 'other')"
             )
-        both = sorted(species & set(other.get("species", [])))
+        both = sorted(species & set(explicit_species(other) or []))
         if both:
             problems.append(
                 f"datasets.{name}.other.species: {', '.join(both)} also in datasets.{name}.species; "
@@ -98,9 +127,126 @@ def _licence_ids(config: dict) -> list[str]:
     return problems
 
 
-def _cross_references(config: dict) -> list[str]:
+def _test_sources(config: dict) -> list[str]:
+    problems = []
+    for name, spec in config["datasets"].items():
+        if not spec.get("test_sources"):
+            continue
+        key = f"datasets.{name}.test_sources"
+        unknown = sorted(set(spec["test_sources"]) - set(config["sources"]))
+        if unknown:
+            problems.append(f"{key}: {', '.join(unknown)} is not one of the sources {sorted(config['sources'])}")
+        if not spec.get("test_fraction"):
+            problems.append(f"{key}: needs a test_fraction above 0 (the share of the held-out photos that is test)")
+        if spec.get("use_source_split"):
+            problems.append(f"{key}: cannot be combined with use_source_split (each says where the test photos are)")
+    return problems
+
+
+def _fractions(datasets: dict) -> list[str]:
+    """Validation and test together must leave images to train on."""
+    problems = []
+    for name, spec in datasets.items():
+        # A dataset whose photos all came with a role (use_source_split) may leave it out.
+        val, test = spec.get("val_fraction", 0), spec.get("test_fraction", 0)
+        if test and val + test >= 1:
+            problems.append(
+                f"datasets.{name}.val_fraction + test_fraction: {val} + {test} = {val + test:g} leaves no image "
+                "to train on; keep their sum below 1"
+            )
+        elif val >= 1:
+            problems.append(f"datasets.{name}.val_fraction: {val} leaves no image to train on; keep it below 1")
+    return problems
+
+
+def _listed_taxa(name: str, spec: dict) -> set[str] | None:
+    """The taxa a source lists where its entry alone says which (synthetic counts, FishBase
+    species); None where only listing tells (folders, GBIF names and genera, which map
+    synonyms to accepted names, FishBase genera, FishPix)."""
+    kind = kind_of(name, spec)
+    if kind == "synthetic":
+        return set(spec["counts"])
+    if kind == "fishbase" and "genera" not in spec:
+        return set(spec["species"])
+    return None
+
+
+def _unlisted_species(config: dict) -> list[str]:
+    """Dataset species no source lists, where every source's taxa are known from the config;
+    otherwise the split stage names a species with no kept image when it runs."""
+    listed = set()
+    for name, spec in config["sources"].items():
+        taxa = _listed_taxa(name, spec)
+        if taxa is None:
+            return []
+        listed |= taxa
+    problems = []
+    for name, spec in config["datasets"].items():
+        for key, part in (("species", spec), ("other.species", spec.get("other", {}))):
+            if missing := [s for s in explicit_species(part) or [] if s not in listed]:
+                problems.append(
+                    f"datasets.{name}.{key}: {', '.join(missing)} listed by no source (the sources list "
+                    f"{', '.join(sorted(listed))}); add it to a source or remove it from the dataset"
+                )
+    return problems
+
+
+def _self_controls(models: dict) -> list[str]:
+    return [
+        f"models.{name}.control_of: {name!r} is the model itself; name the model this one is a control for"
+        for name, spec in models.items()
+        if spec.get("control_of") == name
+    ]
+
+
+def user_tables(config: dict) -> dict[str, str]:
+    """The tables the user keeps, by key: the run reads them, the review app writes the clean ones."""
+    clean = config.get("clean", {})
+    tables = {
+        "clean.exclusions": clean.get("exclusions"),
+        "clean.relabels": clean.get("relabels", default("clean", "relabels")),
+    }
+    for name, spec in config.get("sources", {}).items():
+        if kind_of(name, spec) == "synthetic":
+            tables[f"sources.{name}.patterns"] = spec.get("patterns")
+    return {key: path for key, path in tables.items() if path}
+
+
+def project_path(root, path: str, key: str) -> Path:
+    """`path` of config key `key`, read from the project folder `root`. A relative path must
+    stay inside it once ../ and symbolic links are followed (a config copied from elsewhere
+    cannot point the run, or the review app's writes, at another file); an absolute one is
+    the user's explicit choice and is taken as it is."""
+    root = Path(root).resolve()
+    if Path(path).is_absolute():
+        return Path(path)
+    target = (root / path).resolve()
+    if not target.is_relative_to(root):
+        raise ConfigError(
+            f"{key}: {path!r} leads outside the project folder {root} (to {target}); give a path inside it, "
+            "or an absolute path to use a file elsewhere on purpose"
+        )
+    return target
+
+
+def _user_table_paths(config: dict, root: Path) -> list[str]:
+    problems = []
+    for key, path in user_tables(config).items():
+        try:
+            found = project_path(root, path, key)
+        except ConfigError as error:
+            problems.append(str(error))
+            continue
+        if not found.is_file():
+            problems.append(f"{key}: {path!r} is not a file ({found})")
+    return problems
+
+
+def _cross_references(config: dict, root: Path) -> list[str]:
     datasets, backbones = config["datasets"], config.get("backbones", {})
-    problems = _reversed_ranges(config) + _other_pools(datasets) + _licence_ids(config)
+    problems = _reversed_ranges(config) + _other_pools(datasets) + _licence_ids(config) + _test_sources(config)
+    problems += _fractions(datasets) + _unlisted_species(config) + _self_controls(config["models"])
+    problems += _user_table_paths(config, root)
     for name, spec in backbones.items():
         if spec["source"] in ("pretrain", "clip_pretrain") and spec.get("dataset") not in datasets:
             problems.append(f"backbones.{name}.dataset: {spec.get('dataset')!r} is not a dataset in datasets")

@@ -1,21 +1,32 @@
 """The stage tables of the data model (DESIGN.md): their columns, and reading and writing them.
 
 Tables are tab-separated text with a header row, so that users can open them in a
-spreadsheet and diff them in git.
+spreadsheet and diff them in git. A field holding a tab, a newline or any other control
+character is quoted (table_text), so any string a source sends reads back as itself.
 """
 
 import os
+import re
 import tempfile
 import threading
+import uuid
 from pathlib import Path
 
 import pandas as pd
 
+# The ranks of a record's classification, GBIF's names for them. A rank a source does not know
+# stays an empty string (GBIF's backbone has had no class for some ray-finned fishes): never
+# shifted up. The clean and split tables carry all but the species, which their `taxon` holds.
+RANKS = ["kingdom", "phylum", "class", "order", "family", "genus", "species"]
+HIGHER_RANKS = RANKS[:-1]
 RECORD_COLUMNS = [
     "record_id",
     "source",
     "taxon",
     "source_taxon",
+    *RANKS,
+    # GBIF's key of the accepted name (its backbone's usage key), where known.
+    "taxon_key",
     "media_url",
     "page_url",
     "license",
@@ -54,6 +65,8 @@ CLEAN_COLUMNS = [
     "taxon",
     "listed_as",
     "record_ids",
+    # The sources that listed the image ("|"-joined, sorted): per-source results and splits.
+    "sources",
     "derived_path",
     "group",
     "near_duplicate_cluster",
@@ -63,22 +76,33 @@ CLEAN_COLUMNS = [
     "midtone_chroma",
     "colours",
     "flat_fraction",
+    *HIGHER_RANKS,
 ]
-SPLIT_COLUMNS = ["dataset", "sha256", "label", "split", "group", "taxon", "derived_path"]
+SPLIT_COLUMNS = ["dataset", "sha256", "label", "split", "group", "taxon", "derived_path", "sources", *HIGHER_RANKS]
 DECISION_COLUMNS = ["dataset", "sha256", "taxon", "label", "group", "decision", "reason"]
 # The one decision of that table about an image that is in the split: its group straddles a
 # split the source gave (datasets with use_source_split).
 LEAK = "leak across the given split"
 _UMASK_LOCK = threading.Lock()
+# What a reader may take for the end of a row (\r, \x85, \u2028), or a terminal obeys (\x1b):
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL_IN_A_LINE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")  # all but \t and \n
+_ESCAPE_LOOKALIKE = re.compile(rb"\\(?=x[0-9a-fA-F]{2})")
 
 
 def readable(name: str) -> str:
-    """A file name as text a table can hold: bytes that are not UTF-8 written as \\xNN."""
-    return os.fsencode(name).decode("utf-8", "backslashreplace")
+    """A file name as text a table can hold: bytes that are not UTF-8 written as \\xNN, and a
+    backslash that would read as such an escape (`\\x` and two hex digits) as \\x5c, so that two
+    names never read alike (the text `caf\\xe9.jpg` and the bytes `caf<0xE9>.jpg`). Names
+    without that pair of characters read as before."""
+    return _ESCAPE_LOOKALIKE.sub(rb"\\x5c", os.fsencode(name)).decode("utf-8", "backslashreplace")
 
 
 def read_table(path, columns=None) -> pd.DataFrame:
-    """Read a stage table as strings; with `columns`, fail naming the file if any is missing."""
+    """Read a stage table as strings; with `columns`, fail naming the file if any is missing.
+
+    Quoted fields (table_text) come back as they were written, control characters included."""
     table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
     if columns is not None:
         missing = [c for c in columns if c not in table.columns]
@@ -91,7 +115,40 @@ def write_table(table: pd.DataFrame, path, columns=None) -> None:
     """Write atomically: a killed job never leaves a half-written table behind."""
     if columns is not None:
         table = table.reindex(columns=columns)
-    write_text_atomic(path, table.to_csv(sep="\t", index=False))
+    write_text_atomic(path, table_text(table))
+
+
+def table_text(table: pd.DataFrame, sep: str = "\t", **options) -> str:
+    """`table` as delimited text with a header, as `to_csv(sep=sep, index=False, **options)`
+    writes it, except that a field or column name holding a control character is quoted.
+
+    pandas' csv writer quotes only fields holding the separator, a quote or a newline: a bare
+    carriage return from a source (a GBIF creator `Ann\\rgbif:forged`) went out unquoted and
+    split the row in two when read back, the second row taking its columns from the first's
+    later fields. Tables without control characters come out byte for byte as before.
+    """
+    text = table.to_csv(sep=sep, index=False, **options)
+    if not _CONTROL_IN_A_LINE.search(text) and (sep == "\t" or "\t" not in text):
+        return text
+    # pandas keeps formatting the numbers: each such field goes through it as a placeholder
+    # (a random token, which no source can have guessed) that the quoted field then replaces.
+    token = f"fishid{uuid.uuid4().hex}n"
+    quoted = []
+
+    def placeholder(value):
+        if not (isinstance(value, str) and _CONTROL.search(value)):
+            return value
+        quoted.append('"' + value.replace('"', '""') + '"')
+        return f"{token}{len(quoted) - 1}n"
+
+    marked = table.set_axis([placeholder(name) for name in table.columns], axis=1)
+    for position in range(marked.shape[1]):
+        column = marked.iloc[:, position]
+        if pd.api.types.is_object_dtype(column) or pd.api.types.is_string_dtype(column):
+            # As objects, so that the column's other values are formatted as before.
+            marked.isetitem(position, pd.Series([placeholder(v) for v in column], index=column.index, dtype=object))
+    text = marked.to_csv(sep=sep, index=False, **options)
+    return re.sub(f"{token}(\\d+)n", lambda match: quoted[int(match[1])], text)
 
 
 def created_mode() -> int:

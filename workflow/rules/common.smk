@@ -11,9 +11,15 @@ PACKAGE_DIR = Path(os.path.relpath(Path(workflow.basedir, "workflow")))
 sys.path.insert(0, str(PACKAGE_DIR.resolve()))
 
 from fishid import codedeps  # noqa: E402
-from fishid.config import backbone_settings, model_settings, validate  # noqa: E402
+from fishid.clean.stage import settings_with_defaults  # noqa: E402
+from fishid.config import (
+    backbone_settings,
+    kind_of,
+    model_settings,
+    validate,
+)  # noqa: E402
 from fishid.report.figure_list import STEMS  # noqa: E402
-from fishid.sources.base import ADAPTERS, kind_of  # noqa: E402
+from fishid.sources.base import ADAPTERS  # noqa: E402
 
 validate(
     config,
@@ -30,6 +36,11 @@ ENV = "../../envs/fishid.yaml"
 STORE = "resources/images"
 DERIVED = "results/clean/derived"
 MODELS = list(config["models"])
+# Folders of photos to keep out of training: the split counts near duplicates of them.
+BENCHMARKS = config.get("benchmarks", {})
+NEAR_DUPLICATE_DISTANCE = settings_with_defaults(config["clean"])["near_duplicates"][
+    "max_distance"
+]
 DATASETS = list(config["datasets"])
 
 

@@ -6,6 +6,8 @@ FETCH_SPEC = as_json(
     {
         "download": config.get("download", {}),
         "licences": config.get("licences", {}),
+        # A decompression bomb its header declares is refused at download, by the clean stage's limit.
+        "max_pixels": config["clean"].get("max_pixels"),
     }
 )
 FETCH_OFFLINE = "--offline" if config["offline"] else ""

@@ -4,6 +4,7 @@ rule evaluate_model:
     input:
         weights="results/models/{model}/weights.pt",
         cache=lambda wc: cache_for(model_spec(wc.model)),
+        split=lambda wc: f"results/splits/{model_spec(wc.model)['dataset']}.tsv",
         cli=CLI,
         code=step_code("evaluate"),
     output:
@@ -22,7 +23,7 @@ rule evaluate_model:
         other_label=lambda wc: other_label(model_spec(wc.model)["dataset"]),
     shell:
         "python {input.cli} evaluate --name {wildcards.model} --spec {params.spec:q} --weights {input.weights}"
-        " --cache {input.cache} --other-label={params.other_label:q} --predictions {output.predictions}"
+        " --cache {input.cache} --split {input.split} --other-label={params.other_label:q} --predictions {output.predictions}"
         " --metrics {output.metrics} --figure-data {output.figure_data} --threads {threads} 2> {log}"
 
 

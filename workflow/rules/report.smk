@@ -61,6 +61,7 @@ rule report:
         downloads=expand("resources/downloads/{source}.tsv", source=config["sources"]),
         counts=expand("results/splits/{dataset}.counts.tsv", dataset=DATASETS),
         decisions=expand("results/splits/{dataset}.decisions.tsv", dataset=DATASETS),
+        leaks=expand("results/splits/{dataset}.leaks.tsv", dataset=DATASETS),
         metrics=expand("results/models/{model}/metrics.json", model=MODELS),
         histories=expand("results/models/{model}/history.csv", model=MODELS),
         citation="results/provenance/citation.md",
@@ -88,6 +89,6 @@ rule report:
         ),
     shell:
         "python {input.cli} report --spec {params.spec:q} --clean {input.clean} --records {input.records}"
-        " --downloads {input.downloads} --counts {input.counts} --decisions {input.decisions}"
+        " --downloads {input.downloads} --counts {input.counts} --decisions {input.decisions} --leaks {input.leaks}"
         " --metrics {input.metrics} --citation {input.citation} --derived {input.derived}"
         " --figures results/figures --out {output} 2> {log}"

@@ -1,13 +1,17 @@
 rule split_dataset:
-    """The study's split: validation fraction per label, training capped per label."""
+    """The study's split: validation fraction per label, training capped per label; and the
+    near-duplicate pairs across training and held-out photos (and the benchmark folders).
+    """
     input:
         clean="results/clean/images.tsv",
+        benchmarks=list(BENCHMARKS.values()),
         cli=CLI,
         code=step_code("split"),
     output:
         split="results/splits/{dataset}.tsv",
         decisions="results/splits/{dataset}.decisions.tsv",
         counts="results/splits/{dataset}.counts.tsv",
+        leaks="results/splits/{dataset}.leaks.tsv",
     log:
         "logs/split_dataset/{dataset}.log",
     benchmark:
@@ -16,6 +20,9 @@ rule split_dataset:
         ENV
     params:
         spec=lambda wc: as_json(config["datasets"][wc.dataset]),
+        max_distance=NEAR_DUPLICATE_DISTANCE,
+        benchmarks=as_json(BENCHMARKS),
     shell:
         "python {input.cli} split --clean {input.clean} --name {wildcards.dataset} --spec {params.spec:q}"
-        " --out {output.split} --decisions {output.decisions} --counts {output.counts} 2> {log}"
+        " --out {output.split} --decisions {output.decisions} --counts {output.counts} --leaks {output.leaks}"
+        " --max-distance {params.max_distance} --benchmarks {params.benchmarks:q} 2> {log}"

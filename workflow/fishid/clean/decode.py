@@ -8,11 +8,12 @@ has one), 16-bit and float greyscale (rescaled, not clipped) and plain greyscale
 """
 
 import io
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps
+
+from fishid.download.store import pillow_limit_lifted, pixel_refusal
 
 # Mid grey: transparent parts become neither black nor white, which would read as a
 # dark or bright background (and would make a cut-out look like a studio photo).
@@ -35,22 +36,14 @@ class Decoded:
 
 
 def check_pixels(width: int, height: int, max_pixels: int) -> None:
-    if width * height > max_pixels:
-        raise DecodeError(
-            f"decompression bomb: {width}x{height} = {width * height:,} pixels, over clean.max_pixels ({max_pixels:,})"
-        )
+    reason = pixel_refusal(width, height, max_pixels)
+    if reason:
+        raise DecodeError(reason)
 
 
 def _open(data: bytes) -> Image.Image:
-    with warnings.catch_warnings():
-        # Pillow's own limit is global state; check_pixels applies ours from the header instead,
-        # before anything is decoded.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-        try:
-            return Image.open(io.BytesIO(data))
-        finally:
-            Image.MAX_IMAGE_PIXELS = previous
+    with pillow_limit_lifted():
+        return Image.open(io.BytesIO(data))
 
 
 def decode(data: bytes, max_pixels: int, at_least: int = 0) -> Decoded:

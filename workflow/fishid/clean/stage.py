@@ -23,6 +23,9 @@ Then, over all images at once, in this order (the first reason that applies is r
 Groups are what a split must never cut: images linked by one occurrence, by one SHA-256
 (records of several sources pointing to the same bytes) or by one near-duplicate cluster,
 merged transitively. A group is named after its smallest SHA-256.
+
+Each image carries its ranks above the species (kingdom ... genus) from its records
+(image_ranks): one value per rank, empty where the records disagree or none knows it.
 """
 
 import io
@@ -41,9 +44,11 @@ from PIL import Image
 from fishid.clean import grouping, near_duplicates, photo_filters
 from fishid.clean.decode import DecodeError
 from fishid.clean.decode import decode as decode_bytes
+from fishid.download.store import MAX_PIXELS
 from fishid.tables import (
     CLEAN_COLUMNS,
     DOWNLOAD_COLUMNS,
+    HIGHER_RANKS,
     read_table,
     write_table,
     write_text_atomic,
@@ -73,12 +78,12 @@ DECODED_COLUMNS = [
     "derived_path",
 ]
 # Columns of the records table that cleaning reads; preparations (GBIF) and source_split (a
-# folder source's train/ and val/) only some sources have.
-RECORD_INPUT_COLUMNS = ["record_id", "taxon", "occurrence_id", "basis_of_record"]
-OPTIONAL_RECORD_COLUMNS = ["preparations", "source_split"]
+# folder source's train/ and val/) only some sources have, and ranks records listed before them lack.
+RECORD_INPUT_COLUMNS = ["record_id", "source", "taxon", "occurrence_id", "basis_of_record"]
+OPTIONAL_RECORD_COLUMNS = ["preparations", "source_split", *HIGHER_RANKS]
 # Used when a configuration leaves these keys out (config/schema.yaml documents them).
 DEFAULTS = {
-    "max_pixels": 89_478_485,
+    "max_pixels": MAX_PIXELS,
     "near_duplicates": {"max_distance": 12, "keep": "largest"},
     "conflicts": "drop_all",
 }
@@ -274,6 +279,10 @@ def image_table(links: pd.DataFrame, decoded: pd.DataFrame, exclusions: dict[str
     per_image = pd.DataFrame(
         {
             "record_ids": links.groupby("sha256", sort=True)["record_id"].agg(",".join),
+            "sources": links.drop_duplicates(["sha256", "source"])
+            .sort_values(["sha256", "source"])
+            .groupby("sha256")["source"]
+            .agg("|".join),
             "listed_as": counted.groupby("sha256")["taxon"].agg("|".join),
             "n_taxa": counted.groupby("sha256").size(),
             "source_reason": _first_non_empty(links, "source_reason"),
@@ -281,7 +290,7 @@ def image_table(links: pd.DataFrame, decoded: pd.DataFrame, exclusions: dict[str
             "source_split": _given_roles(links[links["excluded"] == ""]),
         }
     )
-    text = ["listed_as", "source_reason", "record_exclusion", "source_split"]
+    text = ["listed_as", "source_reason", "record_exclusion", "source_split", "sources"]
     per_image[text] = per_image[text].fillna("")
     per_image["n_taxa"] = per_image["n_taxa"].fillna(0).astype(int)
     per_image["image_exclusion"] = [exclusions.get(sha, "") for sha in per_image.index]
@@ -378,6 +387,30 @@ def resolve_conflicts(table: pd.DataFrame, links: pd.DataFrame, rule: str) -> No
     _drop(table, affected.index, reasons.where(~same_photo, plain))
 
 
+def agreed_ranks(links: pd.DataFrame, key: str) -> pd.DataFrame:
+    """Per value of `key`, each rank above the species that its links' records agree on: the
+    one value they know (an empty rank is unknown, not a disagreement), else empty."""
+    links = links.assign(**{rank: "" for rank in HIGHER_RANKS if rank not in links})
+    agreed = pd.DataFrame(index=pd.Index(links[key].unique(), name=key))
+    for rank in HIGHER_RANKS:
+        known = links.loc[links[rank] != "", [key, rank]].drop_duplicates()
+        single = known[~known[key].duplicated(keep=False)].set_index(key)[rank]
+        agreed[rank] = single.reindex(agreed.index).fillna("")
+    return agreed
+
+
+def image_ranks(table: pd.DataFrame, listed: pd.DataFrame, counted: pd.DataFrame) -> pd.DataFrame:
+    """Each image's ranks above its species: those the records of its species (`taxon`, after
+    relabelling and conflicts) agree on across all images, so that every image of a species has
+    the same; for an image without a species (a label conflict), those its own counted records
+    agree on (the genus of two species of one genus). `listed`: the records as listed, whose
+    ranks are their own taxon's even where the user relabelled the image."""
+    by_taxon = agreed_ranks(listed[listed["taxon"] != ""], "taxon").reindex(table["taxon"]).fillna("")
+    by_image = agreed_ranks(counted, "sha256").reindex(table["sha256"]).fillna("")
+    has_taxon = (table["taxon"] != "").to_numpy()[:, None]
+    return pd.DataFrame(np.where(has_taxon, by_taxon, by_image), index=table.index, columns=HIGHER_RANKS)
+
+
 def drop_near_duplicates(table: pd.DataFrame) -> None:
     """Keep the largest copy (then the smallest SHA-256) of each near-duplicate cluster."""
     candidates = table[table["kept"] & (table["near_duplicate_cluster"] != "")]
@@ -397,6 +430,7 @@ def decide(
     relabels: dict[str, tuple[str, str]] | None = None,
 ) -> pd.DataFrame:
     settings = settings_with_defaults(settings)
+    listed = links  # as the sources listed them: each record's ranks are those of its own taxon
     links, relabelled = relabel_links(links, relabels or {})
     links = record_reasons(links, exclusions, settings)
     table = image_table(links, decoded, exclusions)
@@ -410,6 +444,7 @@ def decide(
     resolve_conflicts(table, links, settings["conflicts"])
     if settings["near_duplicates"]["keep"] == "largest":
         drop_near_duplicates(table)
+    table[HIGHER_RANKS] = image_ranks(table, listed, links[links["excluded"] == ""])
     return table.reindex(columns=CLEAN_COLUMNS)
 
 

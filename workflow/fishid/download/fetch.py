@@ -41,7 +41,10 @@ class FetchError(Exception):
 
 def local_path(media_url: str) -> Path:
     """The path of a file:// URL, byte for byte (file names need not be UTF-8)."""
-    parts = urlparse(media_url)
+    try:
+        parts = urlparse(media_url)
+    except ValueError as error:
+        raise FetchError(f"refused file URL ({error}): {readable(media_url[:80])!r}") from None
     if parts.netloc not in ("", "localhost"):
         raise FetchError(f"refused file URL with a host ({readable(parts.netloc)[:60]}): local files only")
     return Path(os.fsdecode(unquote_to_bytes(parts.path)))
@@ -105,7 +108,7 @@ def read_local(record: dict, local_roots, max_bytes: int) -> bytes:
 def fetch_bytes(media_url: str, client: web.Client | None = None) -> tuple[bytes, int | None]:
     """The image bytes behind a synthetic or http(s) media URL, and the HTTP status when it
     came over the network. (file:// URLs go through read_local, which checks the record.)"""
-    scheme = urlparse(media_url).scheme
+    scheme = web.scheme_of(media_url)
     if scheme == "synthetic":
         try:
             return synthetic.served_bytes(media_url), None
@@ -133,15 +136,18 @@ def describe(data: bytes) -> str:
     return f"not an image: {len(data)} bytes, {kind}"
 
 
-def fetch_record(record: dict, store_root, client: web.Client | None = None, local_roots=None) -> dict:
+def fetch_record(
+    record: dict, store_root, client: web.Client | None = None, local_roots=None, max_pixels: int = store.MAX_PIXELS
+) -> dict:
     """The download row of one record; `transient` says whether a later run may succeed.
 
     A file:// URL is read only for a folder source's record, from its folder (read_local;
-    `local_roots` names the allowed folders instead).
+    `local_roots` names the allowed folders instead). An image whose header declares more
+    than `max_pixels` pixels (clean.max_pixels) is refused as a decompression bomb, not stored.
     """
     row = {"record_id": record["record_id"], "http_status": "", "error": "", "transient": False}
     try:
-        if urlparse(record["media_url"]).scheme == "file":
+        if web.scheme_of(record["media_url"]) == "file":
             max_bytes = (client.settings if client else web.Settings()).max_bytes
             data, status = read_local(record, local_roots, max_bytes), None
         else:
@@ -151,6 +157,9 @@ def fetch_record(record: dict, store_root, client: web.Client | None = None, loc
         if kind is None:
             raise FetchError(describe(data))
         ext, content_type = kind
+        bomb = store.bomb_refusal(data, max_pixels)
+        if bomb:
+            raise FetchError(bomb)
         sha256, rel = store.put(store_root, data, ext)
         row.update(sha256=sha256, path=rel, bytes=len(data), content_type=content_type)
     except (FetchError, web.FetchFailure) as error:
@@ -209,6 +218,7 @@ def fetch_all(
     progress: bool = False,
     client: web.Client | None = None,
     local_roots=None,
+    max_pixels: int = store.MAX_PIXELS,
 ) -> pd.DataFrame:
     """One download row per record, in the records' order.
 
@@ -218,25 +228,22 @@ def fetch_all(
     with the same journal waits for this one.
     """
     with journal_locked(journal):
-        return _fetch_all(records, store_root, journal, settings, policy, progress, client, local_roots)
+        return _fetch_all(records, store_root, journal, settings, policy, progress, client, local_roots, max_pixels)
 
 
 @contextmanager
-def journal_locked(journal):
-    """Hold the journal's lock (a flock on a file beside it) for the block.
+def locked(lock, what: str):
+    """Hold `lock` (a flock on that file) for the block; `what` names it in the log.
 
-    Two fetches of the same records (a second `snakemake` or `fishid fetch` in another
-    shell) would together exceed the per-host connection cap and fetch every image twice:
-    the second waits. Fetches with their own journals (other sources, other shards) run
-    side by side. Where the file system cannot lock, a warning says so and the block runs."""
-    lock = Path(str(journal) + ".lock")
+    Where the file system cannot lock, a warning says so and the block runs."""
+    lock = Path(lock)
     lock.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            log.info("another fetch holds the journal %s; waiting for it", journal)
+            log.info("another fetch holds %s; waiting for it", what)
             fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError as error:
             log.warning("cannot lock %s (%s): two fetches of it are not kept apart", lock, error.strerror)
@@ -245,7 +252,44 @@ def journal_locked(journal):
         os.close(fd)  # releases the lock
 
 
-def _fetch_all(records, store_root, journal, settings, policy, progress, client, local_roots, reuse=()) -> pd.DataFrame:
+def journal_locked(journal):
+    """Hold the journal's lock (a file beside it) while it is read and written."""
+    return locked(str(journal) + ".lock", f"the journal {journal}")
+
+
+def source_lock(store_root, records_path, shard: tuple[int, int] | None) -> Path:
+    """The lock file of fetching `records_path` (a source's records, or a shard of them) into
+    `store_root`: beside the store, named by the records' real path.
+
+    Two fetches of the same records into one store (a second `snakemake` or `fishid fetch` in
+    another shell, whatever table each writes) would together exceed the per-host connection
+    cap and fetch every image twice: the second waits. Other sources, other stores and the
+    shards of one source (each with its share of the caps) fetch side by side."""
+    records = Path(records_path).resolve()
+    key = hashlib.sha256(os.fsencode(records)).hexdigest()[:16]
+    part = f".{shard[0]}-of-{shard[1]}" if shard else ""
+    store_path = Path(store_root).resolve()
+    return store_path.with_name(f"{store_path.name}.locks") / f"{records.stem}-{key}{part}.lock"
+
+
+def journals_before(lock: Path, journal) -> list[Path]:
+    """The journals of the other tables these records were fetched into this store for: their
+    rows stand here too, so that the second of two fetches that took turns fetches nothing
+    again. Adds `journal` to the list (kept beside `lock`; call it holding the lock)."""
+    listing = lock.with_suffix(".journals")
+    journal = Path(journal).resolve()
+    try:
+        known = [Path(path) for path in json.loads(listing.read_text())]
+    except (OSError, ValueError, TypeError):
+        known = []  # none yet, or torn: each fetch then stands on its own journal
+    if journal not in known:
+        write_text_atomic(listing, json.dumps([os.fsdecode(path) for path in [*known, journal]], indent=0) + "\n")
+    return [path for path in known if path != journal]
+
+
+def _fetch_all(
+    records, store_root, journal, settings, policy, progress, client, local_roots, max_pixels, reuse=()
+) -> pd.DataFrame:
     journal = Path(journal)
     journal.parent.mkdir(parents=True, exist_ok=True)
     settings = settings or web.Settings()
@@ -266,7 +310,7 @@ def _fetch_all(records, store_root, journal, settings, policy, progress, client,
         ThreadPoolExecutor(max_workers=max(1, settings.workers)) as pool,
         tqdm(total=len(pending), desc="download", unit="img", file=sys.stderr, disable=not progress) as bar,
     ):
-        futures = [pool.submit(fetch_record, record, store_root, client, local_roots) for record in pending]
+        futures = [pool.submit(fetch_record, record, store_root, client, local_roots, max_pixels) for record in pending]
         try:
             for future in as_completed(futures):
                 row = future.result()
@@ -292,7 +336,7 @@ def compact_journal(journal, store_root, record_ids) -> None:
 
 
 def needs_network(records: pd.DataFrame) -> pd.Series:
-    return records["media_url"].map(lambda url: urlparse(url).scheme in NETWORK_SCHEMES)
+    return records["media_url"].map(lambda url: web.scheme_of(url) in NETWORK_SCHEMES)
 
 
 def shard_of(record_id: str, shards: int) -> int:
@@ -337,12 +381,14 @@ def run(
     shard: tuple[int, int] | None = None,
     reuse=(),
 ) -> pd.DataFrame:
-    """The download stage of one source: `spec` holds `download` settings and the `licences` policy.
+    """The download stage of one source: `spec` holds `download` settings, the `licences` policy
+    and `max_pixels` (clean.max_pixels: an image whose header declares more is refused here).
 
     The journal lies beside `table_path`; `reuse`: other journals whose rows stand (read only).
     With `shard` (index, count), only the records of that shard (shard_of) are fetched, with
     1/count of the source's threads, per-host connections and request rate, so that its
-    shards side by side keep the caps that `download` sets for the source."""
+    shards side by side keep the caps that `download` sets for the source. A second fetch of
+    the same records (or shard) into the same store waits for this one (source_lock)."""
     spec = spec or {}
     records = read_table(records_path, RECORD_COLUMNS)
     settings = web.Settings.from_spec(spec.get("download"))
@@ -361,7 +407,10 @@ def run(
         )
     journal = default_journal(table_path)
     policy = licences.check_policy(spec.get("licences"))
-    with journal_locked(journal):
+    max_pixels = int(spec.get("max_pixels") or store.MAX_PIXELS)
+    lock = source_lock(store_root, records_path, shard)
+    with locked(lock, f"the records {records_path} in the store {store_root}"), journal_locked(journal):
+        reuse = [*reuse, *journals_before(lock, journal)]
         for path in store.remove_partials(store_root):
             log.info("removed %s, left by a killed run", path)
         if offline:
@@ -374,7 +423,7 @@ def run(
                     f"{missing[0]['media_url'][:100]}) but the configuration says offline: true; "
                     "set offline: false to download them"
                 )
-        table = _fetch_all(records, store_root, journal, settings, policy, True, None, None, reuse)
+        table = _fetch_all(records, store_root, journal, settings, policy, True, None, None, max_pixels, reuse)
         write_table(table, table_path, DOWNLOAD_COLUMNS)
         compact_journal(journal, store_root, records["record_id"])
     return table

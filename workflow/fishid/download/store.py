@@ -2,15 +2,27 @@
 
 import errno
 import hashlib
+import io
 import logging
 import os
 import socket
 import tempfile
+import threading
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
+
+from PIL import Image
 
 from fishid.tables import created_mode
 
 log = logging.getLogger(__name__)
+
+# clean.max_pixels' default (Pillow's own limit): the download refuses a bomb its header
+# declares, the clean stage any other (fishid.clean.decode).
+MAX_PIXELS = 89_478_485
+# Pillow's own pixel limit is one global: it is lifted (ours applies instead) one thread at a time.
+_PILLOW_LIMIT = threading.Lock()
 
 # Temporary files carry the writer's host and process id, so that a later run can tell
 # the leftovers of a killed writer from the files of a writer still at work.
@@ -37,6 +49,43 @@ def sniff_image(data: bytes) -> tuple[str, str] | None:
                 continue
             return ext, content_type
     return None
+
+
+def pixel_refusal(width: int, height: int, max_pixels: int) -> str:
+    """Why an image of this size is refused as a decompression bomb, or ""."""
+    if width * height <= max_pixels:
+        return ""
+    return f"decompression bomb: {width}x{height} = {width * height:,} pixels, over clean.max_pixels ({max_pixels:,})"
+
+
+@contextmanager
+def pillow_limit_lifted():
+    """Pillow's own pixel limit off for the block: pixel_refusal applies ours, from the header,
+    before anything is decoded. The limit is one global, so one thread at a time lifts it."""
+    with _PILLOW_LIMIT, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) as the image's header declares them, read without decoding a pixel;
+    None when Pillow cannot read the header (the clean stage then says why)."""
+    with pillow_limit_lifted():
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                return image.size
+        except Exception:  # Pillow raises many types for a corrupt header; all mean "unknown" here
+            return None
+
+
+def bomb_refusal(data: bytes, max_pixels: int) -> str:
+    """Why `data` is refused as a decompression bomb by its header alone, or ""."""
+    size = header_size(data)
+    return pixel_refusal(*size, max_pixels) if size else ""
 
 
 def relative_path(sha256: str, ext: str) -> str:

@@ -6,8 +6,6 @@ networks, CLIP's unit-length image embedding, ResNet-18's 512 pooled features, t
 network's last hidden layer.
 """
 
-import pickle
-
 import numpy as np
 import pandas as pd
 import torch
@@ -15,25 +13,22 @@ from torch import nn
 
 from fishid.models import openset
 from fishid.models import registry as models
+from fishid.models.weights import load_weights
 from fishid.runtime import normalise, predict_logits
 from fishid.train import augment, imagecache
 from fishid.train.loop import with_defaults
 
 CPU = torch.device("cpu")
+# What to do about a weights.pt that load_weights refuses.
+RETRAIN = (
+    "it is not weights this pipeline wrote; train the model again here, or get its weights.pt from a source you trust"
+)
 
 
 def load_model(settings: dict, weights_path) -> tuple[nn.Module, dict]:
     """(model in eval mode, the weights file's dict: classes, mean, std and, where the model
     has them, threshold, threshold_label, distance_threshold, architecture)."""
-    try:
-        weights = torch.load(weights_path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # torch's own message suggests weights_only=False, which would run the file's code.
-        raise ValueError(
-            f"{weights_path}: refused: this file holds Python objects beyond tensors and plain values, "
-            "which loading would run as code, so it is not weights this pipeline wrote; "
-            "train the model again here, or get its weights.pt from a source you trust"
-        ) from None
+    weights = load_weights(weights_path, RETRAIN)
     model = models.build(with_defaults(settings), len(weights["classes"]), weights.get("architecture"))
     model.load_state_dict(weights["model"])
     return model.eval(), weights

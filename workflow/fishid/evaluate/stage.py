@@ -8,7 +8,9 @@ import torch
 
 from fishid.evaluate import inference
 from fishid.evaluate import metrics as metric
+from fishid.evaluate import ranks as taxonomy
 from fishid.models import registry as models
+from fishid.tables import read_table, write_table
 from fishid.train import imagecache
 from fishid.train.loop import predict_logits
 
@@ -18,8 +20,20 @@ def predict(settings: dict, weights_path, cache: dict, role: str) -> pd.DataFram
     return inference.predict(settings, weights_path, cache, role)
 
 
-def metrics(predictions: pd.DataFrame, classes, train_labels, other_label: str = "", seed: int = 0) -> dict:
-    """Every number the report shows for one model, from its predictions on one split."""
+def metrics(
+    predictions: pd.DataFrame,
+    classes,
+    train_labels,
+    other_label: str = "",
+    seed: int = 0,
+    ranks: pd.DataFrame | None = None,
+    validation: pd.DataFrame | None = None,
+) -> dict:
+    """Every number the report shows for one model, from its predictions on one split.
+
+    `ranks`: each class's ranks above the species (evaluate.ranks.class_ranks; none known where
+    None); `validation`: the predictions the by-rank fallback thresholds are chosen on (the
+    evaluated ones themselves where None)."""
     labels, predicted = predictions["label"].to_numpy(), predictions["predicted"].to_numpy()
     # A threshold model may say "other" although it has no such class.
     classes = list(classes) + sorted((set(labels) | set(predicted)) - set(classes))
@@ -62,6 +76,7 @@ def metrics(predictions: pd.DataFrame, classes, train_labels, other_label: str =
         "thresholds": metric.open_set_curve(
             predictions["known_confidence"], predicted, labels, other_label or "\0", THRESHOLDS
         ),
+        "by_rank": taxonomy.by_rank(predictions, ranks, THRESHOLDS, validation),
     }
     if other_label and (labels == other_label).any():
         known = labels != other_label
@@ -75,6 +90,35 @@ def metrics(predictions: pd.DataFrame, classes, train_labels, other_label: str =
 
 
 THRESHOLDS = np.round(np.linspace(0, 1, 21), 2)
+
+
+# Below this many evaluated photos, a source's accuracy is shown as too few to say.
+MIN_SOURCE_PHOTOS = 20
+
+
+def by_source(predictions: pd.DataFrame, sources: pd.Series, classes, seed: int = 0) -> dict:
+    """Accuracy with its interval, and the confusion, per source of the evaluated photos
+    (`sources`: "|"-joined source names by sha256; a photo several sources listed counts
+    for each of them)."""
+    listed = predictions.assign(source=predictions["sha256"].map(sources).fillna("").str.split("|")).explode("source")
+    result = {}
+    for source, rows in listed.groupby("source", sort=True):
+        correct = (rows["label"] == rows["predicted"]).to_numpy()
+        result[source] = {
+            "n": len(rows),
+            "correct": int(correct.sum()),
+            "accuracy": float(correct.mean()),
+            "accuracy_ci95": metric.bootstrap_interval(correct, seed=seed),
+            "too_few": len(rows) < MIN_SOURCE_PHOTOS,
+            "confusion": metric.confusion(rows["label"], rows["predicted"], classes).tolist(),
+        }
+    return result
+
+
+def training_sources(split: pd.DataFrame) -> list[str]:
+    """The sources of a split's training photos: what a model on it learned from."""
+    train = split.loc[split["split"] == "train", "sources"]
+    return sorted({source for listed in train for source in listed.split("|") if source})
 
 
 def learned_nothing(predicted, accuracy_ci, baseline: float) -> list[str]:
@@ -169,6 +213,7 @@ def run(
     model_name: str,
     weights_path,
     cache_path,
+    split_path,
     other_label,
     predictions_path,
     metrics_path,
@@ -180,16 +225,31 @@ def run(
     roles = [r for r in ("val", "test") if r in cache["split"]]
     predictions = pd.concat([inference.predict_loaded(model, weights, cache, role) for role in roles])
     predictions.insert(0, "model", model_name)
-    predictions.to_csv(predictions_path, sep="\t", index=False)
+    write_table(predictions, predictions_path)
     # Reported numbers come from test where the dataset has one, from validation otherwise.
     reported = "test" if "test" in roles else "val"
     train_labels = [cache["classes"][i] for i in imagecache.subset(cache, "train")[1].tolist()]
     evaluated = add_confidences(predictions[predictions["split"] == reported], other_label)
+    split = read_table(split_path, ["sha256", "split", "sources"])
+    # The fallback's thresholds are chosen on validation, and only reported on test.
+    validation = predictions[predictions["split"] == "val"] if reported == "test" else None
     result = {
         "model": model_name,
         "evaluated_on": reported,
-        **metrics(evaluated, cache["classes"], train_labels, other_label, seed=settings["seed"]),
+        **metrics(
+            evaluated,
+            cache["classes"],
+            train_labels,
+            other_label,
+            seed=settings["seed"],
+            ranks=taxonomy.class_ranks(split),
+            validation=validation,
+        ),
     }
+    result["trained_on"] = training_sources(split)
+    result["by_source"] = by_source(
+        evaluated, split.set_index("sha256")["sources"], result["classes"], seed=settings["seed"]
+    )
     embedded = None
     if models.variant(settings["arch"]).knn:
         embedded = inference.embed_loaded(model, weights, cache, reported)

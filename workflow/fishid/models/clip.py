@@ -18,6 +18,7 @@ network without the backbone or the network.
 
 import logging
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,16 +151,20 @@ def from_open_clip(spec: dict, allow_download: bool) -> ClipBackbone:
     import open_clip
 
     name, cache_dir = spec["model"], spec.get("cache", OPEN_CLIP_CACHE)
-    pretrained = None
+    pretrained, source = None, name.removeprefix("local-dir:")  # what a refusal names
     if weights.hub_repo(name):
         # open_clip's own hf-hub loader would ask the Hub first (and get_model_config ignores
         # cache_dir): read the cached snapshot folder with its local-dir loader instead.
-        name = f"local-dir:{weights.hub_files(name, cache_dir, allow_download).folder}"
+        files = weights.hub_files(name, cache_dir, allow_download)
+        name, source = f"local-dir:{files.folder}", files.weights
     elif not name.startswith("local-dir:"):
         if not spec.get("pretrained"):
             raise WeightsUnavailable(f"open_clip backbone {name} needs `pretrained:` (a tag or a file)")
-        pretrained = resolve_pretrained(name, spec["pretrained"], cache_dir, allow_download)
-    model = open_clip.create_model(name, pretrained=pretrained, cache_dir=str(cache_dir), require_pretrained=True)
+        pretrained = source = resolve_pretrained(name, spec["pretrained"], cache_dir, allow_download)
+    try:
+        model = open_clip.create_model(name, pretrained=pretrained, cache_dir=str(cache_dir), require_pretrained=True)
+    except pickle.UnpicklingError:
+        raise weights.refused_pickle(source) from None
     preprocess = open_clip.get_model_preprocess_cfg(model)
     return ClipBackbone(
         model=model.eval(),
@@ -171,7 +176,7 @@ def from_open_clip(spec: dict, allow_download: bool) -> ClipBackbone:
 
 
 def from_pretraining(path) -> ClipBackbone:
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved = weights.load_weights(path, "pre-train the backbone again here (rule pretrain_backbone)")
     config = saved["architecture"]["clip"]
     model = build_clip(config)
     model.load_state_dict(saved["model"])

@@ -20,6 +20,7 @@ from fishid.models import clip as clip_models
 from fishid.models.embeddings import batch_hard_triplet_loss as triplet
 from fishid.models.embeddings import contrastive_loss as contrastive
 from fishid.models.heads import FeatureScaler
+from fishid.models.weights import load_weights
 
 
 class StudyCNN(nn.Module):
@@ -83,7 +84,7 @@ def backbone_resnet18() -> nn.Module:
 
 def load_backbone_state(model: nn.Module, path) -> None:
     """Load backbone weights (our own pre-training or torchvision's ImageNet file), ignoring any fc."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_weights(path)
     state = state.get("model", state)
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     model.load_state_dict(state)

@@ -11,10 +11,12 @@ version, so that jobs without network read them from disk.
 """
 
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+import torch
 from torch.hub import load_state_dict_from_url
 from torchvision.models import ResNet18_Weights
 
@@ -23,6 +25,26 @@ from fishid.download.store import sha256_of_file
 
 class WeightsUnavailable(FileNotFoundError):
     pass
+
+
+TRUSTED_SOURCE = "replace it with the file from a source you trust"
+
+
+def refused_pickle(path, remedy: str = TRUSTED_SOURCE) -> ValueError:
+    """The error for a file that torch refused to load as weights only. torch's own message
+    suggests weights_only=False, which would run the file's code: this one says what to do."""
+    return ValueError(
+        f"{path}: refused: this file holds Python objects beyond tensors and plain values, which loading "
+        f"would run as code; {remedy}"
+    )
+
+
+def load_weights(path, remedy: str = TRUSTED_SOURCE):
+    """torch.load of tensors and plain values only: any other file is refused (refused_pickle)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise refused_pickle(path, remedy) from None
 
 
 def cached_path(cache_dir, weights=ResNet18_Weights.IMAGENET1K_V1) -> Path:
@@ -50,6 +72,8 @@ def ensure_imagenet_weights(cache_dir, allow_download: bool, weights=ResNet18_We
             )
         try:
             load_state_dict_from_url(weights.url, model_dir=str(cache_dir), check_hash=True, weights_only=True)
+        except pickle.UnpicklingError:
+            raise refused_pickle(path) from None
         except OSError as error:
             raise WeightsUnavailable(
                 f"could not download {weights.url} ({error}): download it yourself and place it at {path}"

@@ -8,7 +8,6 @@ datasets and their predictions for it. For a species or a model: the same chain,
 
 import json
 import re
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pandas as pd
 
 from fishid.report.attribution import stored_records
 from fishid.tables import LEAK, read_table
+from fishid.text import escape_text
 
 MISTAKES_SHOWN = 20
 
@@ -227,19 +227,6 @@ def audit(prov: Provenance, query: str) -> tuple[str, dict]:
     kind, key = resolve(prov, query)
     chain = {"image": image_chain, "species": species_chain, "model": model_chain}[kind](prov, key)
     return kind, chain
-
-
-def escape_text(text: str) -> str:
-    """`text` with control and format characters written as escapes (\\n, \\x1b, \\u202e):
-    fields from sources can hold anything, and a terminal must show them, not obey them
-    (a newline forging an output line, an escape sequence rewriting the screen)."""
-    out = []
-    for ch in text:
-        if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
-            out.append(repr(ch)[1:-1] if ord(ch) < 0x80 else f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    return "".join(out)
 
 
 def _escaped(value):

@@ -118,9 +118,25 @@ def leak_table(decisions: pd.DataFrame) -> pd.DataFrame:
     return leaked[["group", "label", "sha256", "reason"]].sort_values(["group", "sha256"])
 
 
-def datasets(counts_paths, decision_paths=()) -> list[dict]:
-    """Each dataset's counts, and the images its given split left linked across roles (leaks)."""
+def near_duplicate_counts(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Per held-out role (val, test, each benchmark): near-duplicate pairs with a training
+    photo, zero shown as zero for the split's own roles."""
+    roles = ["val", "test", *sorted(r for r in set(pairs["held_out"]) if r not in ("val", "test"))]
+    by_role = pairs.groupby("held_out")
+    return pd.DataFrame(
+        {
+            "training photo paired with": roles,
+            "near-duplicate pairs": [by_role.size().get(r, 0) for r in roles],
+            "training photos involved": [pairs.loc[pairs["held_out"] == r, "train_sha256"].nunique() for r in roles],
+        }
+    )
+
+
+def datasets(counts_paths, decision_paths=(), leak_paths=()) -> list[dict]:
+    """Each dataset's counts, the images its given split left linked across roles (leaks),
+    and the near-duplicate pairs across its training and held-out photos."""
     leaks = {Path(p).name.removesuffix(".decisions.tsv"): leak_table(read_table(p)) for p in decision_paths}
+    pairs = {Path(p).name.removesuffix(".leaks.tsv"): read_table(p) for p in leak_paths}
     shown = []
     for path in counts_paths:
         name = Path(path).name.removesuffix(".counts.tsv")
@@ -132,6 +148,7 @@ def datasets(counts_paths, decision_paths=()) -> list[dict]:
                 "counts": table(pd.read_csv(path, sep="\t")),
                 "leaks": table(leaked) if has_leaks else None,
                 "leak_groups": leaked["group"].nunique() if has_leaks else 0,
+                "near_duplicates": table(near_duplicate_counts(pairs[name])) if name in pairs else None,
             }
         )
     return shown
@@ -166,6 +183,33 @@ def model_row(name: str, settings: dict, metrics: dict, history: pd.DataFrame, c
     return row
 
 
+def source_result(row: dict | None) -> str:
+    """One source's accuracy, or why it is not shown."""
+    if row is None:
+        return ""
+    if row["too_few"]:
+        return f"too few photos to say ({row['correct']}/{row['n']})"
+    return f"{interval(row['accuracy'], row['accuracy_ci95'])} ({row['correct']}/{row['n']})"
+
+
+def cross_source_table(results: dict, settings: dict) -> pd.DataFrame | None:
+    """Rows: each model and the sources it trained on; columns: the source it was tested on.
+    None where no model was evaluated on more than one source, nor off its training sources."""
+    sources = sorted({s for metrics, _ in results.values() for s in metrics.get("by_source", {})})
+    unseen = any(set(m.get("by_source", {})) - set(m.get("trained_on", [])) for m, _ in results.values())
+    if len(sources) < 2 and not unseen:
+        return None
+    rows = []
+    for name, (metrics, _) in results.items():
+        trained_on = metrics.get("trained_on", [])
+        row = {"model": name, "dataset": settings[name]["dataset"], "trained on": ", ".join(trained_on)}
+        for source in sources:
+            shown = source_result(metrics.get("by_source", {}).get(source))
+            row[f"tested on {source}"] = f"{shown} (unseen)" if shown and source not in trained_on else shown
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def per_species_table(metrics: dict) -> pd.DataFrame:
     return pd.DataFrame(
         [
@@ -181,6 +225,68 @@ def per_species_table(metrics: dict) -> pd.DataFrame:
             for label, row in metrics["per_species"].items()
         ]
     )
+
+
+def decimal(value) -> str:
+    """A share or accuracy to three places; empty where there is none."""
+    return "" if value is None or pd.isna(value) else f"{value:.3f}"
+
+
+def rank_table(by_rank: dict) -> pd.DataFrame:
+    """Per rank: the top class's accuracy rolled up to it, and the fallback rule's threshold,
+    share of photos answered there and accuracy of those answers."""
+    fallback = by_rank["fallback"]
+    rows = [
+        {
+            "rank": rank,
+            "top class right at this rank": decimal(by_rank["accuracy"][rank]),
+            "fallback threshold": "never" if t is None else f"{t:.2f}",
+            "answered at this rank": decimal(fallback["answered"][rank]),
+            "right when answered here": decimal(fallback["accuracy_at"][rank]),
+        }
+        for rank, t in fallback["thresholds"].items()
+    ]
+    rows.append({"rank": "no answer", "answered at this rank": decimal(fallback["answered"]["none"])})
+    return pd.DataFrame(rows).fillna("")
+
+
+def rank_view(by_rank: dict | None, evaluated_on: str) -> dict | None:
+    """A model's by-rank numbers for its section: a table where its classes span more than one
+    genus or family, a line otherwise; None for metrics from before ranks."""
+    if by_rank is None:
+        return None
+    fallback = by_rank["fallback"]
+    chosen_on = fallback["chosen_on"]
+    optimistic = (
+        " (chosen on the photos reported here: optimistic)"
+        if chosen_on in (evaluated_on, "the evaluated photos")
+        else ""
+    )
+    answered = ", ".join(f"{rank} {decimal(fallback['answered'][rank])}" for rank in fallback["answered"])
+    rule = (
+        f"Fallback rule (thresholds chosen on {chosen_on}{optimistic}, each the lowest at which the answers at its "
+        f"rank were at least {fallback['target_accuracy']:.0%} right): "
+    )
+    summary = (
+        f"{rule}it answers the species for {decimal(fallback['coverage'])} of the photos (at each rank: {answered}); "
+        f"its answers are right {decimal(fallback['accuracy'])} of the time, {decimal(fallback['mean_distance'])} "
+        f"taxonomic steps from the truth on average (the top class: {decimal(by_rank['mean_distance'])})."
+    )
+    curve = pd.DataFrame(by_rank["coverage_curve"]).assign(
+        threshold=lambda c: c["threshold"].map("{:.2f}".format),
+        coverage=lambda c: c["coverage"].map(decimal),
+        accuracy=lambda c: c["accuracy"].map(decimal),
+    )
+    view = {"summary": summary, "table": None, "curve": table(curve)}
+    if len(by_rank["genera"]) > 1 or len(by_rank["families"]) > 1:
+        return {**view, "table": table(rank_table(by_rank))}
+    if by_rank["genera"]:
+        within = (
+            f"All classes are of genus {by_rank['genera'][0]}, so ranks above the species tell them no further apart. "
+        )
+    else:
+        within = "No class has a known genus: the rule can only answer the species. "
+    return {**view, "summary": within + summary}
 
 
 def best_pair_threshold(metrics: dict) -> dict | None:
@@ -206,6 +312,7 @@ def model_section(name: str, metrics: dict, figure_dir: Path) -> dict:
         "name": name,
         "species": table(per_species_table(metrics)),
         "open_set": metrics.get("open_set"),
+        "by_rank": rank_view(metrics.get("by_rank"), metrics["evaluated_on"]),
         "embedding": metrics.get("embedding"),
         "best_pair": best_pair_threshold(metrics),
         "figures": [
@@ -233,7 +340,16 @@ def citing(citation_path, derived_path) -> dict | None:
 
 
 def page(
-    config: dict, records, downloads, clean, counts_paths, decision_paths, results: dict, figure_dir, citation=None
+    config: dict,
+    records,
+    downloads,
+    clean,
+    counts_paths,
+    decision_paths,
+    results: dict,
+    figure_dir,
+    citation=None,
+    leak_paths=(),
 ) -> str:
     controls = {
         spec["control_of"]: (name, results[name][0])
@@ -241,6 +357,7 @@ def page(
         if spec.get("control_of") and name in results
     }
     used = {config["models"][n].get("backbone") for n in results}
+    cross = cross_source_table(results, config["models"])
     return TEMPLATES.get_template("report.html.j2").render(
         title=config["report"]["title"],
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -249,11 +366,12 @@ def page(
         summary=Markup(figures.svg_text(figures.summary_chart(summary_rows(results)))),
         provenance=provenance(records, downloads, clean),
         citation=citation,
-        datasets=datasets(counts_paths, decision_paths),
+        datasets=datasets(counts_paths, decision_paths, leak_paths),
         backbones={b: spec["description"] for b, spec in config.get("backbones", {}).items() if b in used},
         models=table(
             pd.DataFrame([model_row(n, config["models"][n], m, h, controls) for n, (m, h) in results.items()])
         ),
+        cross_source=None if cross is None else table(cross),
         sections=[model_section(name, metrics, Path(figure_dir)) for name, (metrics, _) in results.items()],
     )
 
@@ -270,6 +388,7 @@ def build(
     decision_paths=(),
     citation_path=None,
     derived_path=None,
+    leak_paths=(),
 ):
     """`model_dirs` hold each model's metrics.json and history.csv; every file names what it
     belongs to, so the order of the paths does not matter."""
@@ -285,5 +404,6 @@ def build(
         read_results(model_dirs),
         figure_dir,
         citing(citation_path, derived_path),
+        leak_paths,
     )
     Path(out_path).write_text(html)

@@ -7,6 +7,7 @@ sources (rights holders, titles) are shown as text, whatever they hold.
 
 import hmac
 import io
+import re
 import secrets
 import uuid
 import zlib
@@ -15,12 +16,20 @@ from pathlib import Path
 import yaml
 from flask import Flask, abort, redirect, render_template, request, send_file, url_for
 
+from fishid import config as configuration
 from fishid.clean.stage import NOT_A_FISH
 from fishid.report import audit
+from fishid.report.attribution import neutralise
 from fishid.review import decisions, files, plan, uploads, views
+from fishid.tables import table_text
 
 TOKEN_COOKIE = "fishid_review_token"
 MAX_REQUEST_BYTES = 200 * 1024 * 1024
+# Host headers are checked so that a web page whose name an attacker rebinds to 127.0.0.1
+# (DNS rebinding) is refused: its requests carry its own name. A name alone allows any port;
+# `fishid review` allows only its own address and port (fishid.review.server.allowed_hosts).
+LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+HOST_HEADER = re.compile(r"(?P<name>\[[0-9a-f:.]+\]|[a-z0-9.-]+)(?::[0-9]{1,5})?")
 
 
 def read_config(root, configfiles=()) -> dict:
@@ -40,7 +49,21 @@ def _merged(base: dict, extra: dict) -> dict:
     return out
 
 
-def create_app(root, configfiles=(), access_token: str | None = None, max_file_bytes: int = uploads.MAX_FILE_BYTES):
+def host_allowed(header: str, hosts: tuple[str, ...]) -> bool:
+    """Whether a Host header is one of `hosts` (host:port, or a name at any port)."""
+    header = header.lower()
+    match = HOST_HEADER.fullmatch(header)
+    return bool(match) and (header in hosts or match["name"] in hosts)
+
+
+def create_app(
+    root,
+    configfiles=(),
+    access_token: str | None = None,
+    max_file_bytes: int = uploads.MAX_FILE_BYTES,
+    hosts: tuple[str, ...] | None = LOOPBACK,
+):
+    """`hosts`: the Host headers answered (host_allowed), None for any."""
     root = Path(root).resolve()
     app = Flask(__name__)
     app.config.update(
@@ -50,6 +73,7 @@ def create_app(root, configfiles=(), access_token: str | None = None, max_file_b
         CSRF_TOKEN=secrets.token_urlsafe(24),
         MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,
         MAX_FILE_BYTES=max_file_bytes,
+        HOSTS=hosts,
     )
     # A stable colour per species on the embedding map.
     app.jinja_env.filters["hash_hue"] = lambda text: zlib.crc32(str(text).encode()) % 360
@@ -59,14 +83,24 @@ def create_app(root, configfiles=(), access_token: str | None = None, max_file_b
         return read_config(root, app.config["CONFIGFILES"])
 
     def decision_paths() -> tuple[Path, Path]:
-        clean = config()["clean"]
-        return root / clean["exclusions"], root / clean.get("relabels", "config/relabels.tsv")
+        """Where decisions go; ConfigError (a ValueError) for a relative path that leads out of the project."""
+        tables = configuration.user_tables(config())
+        return tuple(
+            configuration.project_path(root, tables[key], key) for key in ("clean.exclusions", "clean.relabels")
+        )
+
+    def predict_roots() -> list[str]:
+        return config().get("review", {}).get("predict_roots", configuration.default("review", "predict_roots"))
 
     def provenance():
         return audit.load(root)
 
     @app.before_request
-    def check_tokens():
+    def check_request():
+        # First, so that a page under a foreign name never sees a page, nor the CSRF token in it.
+        hosts = app.config["HOSTS"]
+        if hosts is not None and not host_allowed(request.headers.get("Host", ""), hosts):
+            abort(400, f"this server answers to {', '.join(hosts)} only: open it at the address it printed")
         wanted = app.config["ACCESS_TOKEN"]
         if wanted:
             given = request.args.get("token") or request.cookies.get(TOKEN_COOKIE) or ""
@@ -142,9 +176,9 @@ def create_app(root, configfiles=(), access_token: str | None = None, max_file_b
         prov = provenance()
         if sha256 not in set(prov.clean["sha256"]):
             abort(400, "no such image in results/clean/images.tsv")
-        exclusions, relabels = decision_paths()
         action = request.form.get("action")
         try:
+            exclusions, relabels = decision_paths()
             if action == "exclude":
                 decisions.exclude(exclusions, sha256, request.form.get("reason", ""))
                 written = exclusions
@@ -159,9 +193,8 @@ def create_app(root, configfiles=(), access_token: str | None = None, max_file_b
         except ValueError as problem:
             abort(400, str(problem))
         dry_run = plan.planned(root, app.config["CONFIGFILES"])
-        return render_template(
-            "decided.html", sha256=sha256, action=action, written=written.relative_to(root), plan=dry_run
-        )
+        shown = written.relative_to(root) if written.is_relative_to(root) else written
+        return render_template("decided.html", sha256=sha256, action=action, written=shown, plan=dry_run)
 
     @app.get("/queues")
     def queues():
@@ -206,6 +239,11 @@ def create_app(root, configfiles=(), access_token: str | None = None, max_file_b
         problems = uploads.refusals(sent, app.config["MAX_FILE_BYTES"])
         if not sent and not folder:
             problems.append("choose photos to upload or give a folder")
+        if folder and not sent:
+            try:
+                folder = files.predict_folder(root, folder, predict_roots())
+            except ValueError as problem:
+                problems.append(str(problem))
         if problems:
             page = render_template("predict.html", models=predictable_models(), table=None, problems=problems)
             return page, 400
@@ -232,7 +270,8 @@ def create_app(root, configfiles=(), access_token: str | None = None, max_file_b
             abort(404, "no such result (they last as long as the server)")
         table = results[key]
         if kind == "csv":
-            data = table.to_csv(index=False, float_format="%.6f").encode()
+            # File names come from the client: a spreadsheet must show them, not run them.
+            data = table_text(table.map(neutralise), sep=",", float_format="%.6f").encode()
             mimetype = "text/csv"
         else:
             data = table.to_json(orient="records", indent=2).encode()

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fishid.config import explicit_species
 from fishid.report.attribution import stored_records
 from fishid.review.files import image_url
 from fishid.tables import read_table
@@ -157,10 +158,10 @@ def embedding_points(root, prov, name: str, size: int = 560) -> list[dict]:
 
 def species_of_config(config: dict, table: pd.DataFrame) -> list[str]:
     """Species a photo may be relabelled to: every dataset's species and "other" pools, and
-    what cleaning labelled."""
+    what cleaning labelled (which holds every species a rule can choose)."""
     names = set(table["taxon"]) - {""}
     for dataset in config.get("datasets", {}).values():
-        names |= set(dataset.get("species", [])) | set(dataset.get("other", {}).get("species", []))
+        names |= set(explicit_species(dataset) or []) | set(explicit_species(dataset.get("other", {})) or [])
     return sorted(names)
 
 

@@ -3,7 +3,11 @@
 Every adapter returns record dicts with the columns of `tables.RECORD_COLUMNS` (the
 `source` column is filled here with the source's name in the config) and notes by
 taxon: what was expected but not found, so that an empty species is reported, never
-silent. A source that lists nothing at all is an error.
+silent. A record the adapter could not take (no id, media of the wrong shape, a row
+without its occurrence) is a problem, named with its reason in its taxon's note (taxon
+"" when it has none): one bad record never stops the listing. A source that lists
+nothing at all is an error. Records that come without ranks get them here, whatever
+their kind, by GBIF name matching (fishid.sources.taxonomy); a name left without is a note.
 """
 
 from __future__ import annotations
@@ -11,11 +15,16 @@ from __future__ import annotations
 import importlib
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from fishid import web
+from fishid.config import kind_of
 from fishid.tables import RECORD_COLUMNS
+
+if TYPE_CHECKING:  # imported where used: it imports the GBIF adapter, which imports this module
+    from fishid.sources import taxonomy
 
 log = logging.getLogger(__name__)
 SUMMARY_COLUMNS = ["taxon", "records", "note"]
@@ -27,6 +36,8 @@ FOLDER_KEY = "folder:"  # the dataset key of a folder source's records (fishid.d
 class Listing:
     records: list[dict]
     notes: dict[str, str] = field(default_factory=dict)  # taxon -> why it has no (or few) records
+    # (taxon, what was left out and why, naming the record, or the file and line): in the notes.
+    problems: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -37,6 +48,9 @@ class Context:
     seed: int = 0
     offline: bool = False
     client: web.Client = field(default_factory=web.Client)
+    # Name matching for records without ranks (fishid.sources.taxonomy.Settings): the `fishid list`
+    # step always gives it; a caller without it (a library call, a test) lists without matching.
+    taxonomy: taxonomy.Settings | None = None
 
 
 # Each kind's adapter, imported on demand (a synthetic-only run never imports pygbif or
@@ -50,10 +64,6 @@ ADAPTERS = {
     "fishpix": ("fishid.sources.fishpix", "list_records"),
     "folder": ("fishid.sources.folder", "list_records"),
 }
-
-
-def kind_of(name: str, spec: dict) -> str:
-    return spec.get("kind", name)
 
 
 def local_inputs(name: str, spec: dict) -> list[str]:
@@ -83,12 +93,17 @@ def list_source(name: str, spec: dict, context: Context | None = None) -> tuple[
             "set offline: false (or use a gbif_download or folder source)"
         )
     listing = _adapter(kind)(spec, context)
+    notes = noted(listing.notes, listing.problems)
     if not listing.records:
         raise ValueError(
             f"sources.{name}: the {kind} source listed no images"
-            + ("".join(f"\n  {taxon}: {note}" for taxon, note in listing.notes.items()) or "; check its settings")
+            + (
+                "".join(f"\n  {taxon or '(no taxon)'}: {note}" for taxon, note in notes.items())
+                or "; check its settings"
+            )
         )
-    records = pd.DataFrame(listing.records).reindex(columns=RECORD_COLUMNS, fill_value="").fillna("")
+    # Every field as text: a source's JSON may hold a number where a name belongs.
+    records = pd.DataFrame(listing.records).reindex(columns=RECORD_COLUMNS, fill_value="").fillna("").astype(str)
     records["source"] = name
     records["listed_at"] = web.utc_now()
     if kind != "folder":
@@ -101,9 +116,30 @@ def list_source(name: str, spec: dict, context: Context | None = None) -> tuple[
     duplicated = records["record_id"].duplicated()
     if duplicated.any():
         raise ValueError(f"sources.{name}: duplicate record id(s) {list(records['record_id'][duplicated][:5])}")
-    for taxon, note in listing.notes.items():
-        log.warning("sources.%s: %s: %s", name, taxon, note)
-    return records, summarise(records, listing.notes)
+    records, rank_notes = _with_ranks(records, context)
+    notes = noted(notes, list(rank_notes.items()))
+    for taxon, note in notes.items():
+        log.warning("sources.%s: %s: %s", name, taxon or "(no taxon)", note)
+    return records, summarise(records, notes)
+
+
+def _with_ranks(records: pd.DataFrame, context: Context) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The records with ranks for those that came without, and a note for each name left without."""
+    from fishid.sources import taxonomy
+
+    if context.taxonomy is None:
+        if taxonomy.unranked(records).any():
+            log.info("sources.%s: no taxonomy settings given: records without ranks keep none", context.name)
+        return records, {}
+    return taxonomy.fill_ranks(records, context.taxonomy, context.client, context.offline)
+
+
+def noted(notes: dict[str, str], problems: list[tuple[str, str]]) -> dict[str, str]:
+    """`notes` with each taxon's problems added, in the order they were met."""
+    merged = {taxon: [note] for taxon, note in notes.items()}
+    for taxon, problem in problems:
+        merged.setdefault(taxon, []).append(problem)
+    return {taxon: "; ".join(parts) for taxon, parts in merged.items()}
 
 
 def summarise(records: pd.DataFrame, notes: dict[str, str]) -> pd.DataFrame:

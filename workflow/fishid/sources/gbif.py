@@ -10,75 +10,19 @@ occurrence; photos of one occurrence share `occurrence_id` (`gbif:<gbifID>`).
 from __future__ import annotations
 
 import logging
-import re
 import sys
-from contextlib import contextmanager
 
-import requests
 from tqdm import tqdm
 
-from fishid import licences, web
+from fishid import licences
 from fishid.sources.base import Context, Listing
+from fishid.sources.gbif_api import GBIF_ROOT, api_root, asking, canonical
+from fishid.tables import HIGHER_RANKS, RANKS
 
 log = logging.getLogger(__name__)
 
-GBIF_ROOT = "https://api.gbif.org/"
 # The search API's window: offset + limit may not pass this (GBIF reports 200,000; plan for less).
 SEARCH_WINDOW = 100_000
-_PYGBIF_ROOTS = ("https://api.gbif.org/", "http://api.gbif.org/")
-
-
-@contextmanager
-def api_root(root: str, timeout=None):
-    """Send pygbif's requests to `root` instead of api.gbif.org, and give those it sends
-    without a timeout (the download request, a POST) `timeout`, so that a server that never
-    answers cannot hold the stage.
-
-    pygbif writes api.gbif.org into its URLs (some through `gbif_baseurl`, some as
-    literals), so the origin is swapped where every one of them passes: the requests
-    Session. Paths, parameters and parsing stay pygbif's own. Used for a mirror or a
-    caching proxy, and by the tests for a loopback server with GBIF-shaped answers.
-    """
-    root = root.rstrip("/") + "/"
-    if root == GBIF_ROOT and timeout is None:
-        yield
-        return
-    original = requests.Session.request
-
-    def request(self, method, url, *args, **kwargs):
-        if root != GBIF_ROOT and isinstance(url, str):
-            for prefix in _PYGBIF_ROOTS:
-                if url.startswith(prefix):
-                    url = root + url[len(prefix) :]
-        if kwargs.get("timeout") is None:
-            kwargs["timeout"] = timeout
-        return original(self, method, url, *args, **kwargs)
-
-    requests.Session.request = request
-    try:
-        yield
-    finally:
-        requests.Session.request = original
-
-
-def asking(client: web.Client, call, what: str):
-    """`call()` (a pygbif request) under the client's retry policy; a listing error when it
-    cannot be had."""
-    try:
-        return client.retry(call, what)
-    except web.FetchFailure as failure:
-        raise ValueError(f"{what} failed: {failure}") from None
-
-
-def canonical(name: str) -> str:
-    """The name without authorship: `Amphiprion clarkii (Bennett, 1830)` -> `Amphiprion clarkii`.
-
-    A genus stays a genus: `Amphiprion Bloch & Schneider, 1801` -> `Amphiprion`.
-    """
-    words = (name or "").split()
-    if len(words) >= 2 and re.fullmatch(r"[a-z-]+", words[1]) and words[1] not in ("sp.", "spp."):
-        return " ".join(words[:2])
-    return words[0] if words else ""
 
 
 def resolve(name: str, match: dict) -> dict:
@@ -88,8 +32,11 @@ def resolve(name: str, match: dict) -> dict:
     if not usage or match_type in ("NONE", ""):
         raise ValueError(f"gbif: name {name!r} has no match in the GBIF name backbone; check its spelling")
     accepted = match.get("acceptedUsage") or usage
-    wanted_rank = "SPECIES" if len(name.split()) >= 2 else "GENUS"
-    if match_type == "HIGHERRANK" or (accepted.get("rank") or wanted_rank).upper() != wanted_rank:
+    # A binomial is a species; one word names a genus, a family or any rank above (a class, a thesis's order).
+    binomial = len(name.split()) >= 2
+    wanted = {"SPECIES"} if binomial else {r.upper() for r in HIGHER_RANKS}
+    rank = str(accepted.get("rank") or ("SPECIES" if binomial else "GENUS")).upper()
+    if match_type == "HIGHERRANK" or rank not in wanted:
         raise ValueError(
             f"gbif: name {name!r} matched only {accepted.get('name')!r} ({accepted.get('rank')}) in the GBIF backbone;"
             " check its spelling"
@@ -100,7 +47,7 @@ def resolve(name: str, match: dict) -> dict:
         "name": name,
         "key": accepted["key"],
         "accepted": accepted.get("canonicalName") or canonical(accepted.get("name", "")),
-        "rank": wanted_rank,
+        "rank": rank,
         "synonym": bool(match.get("synonym")),
     }
     if resolved["synonym"]:
@@ -108,34 +55,76 @@ def resolve(name: str, match: dict) -> dict:
     return resolved
 
 
-def occurrence_records(occurrence: dict, query: dict) -> list[dict]:
-    """One record per still image of an occurrence (search-API shape)."""
-    gbif_id = str(occurrence.get("gbifID") or occurrence["key"])
+def _text(value) -> str:
+    """A field as text: a search answer may hold a number, a list or null where a string belongs."""
+    if isinstance(value, str):
+        return value
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else ""
+
+
+def occurrence_ranks(occurrence: dict) -> dict:
+    """The classification GBIF gave an occurrence (a search answer, or a Darwin Core archive's
+    row: the same field names), a rank GBIF left out empty, and the key of its accepted name."""
+    ranks = {rank: _text(occurrence.get(rank)) for rank in RANKS}
+    key = _text(occurrence.get("acceptedTaxonKey"))
+    # taxonKey is the name as filed: the accepted name's key only when that name is not a synonym.
+    if not key and _text(occurrence.get("taxonomicStatus")).upper() in ("", "ACCEPTED"):
+        key = _text(occurrence.get("taxonKey"))
+    return ranks | {"taxon_key": key}
+
+
+def occurrence_records(occurrence: dict, query: dict, position: int = 0) -> tuple[list[dict], list[str]]:
+    """One record per still image of an occurrence (search-API shape), and what was left out
+    of it and why, naming the record (`position`: its place in the search's answers, for one
+    that has no key)."""
+    if not isinstance(occurrence, dict):
+        return [], [f"search result {position} is a {type(occurrence).__name__}, not an occurrence; skipped"]
+    gbif_id = _text(occurrence.get("gbifID")) or _text(occurrence.get("key"))
+    if not gbif_id:
+        return [], [f"search result {position} has no key (gbifID); skipped"]
+    problems = []
     taxon = occurrence.get("species") or ""
+    if not isinstance(taxon, str):
+        problems.append(f"gbif:{gbif_id}: species is a {type(taxon).__name__}, not a name; filed as the query's")
+        taxon = ""
     if not taxon:
-        taxon = query["accepted"] if query["rank"] == "SPECIES" else canonical(occurrence.get("acceptedScientificName"))
+        accepted = _text(occurrence.get("acceptedScientificName"))
+        taxon = query["accepted"] if query["rank"] == "SPECIES" else canonical(accepted)
+    media_items = occurrence.get("media") or []
+    if isinstance(media_items, dict):  # one media object where GBIF sends a list of them
+        media_items = [media_items]
+    if not isinstance(media_items, list):
+        problems.append(f"gbif:{gbif_id}: media is a {type(media_items).__name__}, not a list; skipped")
+        media_items = []
     records = []
-    for n, media in enumerate(occurrence.get("media") or [], start=1):
+    for n, media in enumerate(media_items, start=1):
+        if not isinstance(media, dict):
+            problems.append(f"gbif:{gbif_id}-{n}: media item is a {type(media).__name__}, not an object; skipped")
+            continue
         if media.get("type") != "StillImage" or not media.get("identifier"):
             continue
-        raw_licence = media.get("license") or occurrence.get("license") or ""
+        if not isinstance(media["identifier"], str):
+            problems.append(f"gbif:{gbif_id}-{n}: identifier is a {type(media['identifier']).__name__}; skipped")
+            continue
+        raw_licence = _text(media.get("license")) or _text(occurrence.get("license"))
         records.append(
             {
                 "record_id": f"gbif:{gbif_id}-{n}",
                 "taxon": taxon or query["accepted"],
-                "source_taxon": occurrence.get("scientificName") or query["name"],
+                "source_taxon": _text(occurrence.get("scientificName")) or query["name"],
+                **occurrence_ranks(occurrence),
                 "media_url": media["identifier"],
-                "page_url": media.get("references") or f"https://www.gbif.org/occurrence/{gbif_id}",
+                "page_url": _text(media.get("references")) or f"https://www.gbif.org/occurrence/{gbif_id}",
                 "license": licences.normalise(raw_licence) or raw_licence,
-                "rights_holder": media.get("rightsHolder") or occurrence.get("rightsHolder") or "",
-                "creator": media.get("creator") or occurrence.get("recordedBy") or "",
+                "rights_holder": _text(media.get("rightsHolder")) or _text(occurrence.get("rightsHolder")),
+                "creator": _text(media.get("creator")) or _text(occurrence.get("recordedBy")),
                 "occurrence_id": f"gbif:{gbif_id}",
-                "basis_of_record": occurrence.get("basisOfRecord") or "",
-                "preparations": occurrence.get("preparations") or "",
-                "dataset_key": occurrence.get("datasetKey") or "",
+                "basis_of_record": _text(occurrence.get("basisOfRecord")),
+                "preparations": _text(occurrence.get("preparations")),
+                "dataset_key": _text(occurrence.get("datasetKey")),
             }
         )
-    return records
+    return records, problems
 
 
 def list_records(spec: dict, context: Context) -> Listing:
@@ -146,8 +135,8 @@ def list_records(spec: dict, context: Context) -> Listing:
     checklist = {"checklistKey": spec["checklist_key"]} if spec.get("checklist_key") else {}
     page_size = int(spec.get("page_size", 300))
     max_records = int(spec.get("max_records", SEARCH_WINDOW))
-    records, notes, seen = [], {}, set()
-    with api_root(spec.get("api", GBIF_ROOT)):
+    records, notes, problems, seen = [], {}, [], set()
+    with api_root(spec.get("api", GBIF_ROOT), context.client):
         for name in spec["names"]:
 
             def match(name=name):
@@ -155,17 +144,18 @@ def list_records(spec: dict, context: Context) -> Listing:
 
             query = resolve(name, asking(context.client, match, f"gbif: matching {name!r}"))
             found = 0
-            for occurrence in _search(
-                occurrences, query, spec, page_size, max_records, context.client, timeout, checklist
-            ):
-                for record in occurrence_records(occurrence, query):
+            answers = _search(occurrences, query, spec, page_size, max_records, context.client, timeout, checklist)
+            for position, occurrence in enumerate(answers, start=1):
+                listed, left_out = occurrence_records(occurrence, query, position)
+                problems += [(query["accepted"], f"{name!r}: {problem}") for problem in left_out]
+                for record in listed:
                     if record["record_id"] not in seen:
                         seen.add(record["record_id"])
                         records.append(record)
                         found += 1
             if not found:
                 notes[query["accepted"]] = f"no occurrence with a still image for {name!r} (key {query['key']})"
-    return Listing(records, notes)
+    return Listing(records, notes, problems)
 
 
 def _search(occurrences, query, spec, page_size, max_records, client, timeout, checklist):
@@ -186,8 +176,9 @@ def _search(occurrences, query, spec, page_size, max_records, client, timeout, c
                 )
 
             page = asking(client, page_at, f"gbif: occurrence search for {query['accepted']!r}")
-            if "results" not in page:
-                raise ValueError(f"gbif: the occurrence search answered without 'results' (keys: {sorted(page)})")
+            if not isinstance(page, dict) or not isinstance(page.get("results"), list):
+                shape = f"keys: {sorted(map(str, page))}" if isinstance(page, dict) else type(page).__name__
+                raise ValueError(f"gbif: the occurrence search answered without a list of 'results' ({shape})")
             if offset == 0:
                 count = int(page.get("count") or 0)
                 if count > max_records:

@@ -302,7 +302,7 @@ def fetch_download(key: str, context: Context, spec: dict) -> Path:
     if context.offline:
         raise ValueError(f"GBIF download {key} is not at {target} and the configuration says offline: true")
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp, api_root(api):
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp, api_root(api, context.client):
         try:
             meta = wait_until_ready(key, context, spec)
         except DownloadEnded as ended:
@@ -331,7 +331,7 @@ def requested_archive(name: str, spec: dict, context: Context) -> Path:
     if record.get("hash") != request_hash(request) or record.get("status") in ENDED or not record.get("key"):
         if record.get("key"):
             log.info("gbif: %s: not reusing download %s (%s)", name, record["key"], record.get("status"))
-        with api_root(spec.get("api", GBIF_ROOT), timeout=_timeout(context)):
+        with api_root(spec.get("api", GBIF_ROOT), context.client, timeout=_timeout(context)):
             record = new_request(request, context)
         # Kept before waiting: a run killed while GBIF builds the archive must not request it again.
         write_json(path, record)

@@ -35,9 +35,11 @@ from fishid.sources.synthetic_render import (  # noqa: F401  (the module's publi
     encode_url,
     sample_params,
 )
+from fishid.tables import HIGHER_RANKS
 
 PATTERN_COLUMNS = scene.PATTERN_KEYS
-OPTIONAL_COLUMNS = scene.VARIATION_COLUMNS
+# A species' ranks above it (kingdom ... genus) and how individuals vary: optional.
+OPTIONAL_COLUMNS = (*HIGHER_RANKS, *scene.VARIATION_COLUMNS)
 GENERATOR = "fishid synthetic generator v1"
 # Pictures with photo-like difficulty or planted defects (a source with scenes, nuisances,
 # individuals or defects).
@@ -54,9 +56,11 @@ def load_patterns(path) -> dict[str, dict]:
     """Read the species pattern table (TSV, header = PATTERN_COLUMNS, then any of
     OPTIONAL_COLUMNS) -> {taxon: pattern}.
 
-    The optional columns say how individuals vary (used by a source with `individuals:
-    true`): `bar_counts` other bar counts and their shares ("2:0.15,4:0.05"),
-    `bar_width_range` ("0.05-0.09") and `morphs`, colour morphs
+    The optional rank columns (kingdom, phylum, class, order, family, genus) give the
+    species' classification, under pattern["ranks"] (never drawn: the pictures and their
+    URLs are the same with or without them). The others say how individuals vary (used by a
+    source with `individuals: true`): `bar_counts` other bar counts and their shares
+    ("2:0.15,4:0.05"), `bar_width_range` ("0.05-0.09") and `morphs`, colour morphs
     ("dark:0.2:#body:#fin:#tail;..."). A row gives them under pattern["variation"], only
     when it has any. Blank lines and lines starting with '#' are skipped. Bad rows raise
     ValueError naming the file, the line number and the bad column.
@@ -123,6 +127,10 @@ def _parse_row(row: dict[str, str], error) -> dict:
     variation = scene.parse_variation(row, bars, error)
     if variation:
         pattern["variation"] = variation
+    ranks = {rank: row.get(rank, "") for rank in HIGHER_RANKS}
+    if any(ranks.values()):
+        # The row's taxon is the species: its records' species rank.
+        pattern["ranks"] = ranks | {"species": taxon}
     return pattern
 
 
@@ -200,12 +208,14 @@ def list_records(
             fish, params = scene.sample_photo(
                 patterns[taxon], realism, _image_rng(seed, taxon, index), _image_rng(seed, taxon, index, 1)
             )
-            record = _record(f"{slug}-{index:05d}", taxon, encode_url(fish, params, size), creator)
+            url = encode_url(fish, params, size)
+            record = _record(f"{slug}-{index:05d}", taxon, url, creator, **patterns[taxon].get("ranks", {}))
             records.append(record)
             ordinary.append((record["record_id"], taxon, fish, params, tuple(size)))
     for item in defects_module.plant(patterns, counts, seed, size, realism, defects, ordinary):
         url = encode_url(item["pattern"], item["params"], item["size"])
-        records.append(_record(item["native"], item["taxon"], url, creator, **item["fields"]))
+        ranks = patterns[item["taxon"]].get("ranks", {})
+        records.append(_record(item["native"], item["taxon"], url, creator, **ranks, **item["fields"]))
     return records
 
 
@@ -235,4 +245,10 @@ def source_listing(spec: dict, context):
     check_size(size, f"sources.{context.name}.size")
     realism = scene.check_realism(spec)
     patterns = load_patterns(spec["patterns"])
-    return Listing(list_records(patterns, spec["counts"], context.seed, size, realism, spec.get("defects")))
+    records = list_records(patterns, spec["counts"], spec.get("seed", context.seed), size, realism, spec.get("defects"))
+    if context.name != "synthetic":
+        # Ids are unique across sources: a second synthetic source (the demo's museum) names its own.
+        for record in records:
+            for key in ("record_id", "occurrence_id"):
+                record[key] = context.name + record[key].removeprefix("synthetic")
+    return Listing(records)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fishid.tables import SPLIT_COLUMNS, read_table
+from fishid.tables import read_table
 
 
 def square(image: Image.Image, size: int) -> np.ndarray:
@@ -28,8 +28,12 @@ def read_preprocess(derived_root) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+# What the cache reads of a split table (a folder's own split.tsv needs no more).
+SPLIT_INPUT_COLUMNS = ["sha256", "label", "split", "derived_path"]
+
+
 def build(split_path, derived_root, size: int) -> dict:
-    split = read_table(split_path, SPLIT_COLUMNS)
+    split = read_table(split_path, SPLIT_INPUT_COLUMNS)
     classes = sorted(split["label"].unique())
     images = np.stack([load_square(Path(derived_root, p), size) for p in split["derived_path"]])
     images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
