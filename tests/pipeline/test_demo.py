@@ -183,7 +183,7 @@ def test_the_dataset_chosen_by_rule_spans_three_genera_and_its_model_answers_by_
     expected = sorted(counts.sort_index().sort_values(ascending=False, kind="stable").index[:6])
     split = read_table(project / "results/splits/damselfish.tsv")
     assert sorted(split["label"].unique()) == expected
-    assert sorted(split["genus"].unique()) == ["Amphiprion", "Dascyllus", "Premnas"]
+    assert sorted(split["genus"].unique()) == ["Amphiprion", "Chromis", "Premnas"]
     decisions = read_table(project / "results/splits/damselfish.decisions.tsv")
     assert set(decisions.loc[decisions["decision"] == "not chosen", "taxon"]) == set(counts.index) - set(expected)
     by_rank = metrics(project, "TL6-damsel")["by_rank"]
@@ -192,6 +192,6 @@ def test_the_dataset_chosen_by_rule_spans_three_genera_and_its_model_answers_by_
     fallback = by_rank["fallback"]
     assert fallback["chosen_on"] == "val" and 0 < fallback["coverage"] <= 1
     assert sum(fallback["answered"].values()) == pytest.approx(1.0)
-    assert by_rank["mean_distance"] >= 0 and by_rank["genera"] == ["Amphiprion", "Dascyllus", "Premnas"]
+    assert by_rank["mean_distance"] >= 0 and by_rank["genera"] == ["Amphiprion", "Chromis", "Premnas"]
     page = (project / "results/report/index.html").read_text()
     assert 'id="by-rank-TL6-damsel"' in page

@@ -40,7 +40,8 @@ def test_four_shards_give_the_same_tables_as_one(tmp_path):
     assert result.returncode == 0, result.stderr[-5000:]
     assert f"decoded 3 image(s), {sum(stored.values())} from the cache" in clean_log.read_text()
     one = stage_tables(project)
-    assert len(one) == 2 + 1 + 1 + 3 * len(config["datasets"])  # records and summary, downloads, clean, splits
+    # records and summary, downloads, clean, and per dataset its split, decisions, counts and leaks
+    assert len(one) == 2 + 1 + 1 + 4 * len(config["datasets"])
 
     counts, jobs = planned(project, SHARDS, *targets, configfiles=[more])
     assert counts["fetch_shard"] == 4 * len(config["sources"]) and counts["clean_shard"] == 4

@@ -63,6 +63,7 @@ def test_the_clean_table_carries_the_roles_a_folder_gave(flag, tmp_path):
     links = pd.DataFrame(
         {
             "record_id": ["f:train/a/1.jpg", "f:val/a/1.jpg", "f:train/a/2.jpg"],
+            "source": ["f"] * 3,
             "sha256": ["1" * 64, "1" * 64, "2" * 64],
             "path": ["x", "x", "y"],
             "taxon": ["A a"] * 3,

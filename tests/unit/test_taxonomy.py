@@ -302,7 +302,7 @@ def synthetic_spec(**counts):
 
 
 def test_synthetic_records_carry_their_tables_ranks_without_the_network(tmp_path):
-    counts = {"Amphiprion clarkii": 2, "Premnas biaculeatus": 2, "Dascyllus aruanus": 2}
+    counts = {"Amphiprion clarkii": 2, "Premnas biaculeatus": 2, "Chromis viridis": 2}
     cache = tmp_path / "cache"
     spec = synthetic_spec(**counts)
     records, summary = sources.list_source("synthetic", spec, context("synthetic", cache, "http://127.0.0.1:9/", True))
