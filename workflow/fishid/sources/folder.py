@@ -20,7 +20,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".we
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
 
-def _images(folder: Path, real_root: Path, skipped: list[str]) -> list[Path]:
+def image_files(folder: Path, real_root: Path, skipped: list[str]) -> list[Path]:
     """The image files under `folder` whose real path (symlinks resolved) lies inside the
     source's folder; the others are added to `skipped`, with the reason."""
     images = []
@@ -57,7 +57,7 @@ def list_records(spec: dict, context: Context) -> Listing:
         name = readable(folder.name)
         taxon = labels.get(name, name)
         skipped = []
-        images = _images(folder, real_root, skipped)
+        images = image_files(folder, real_root, skipped)
         if not images:
             notes[taxon] = f"no image in {readable(str(folder))}"
         if skipped:

@@ -40,7 +40,7 @@ from fishid.clean import near_duplicates
 from fishid.clean.decode import decode
 from fishid.config import explicit_species
 from fishid.download.store import MAX_PIXELS
-from fishid.sources.folder import IMAGE_SUFFIXES
+from fishid.sources.folder import image_files
 from fishid.tables import (
     CLEAN_COLUMNS,
     DECISION_COLUMNS,
@@ -441,17 +441,18 @@ LEAK_COLUMNS = ["dataset", "train_sha256", "held_out", "held_out_image", "distan
 
 def benchmark_hashes(name: str, folder) -> pd.DataFrame:
     """(image, phash) of every photo under a benchmark folder, hashed as cleaning hashes; a
-    file that does not decode is left out, saying so in the log."""
-    rows = []
-    for path in sorted(Path(folder).rglob("*")):
-        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
-            continue
+    file that does not decode, or a link that leads outside the folder, is left out, saying so
+    in the log."""
+    folder, rows, skipped = Path(folder), [], []
+    for path in image_files(folder, folder.resolve(), skipped):
         try:
             phash = near_duplicates.perceptual_hash(decode(path.read_bytes(), MAX_PIXELS).image)
         except Exception as error:  # noqa: BLE001 - one unreadable photo must not stop the check
             log.warning("benchmark %s: %s left out of the leak check: %s", name, readable(str(path)), error)
             continue
         rows.append({"image": readable(str(path.relative_to(folder))), "phash": phash})
+    if skipped:
+        log.warning("benchmark %s: skipped %s", name, "; ".join(skipped))
     return pd.DataFrame(rows, columns=["image", "phash"])
 
 
