@@ -188,3 +188,30 @@ def fetch_command(work, spec=FETCH_SPEC):
         "--out",
         str(work / "downloads.tsv"),
     ]
+
+
+def fetches_that_wait(work, commands, timeout=120):
+    """Run `commands` (fetches of work/records.tsv into work/store) while this process holds
+    their lock, until each has logged that it waits; then let them go. Two fetches started at
+    once need not overlap (the first may finish before the second starts); this makes sure.
+    Returns their return codes and logs."""
+    import fcntl
+    import time
+
+    sys.path.insert(0, str(REPO / "workflow"))
+    from fishid.download.fetch import source_lock
+
+    lock = source_lock(work / "store", work / "records.tsv", None)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    logs = [work / f"fetch{i}.log" for i in range(len(commands))]
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        runs = [subprocess.Popen(command, stderr=log.open("w")) for command, log in zip(commands, logs)]
+        deadline = time.monotonic() + timeout
+        while not all("another fetch holds the records" in log.read_text() for log in logs):
+            if time.monotonic() > deadline or any(run.poll() is not None for run in runs):
+                break
+            time.sleep(0.1)
+        fcntl.flock(held, fcntl.LOCK_UN)
+    codes = [run.wait(timeout=timeout) for run in runs]
+    return codes, [log.read_text() for log in logs]

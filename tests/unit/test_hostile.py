@@ -18,7 +18,7 @@ import pytest
 import yaml
 from conftest import REPO
 from fake_sites import FakeSites, image_reply, jpeg, json_reply, redirect
-from projectrun import fetch_command
+from projectrun import fetch_command, fetches_that_wait
 from site_replies import match, media, occurrence
 
 from fishid import config, web
@@ -368,13 +368,12 @@ def test_two_fetches_of_one_journal_keep_the_cap_and_fetch_once(tmp_path):
     spec = {"download": {"workers": 8, "per_host": 3, "rate": 0, "backoff": 0.01, "allow_private_hosts": True}}
     with FakeSites(latency=0.03) as sites:
         served_records(sites, tmp_path / "records.tsv")
-        runs = [subprocess.Popen(fetch_command(tmp_path, spec), stderr=subprocess.PIPE, text=True) for _ in range(2)]
-        logs = [run.communicate(timeout=120)[1] for run in runs]
+        codes, logs = fetches_that_wait(tmp_path, [fetch_command(tmp_path, spec)] * 2)
         hits, peak = dict(sites.hits), sites.peak_connections
-    assert [run.returncode for run in runs] == [0, 0], logs
+    assert codes == [0, 0], logs
+    assert all("another fetch holds the records" in log for log in logs), logs
     assert sites.peak_connections <= 3 and peak <= 3
     assert set(hits.values()) == {1}, "an image was fetched twice"
-    assert any("another fetch holds the records" in log for log in logs)
 
 
 def test_the_shards_of_a_source_fetch_side_by_side_within_its_caps_and_share_its_journal(tmp_path):

@@ -12,7 +12,6 @@ import json
 import os
 import socket
 import struct
-import subprocess
 import sys
 import zlib
 from pathlib import Path
@@ -25,7 +24,7 @@ from fake_sites import FakeSites, Reply, image_reply, json_reply, redirect
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from projectrun import fetch_command
+from projectrun import fetch_command, fetches_that_wait
 from site_replies import DOWNLOAD_KEY, match, media, occurrence
 from toydata import TINY_CLIP
 from urllib3.util import parse_url as urllib3_parse
@@ -386,12 +385,11 @@ def test_two_fetches_into_one_store_with_different_tables_take_turns_and_fetch_o
             command = fetch_command(tmp_path, spec)
             command[command.index("--out") + 1] = str(tmp_path / out)
             commands.append(command)
-        runs = [subprocess.Popen(command, stderr=subprocess.PIPE, text=True) for command in commands]
-        logs = [run.communicate(timeout=120)[1] for run in runs]
+        codes, logs = fetches_that_wait(tmp_path, commands)
         hits, peak = dict(sites.hits), sites.peak_connections
-    assert [run.returncode for run in runs] == [0, 0], logs
+    assert codes == [0, 0], logs
+    assert all("another fetch holds the records" in log for log in logs), logs
     assert set(hits.values()) == {1} and len(hits) == 24, "an image was fetched twice"
     assert peak <= 3
-    assert any("another fetch holds the records" in log for log in logs)
     tables = [read_table(tmp_path / out, DOWNLOAD_COLUMNS) for out in ("first.tsv", "second.tsv")]
     assert tables[0]["error"].eq("").all() and tables[0].equals(tables[1])
