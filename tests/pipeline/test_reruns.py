@@ -27,7 +27,6 @@ RULE_STEPS = {
     "pretrain_backbone": "pretrain",
     "train_model": "train",
     "evaluate_model": "evaluate",
-    "plot_model": "plot-model",
     "plot_dataset": "plot-dataset",
     "report": "report",
     "attribution": "attribution",
@@ -66,8 +65,8 @@ def test_one_models_learning_rate_reruns_that_model_and_the_report(tiny_project)
     config = config_of(tiny_project)
     config["models"]["RI2"]["lr"] = 0.002
     counts, jobs = planned(tiny_project, config)
-    assert counts == {"train_model": 1, "evaluate_model": 1, "plot_model": 1, "report": 1, "all": 1}
-    assert jobs == {"train_model[model=RI2]", "evaluate_model[model=RI2]", "plot_model[model=RI2]", "report", "all"}
+    assert counts == {"train_model": 1, "evaluate_model": 1, "report": 1, "all": 1}
+    assert jobs == {"train_model[model=RI2]", "evaluate_model[model=RI2]", "report", "all"}
 
 
 def test_a_new_exclusion_reruns_cleaning_and_downstream_but_no_listing_or_download(tiny_project, job_graph):

@@ -47,11 +47,17 @@ print(json.dumps(found))
         # The examples the hand-kept lists got wrong.
         (
             "evaluate",
-            {"fishid.evaluate.metrics", "fishid.evaluate.inference", "fishid.train.loop", "fishid.cli"},
+            {
+                "fishid.evaluate.metrics",
+                "fishid.evaluate.inference",
+                "fishid.train.loop",
+                "fishid.report.figures",
+                "fishid.cli",
+            },
             {"fishid.clean.stage"},
         ),
         ("fetch", {"fishid.sources.synthetic", "fishid.download.store", "fishid.web"}, {"fishid.train.loop"}),
-        ("plot-model", {"fishid.report.figures", "fishid.cli"}, {"fishid.evaluate.metrics"}),
+        ("plot-dataset", {"fishid.report.figures", "fishid.cli"}, {"fishid.evaluate.metrics"}),
         ("split", {"fishid.split.stage", "fishid.tables"}, {"fishid.train.loop", "fishid.clean.stage"}),
         (
             "clean",

@@ -205,8 +205,9 @@ def test_umap_chosen_but_not_installed_names_the_package(monkeypatch):
         figures.embedding_points(embedding_data()["features"], "umap")
 
 
-def test_plot_model_takes_the_method_and_defaults_to_tsne():
-    base = ["plot-model", "--name", "m", "--history", "h", "--metrics", "j", "--figure-data", "d", "--out-dir", "o"]
+def test_evaluate_takes_the_map_method_and_defaults_to_tsne():
+    base = ["evaluate", "--name", "m", "--spec", "{}", "--weights", "w", "--cache", "c", "--split", "s"]
+    base += ["--predictions", "p", "--metrics", "j", "--figure-data", "d", "--history", "h", "--figures", "f"]
     assert cli.parser().parse_args(base).embedding_map == "tsne"
     assert cli.parser().parse_args([*base, "--embedding-map", "umap"]).embedding_map == "umap"
 

@@ -1,8 +1,11 @@
 rule evaluate_model:
-    """Predict the held-out images; every metric of the report, and the arrays its figures
-    need from the model (embeddings, saliency, mistakes)."""
+    """Predict the held-out images; every metric of the report, the arrays its figures need
+    from the model (embeddings, saliency, mistakes), and the model's figures: curves,
+    confusion, per-species accuracy, calibration, open-set threshold, saliency, mistakes and
+    the embedding map (PNG and SVG)."""
     input:
         weights="results/models/{model}/weights.pt",
+        history="results/models/{model}/history.csv",
         cache=lambda wc: cache_for(model_spec(wc.model)),
         split=lambda wc: f"results/splits/{model_spec(wc.model)['dataset']}.tsv",
         cli=CLI,
@@ -11,6 +14,8 @@ rule evaluate_model:
         predictions="results/models/{model}/predictions.tsv",
         metrics="results/models/{model}/metrics.json",
         figure_data="results/models/{model}/figure_data.npz",
+        pngs=[model_figure(stem) for stem in MODEL_FIGURES],
+        svgs=expand("results/figures/{{model}}/{figure}.svg", figure=MODEL_FIGURES),
     log:
         "logs/evaluate_model/{model}.log",
     benchmark:
@@ -21,10 +26,13 @@ rule evaluate_model:
     params:
         spec=lambda wc: as_json(model_spec(wc.model)),
         other_label=lambda wc: other_label(model_spec(wc.model)["dataset"]),
+        figures=lambda wc: f"results/figures/{wc.model}",
+        embedding_map=config["report"].get("embedding_map", "tsne"),
     shell:
         "python {input.cli} evaluate --name {wildcards.model} --spec {params.spec:q} --weights {input.weights}"
         " --cache {input.cache} --split {input.split} --other-label={params.other_label:q} --predictions {output.predictions}"
-        " --metrics {output.metrics} --figure-data {output.figure_data} --threads {threads} 2> {log}"
+        " --metrics {output.metrics} --figure-data {output.figure_data} --history {input.history}"
+        " --figures {params.figures} --embedding-map {params.embedding_map} --threads {threads} 2> {log}"
 
 
 rule predict_folder:

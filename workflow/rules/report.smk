@@ -1,30 +1,3 @@
-rule plot_model:
-    """Every figure of one model: curves, confusion, per-species accuracy, calibration,
-    open-set threshold, saliency, mistakes and the embedding map (PNG and SVG)."""
-    input:
-        history="results/models/{model}/history.csv",
-        metrics="results/models/{model}/metrics.json",
-        figure_data="results/models/{model}/figure_data.npz",
-        cli=CLI,
-        code=step_code("plot-model"),
-    output:
-        pngs=[model_figure(stem) for stem in MODEL_FIGURES],
-        svgs=expand("results/figures/{{model}}/{figure}.svg", figure=MODEL_FIGURES),
-    log:
-        "logs/plot_model/{model}.log",
-    benchmark:
-        "benchmarks/plot_model/{model}.tsv"
-    conda:
-        ENV
-    params:
-        out_dir=lambda wc: f"results/figures/{wc.model}",
-        embedding_map=config["report"].get("embedding_map", "tsne"),
-    shell:
-        "python {input.cli} plot-model --name {wildcards.model} --history {input.history}"
-        " --metrics {input.metrics} --figure-data {input.figure_data} --out-dir {params.out_dir}"
-        " --embedding-map {params.embedding_map} 2> {log}"
-
-
 rule plot_dataset:
     """The dataset's table of images per label and split (the study's Table 1)."""
     input:

