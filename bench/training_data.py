@@ -71,7 +71,7 @@ def image_folder(folder, counts: dict, size=(160, 120), seed=2018, val_fraction=
 def cache(folder, size: int) -> tuple[dict, float]:
     """The pipeline's cache of the folder's images at `size` px, and the seconds it took."""
     start = time.perf_counter()
-    built = imagecache.as_tensors(imagecache.build(Path(folder) / "split.tsv", folder, size))
+    built = imagecache.build(Path(folder) / "split.tsv", folder, size)
     return built, time.perf_counter() - start
 
 

@@ -33,8 +33,8 @@ def toy_cache(folder, labels=("red fish", "blue fish"), per_label=30, n_val=6, n
                 }
             )
     write_table(pd.DataFrame(rows).assign(dataset="toy", group="", taxon=""), folder / "split.tsv")
-    imagecache.save(imagecache.build(folder / "split.tsv", folder, size), folder / "cache.npz")
-    return imagecache.load(folder / "cache.npz")
+    imagecache.save(imagecache.build(folder / "split.tsv", folder, size), folder / "cache.pt")
+    return imagecache.load(folder / "cache.pt")
 
 
 SETTINGS = {

@@ -207,11 +207,11 @@ def test_the_evaluation_counts_the_neighbours_the_model_counts(tmp_path, toy, ba
     """metrics.json's k-NN accuracy over the embeddings uses the model's knn_k, not a k of its own."""
     settings = {**SETTINGS, "arch": "siamese", "backbone": "pool", "epochs": 1, "knn_k": 3}
     path, _, _ = trained(tmp_path, settings, toy, backbone_file)
-    imagecache.save(toy, tmp_path / "cache.npz")
+    imagecache.save(toy, tmp_path / "cache.pt")
     split = pd.DataFrame({"sha256": toy["sha256"], "split": toy["split"], "sources": "toy"})
     write_table(split, tmp_path / "split.tsv")
     outputs = [tmp_path / name for name in ("predictions.tsv", "metrics.json", "figures.npz")]
-    result = evaluate.run(settings, "Siamese", path, tmp_path / "cache.npz", tmp_path / "split.tsv", "", *outputs)
+    result = evaluate.run(settings, "Siamese", path, tmp_path / "cache.pt", tmp_path / "split.tsv", "", *outputs)
     assert result["trained_on"] == ["toy"] and result["by_source"]["toy"]["n"] == 12
     assert result["embedding"]["knn_k"] == 3
     train_labels = np.array(toy["classes"])[imagecache.subset(toy, "train")[1].numpy()]
@@ -389,8 +389,7 @@ def test_ri_and_tl_run_end_to_end_on_real_photos(seed_mini, tmp_path):
         for i, p in enumerate(sorted(seed_mini.glob("*/*/*")))
     ]
     write_table(pd.DataFrame(rows).assign(dataset="seed-mini", group="", taxon=""), tmp_path / "split.tsv")
-    imagecache.save(imagecache.build(tmp_path / "split.tsv", "/", 64), tmp_path / "cache.npz")
-    cache = imagecache.load(tmp_path / "cache.npz")
+    cache = imagecache.build(tmp_path / "split.tsv", "/", 64)
     assert cache["classes"] == ["Amphiprion clarkii", "Amphiprion perideraion"] and len(cache["split"]) == len(rows)
     backbone = tmp_path / "backbone.pt"
     torch.save({"model": models.backbone_resnet18().state_dict()}, backbone)

@@ -103,7 +103,7 @@ def predict_folder():
 
 
 def cache_for(settings):
-    return f"results/cache/{settings['dataset']}/{settings['image_size']}px.npz"
+    return f"results/cache/{settings['dataset']}/{settings['image_size']}px.pt"
 
 
 def hub_record(spec):

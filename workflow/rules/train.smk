@@ -6,7 +6,7 @@ rule cache_images:
         cli=CLI,
         code=step_code("cache"),
     output:
-        "results/cache/{dataset}/{size}px.npz",
+        "results/cache/{dataset}/{size}px.pt",
     log:
         "logs/cache_images/{dataset}-{size}px.log",
     benchmark:

@@ -1,7 +1,4 @@
-"""Decode and resize a dataset's images once; every epoch then reads tensors from memory.
-
-The cache is written with numpy only (an .npz of arrays and one JSON string): the job that
-builds it never starts PyTorch, which costs more than the caching of a small dataset."""
+"""Decode and resize a dataset's images once; every epoch then reads tensors from memory."""
 
 import hashlib
 import json
@@ -9,6 +6,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from fishid.tables import read_table
@@ -34,41 +32,24 @@ def read_preprocess(derived_root) -> dict:
 SPLIT_INPUT_COLUMNS = ["sha256", "label", "split", "derived_path"]
 
 
-def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and (n-1) standard deviation of uint8 images (N, 3, H, W) scaled to
-    [0, 1], summed a chunk at a time so that no float copy of every image is made."""
-    count, total, squares = 0, np.zeros(3), np.zeros(3)
-    for start in range(0, len(images), 256):
-        chunk = images[start : start + 256].astype(np.float64) / 255
-        count += chunk.size // 3
-        total += chunk.sum(axis=(0, 2, 3))
-        squares += np.square(chunk).sum(axis=(0, 2, 3))
-    mean = total / max(count, 1)
-    variance = (squares - count * mean**2) / max(count - 1, 1)
-    return mean.astype(np.float32), np.sqrt(np.maximum(variance, 0)).astype(np.float32)
-
-
-# The cache's arrays; everything else is in its "meta" JSON string.
-ARRAYS = ("images", "labels", "mean", "std")
-
-
 def build(split_path, derived_root, size: int) -> dict:
     split = read_table(split_path, SPLIT_INPUT_COLUMNS)
     classes = sorted(split["label"].unique())
     images = np.stack([load_square(Path(derived_root, p), size) for p in split["derived_path"]])
-    images = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
-    # The study normalises by the training set's own channel statistics.
-    mean, std = channel_stats(images[(split["split"] == "train").to_numpy()])
+    images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    train = torch.tensor((split["split"] == "train").to_numpy())
+    pixels = images[train].float().div(255)
     return {
         "images": images,
-        "labels": np.array([classes.index(label) for label in split["label"]], dtype=np.int64),
+        "labels": torch.tensor([classes.index(label) for label in split["label"]]),
         "classes": classes,
         "sha256": list(split["sha256"]),
         "split": list(split["split"]),
         # So that a model can make of a new photo what it was trained on (fishid predict).
         "preprocess": read_preprocess(derived_root),
-        "mean": mean,
-        "std": std,
+        # The study normalises by the training set's own channel statistics.
+        "mean": pixels.mean(dim=(0, 2, 3)),
+        "std": pixels.std(dim=(0, 2, 3)),
         # Lets meta.json name the exact dataset table a model saw.
         "split_crc32": zlib.crc32(Path(split_path).read_bytes()),
         "split_sha256": hashlib.sha256(Path(split_path).read_bytes()).hexdigest(),
@@ -78,30 +59,15 @@ def build(split_path, derived_root, size: int) -> dict:
 def save(cache: dict, path) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(str(path) + ".part")
-    meta = {key: value for key, value in cache.items() if key not in ARRAYS}
-    with open(tmp, "wb") as out:  # a file, not a name: np.savez would add ".npz" to the name
-        np.savez(out, meta=np.array(json.dumps(meta)), **{key: np.asarray(cache[key]) for key in ARRAYS})
+    torch.save(cache, tmp)
     tmp.replace(path)
 
 
 def load(path) -> dict:
-    """The cache as training reads it (as_tensors)."""
-    with np.load(path, allow_pickle=False) as stored:
-        cache = json.loads(str(stored["meta"]))
-        cache.update({key: stored[key] for key in ARRAYS})
-    return as_tensors(cache)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def as_tensors(cache: dict) -> dict:
-    """The cache with its arrays as tensors (images uint8 N x 3 x H x W, labels int64)."""
-    import torch
-
-    return {**cache, **{key: torch.as_tensor(cache[key]) for key in ARRAYS}}
-
-
-def subset(cache: dict, role: str):
-    """(uint8 images, labels) of one split role, as tensors."""
-    import torch
-
+def subset(cache: dict, role: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 images, labels) of one split role."""
     mask = torch.tensor([s == role for s in cache["split"]], dtype=torch.bool)
     return cache["images"][mask], cache["labels"][mask]
