@@ -243,12 +243,28 @@ def cmd_audit(args):
 
 
 def cmd_label_issues(args):
-    from fishid.review import label_issues
-    from fishid.tables import read_table, write_table
+    import torch
+    from threadpoolctl import threadpool_limits
 
-    table = label_issues.label_issues(read_table(args.clean), args.derived, args.seed)
+    from fishid.review import label_issues
+    from fishid.tables import read_table, write_table, write_text_atomic
+
+    torch.set_num_threads(args.threads)
+    # BLAS too (scikit-learn's regression): more threads than the job's cores only wait on each other.
+    with threadpool_limits(args.threads):
+        table, summary = label_issues.label_issues(
+            read_table(args.clean), args.derived, args.spec, args.backbone, args.seed
+        )
     write_table(table, args.out, label_issues.ISSUE_COLUMNS)
-    logging.info("%d of %d images flagged as likely label errors", table["flagged"].sum(), len(table))
+    write_text_atomic(args.summary, json.dumps(summary, indent=2) + "\n")
+    logging.info(
+        "%d of %d images flagged as likely label errors (%s); %d outliers; %d clusters",
+        table["flagged"].sum(),
+        len(table),
+        args.spec["backbone"],
+        summary.get("outliers", 0),
+        summary.get("clusters", {}).get("count", 0),
+    )
 
 
 def cmd_review(args):
@@ -488,8 +504,12 @@ def parser() -> argparse.ArgumentParser:
         cmd_label_issues,
         (["--clean"], {"required": True}),
         (["--derived"], {"required": True}),
+        (["--spec"], {"type": _spec, "required": True, "help": "review.label_issues settings (resolved) as JSON"}),
+        (["--backbone"], {"default": None, "help": "the backbone's weights file (spec backbone other than none)"}),
         (["--seed"], {"type": int, "default": 0}),
+        threads,
         out,
+        (["--summary"], {"required": True, "help": "counts per issue type, clusters, the backbone used (JSON)"}),
     )
     command(
         "review",

@@ -19,6 +19,7 @@ from fishid.config import (
     validate,
 )  # noqa: E402
 from fishid.report.figure_list import STEMS  # noqa: E402
+from fishid.review.label_issues import issue_settings  # noqa: E402
 from fishid.sources.base import ADAPTERS  # noqa: E402
 
 validate(
@@ -162,3 +163,14 @@ def per_image_spec():
     """The clean settings the per-image work reads (fishid.clean.stage.PER_IMAGE_SETTINGS)."""
     names = ["max_side", "min_side", "max_pixels"]
     return as_json({k: v for k, v in config["clean"].items() if k in names})
+
+
+# Rule label_issues' settings, defaults filled in (review.label_issues).
+LABEL_ISSUES = issue_settings(config)
+
+
+def label_issues_backbone():
+    """The weights file of the backbone whose features the queue reads ([] for none), as a TL
+    model on it would read them: a new file reruns the queue."""
+    name = LABEL_ISSUES["backbone"]
+    return [] if name == "none" else backbone_file({"arch": "tl", "backbone": name})

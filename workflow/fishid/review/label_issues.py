@@ -1,93 +1,378 @@
-"""Likely label errors: images whose own label a cheap model, trained without them, finds
-unlikely (cleanlab's confident learning on out-of-sample predicted probabilities).
+"""Likely label errors, outliers, near duplicates and clusters among the kept photos: the
+review app's queue (`fishid label-issues`, rule `label_issues`).
 
-The model is a logistic regression on small colour thumbnails and hue histograms of the
-derived copies: seconds on CPU for thousands of images, and independent of any trained
-network, so the rule runs right after cleaning and flags images before anyone trains on them.
+Out-of-sample class probabilities come from k-fold cross-validation (stratified, seeded):
+
+- (a) a logistic regression on the standardised frozen features of a ResNet-18 backbone that
+  the configuration declares (`review.label_issues.backbone`: the demo's pre-trained `pool`,
+  the real study's ImageNet weights), the features computed once for every fold; or
+- (b) where it names none, the study's CNN (arch `ri`, small) trained per fold for a few epochs
+  by fishid.train.loop; one more fit on every photo gives the features.
+
+cleanlab's Datalab then reads the probabilities and the features: label issues (confident
+learning), outliers and near duplicates; HDBSCAN (scikit-learn) clusters the features.
+
+A colour model (a logistic regression on colour histograms and thumbnails) was used before: on
+real photos it cannot see bar counts or fin colours, and its queue was noise
+(bench/label_issues_real.py).
 """
 
+import logging
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
-THUMB = 12
-HSV_BINS = (16, 6, 6)
-FOLDS = 5
-COMPONENTS = 64
-ISSUE_COLUMNS = ["sha256", "label", "predicted", "self_confidence", "rank", "flagged", "derived_path"]
+from fishid import config as configuration
+
+log = logging.getLogger(__name__)
+
+# Strong L2 on the standardised features: a few hundred to a few thousand photos in 512
+# dimensions. (Choosing it by inner cross-validation cost minutes on the demo's 1,400 photos.)
+LINEAR_C = 0.01
+# The backbone sources whose weights load into fishid.models.registry's ResNet-18 trunk.
+RESNET_SOURCES = ("pretrain", "imagenet")
+ISSUE_COLUMNS = [
+    "sha256",
+    "label",
+    "predicted",
+    "self_confidence",
+    "rank",
+    "flagged",
+    "derived_path",
+    "label_score",
+    "is_label_issue",
+    "outlier_score",
+    "is_outlier",
+    "cluster",
+    "near_duplicate_of",
+    "phash_disagrees",
+]
 
 
-def features(image: Image.Image) -> np.ndarray:
-    """A colour histogram (hue x saturation x value; the square root tames the background's
-    share) and a thumbnail averaged with its mirror image (layout, whichever way the fish faces)."""
-    rgb = image.convert("RGB")
-    hsv = np.asarray(rgb.resize((48, 48), Image.Resampling.BILINEAR).convert("HSV"), dtype=np.float32) / 256
-    histogram, _ = np.histogramdd(hsv.reshape(-1, 3), bins=HSV_BINS, range=[(0, 1)] * 3)
-    thumb = np.asarray(rgb.resize((THUMB, THUMB), Image.Resampling.BILINEAR), dtype=np.float32) / 255
-    symmetric = (thumb + thumb[:, ::-1]) / 2
-    return np.concatenate([np.sqrt(histogram.ravel() / histogram.sum()), symmetric.ravel()])
+# --- settings -----------------------------------------------------------------------------
 
 
-def load_features(paths) -> np.ndarray:
-    rows = []
-    for path in paths:
-        with Image.open(path) as image:
-            rows.append(features(image))
-    return np.stack(rows)
+def _schema_node() -> dict:
+    return configuration.load_schema()["properties"]["review"]["properties"]["label_issues"]["properties"]
 
 
-def out_of_sample_probabilities(x: np.ndarray, labels: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Each image's class probabilities from a model fitted on the other folds only."""
-    from sklearn.decomposition import PCA
+def chosen_backbone(name: str, backbones: dict) -> str:
+    """The backbone whose features the queue reads: `name`, or for `auto` the first ResNet-18
+    backbone of the configuration; "none" (a network per fold) where there is none."""
+    resnets = [b for b, spec in backbones.items() if spec["source"] in RESNET_SOURCES]
+    if name == "auto":
+        return resnets[0] if resnets else "none"
+    if name == "none" or name in resnets:
+        return name
+    raise ValueError(
+        f"review.label_issues.backbone: {name!r} is not a ResNet-18 backbone of this configuration "
+        f"(those under backbones: with source {' or '.join(RESNET_SOURCES)}: {resnets or 'none'}); "
+        "name one of them, or auto, or none (a small network trained per fold)"
+    )
+
+
+def issue_settings(config: dict) -> dict:
+    """What the rule hands `fishid label-issues`: review.label_issues with the defaults of
+    config/schema.yaml, the backbone resolved, and the settings of only what runs (the
+    network's when there is no backbone), so that editing anything else reruns nothing."""
+    given = config.get("review", {}).get("label_issues", {})
+    settings = {key: given.get(key, node.get("default")) for key, node in _schema_node().items()}
+    settings["backbone"] = chosen_backbone(settings["backbone"], config.get("backbones", {}))
+    network = settings.pop("network")
+    if settings["backbone"] == "none":
+        settings["network"] = {**config["training_defaults"], **network, "arch": "ri"}
+        size = settings["network"]["image_size"]
+    else:
+        size = configuration.backbone_settings(config, settings["backbone"])["image_size"]
+    settings["image_size"] = settings["image_size"] or size
+    return settings
+
+
+# --- photos -------------------------------------------------------------------------------
+
+
+def labelled_photos(clean: pd.DataFrame) -> pd.DataFrame:
+    """The kept, labelled photos of species with two kept photos at least (fewer cannot be
+    cross-validated), by SHA-256."""
+    kept = clean[(clean["kept"].astype(str) == "True") & (clean["taxon"] != "")]
+    sizes = kept["taxon"].value_counts()
+    return kept[kept["taxon"].isin(sizes[sizes >= 2].index)].sort_values("sha256", ignore_index=True)
+
+
+def phash_copies(clean: pd.DataFrame, kept: pd.DataFrame) -> pd.DataFrame:
+    """The photos cleaning dropped as near duplicates of a kept photo (perceptual hash), with
+    their derived copies: Datalab's near duplicates are compared with them."""
+    copies = clean[(clean["duplicate_of"].fillna("") != "") & (clean["derived_path"].fillna("") != "")]
+    copies = copies[copies["duplicate_of"].isin(set(kept["sha256"])) & ~copies["sha256"].isin(set(kept["sha256"]))]
+    return copies.sort_values("sha256", ignore_index=True)
+
+
+def load_images(derived_root, paths, size: int):
+    """uint8 images (N, 3, size, size), read as the image cache reads them."""
+    import torch
+
+    from fishid.train import imagecache
+
+    squares = [imagecache.load_square(Path(derived_root, p), size) for p in paths]
+    return torch.from_numpy(np.stack(squares)).permute(0, 3, 1, 2).contiguous()
+
+
+def channel_stats(images):
+    """The photos' own channel mean and std, as the image cache computes a dataset's (the study
+    normalises by them)."""
+    pixels = images.float().div(255)
+    return pixels.mean(dim=(0, 2, 3)), pixels.std(dim=(0, 2, 3))
+
+
+def as_data(train_x, train_y, val_x, val_y, classes, stats):
+    from fishid.train import loop
+
+    return loop.Data(train_x, train_y, val_x, val_y, list(classes), *stats)
+
+
+# --- (a) frozen backbone features + logistic regression -----------------------------------
+
+
+def backbone_features(images, backbone_path) -> np.ndarray:
+    """512 pooled features per photo from the ResNet-18 backbone's weights, in evaluation mode
+    (re-estimating its batch norms on these photos, as TL training does, changed nothing on the
+    demo's photos and doubled the time)."""
+    from fishid.models import registry
+    from fishid.runtime import select_device
+    from fishid.train import loop
+
+    encoder = registry.backbone_resnet18()
+    registry.load_backbone_state(encoder, backbone_path)
+    device = select_device()
+    data = as_data(images, None, images[:0], None, [], channel_stats(images))
+    return loop.extract_features(encoder.requires_grad_(False).to(device), images, data, {}, device, 0, None)[0].numpy()
+
+
+def linear_probabilities(features: np.ndarray, labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Each photo's class probabilities from a logistic regression on the standardised
+    features, fitted on the other folds."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    folds = int(min(FOLDS, np.bincount(labels).min()))
-    # A fold's training part bounds the components; strong regularisation, since most classes
-    # hold a few dozen images.
-    components = int(min(COMPONENTS, len(labels) * (folds - 1) // folds - 1, x.shape[1]))
-    model = make_pipeline(StandardScaler(), PCA(components, random_state=seed), LogisticRegression(C=0.1, max_iter=500))
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=LINEAR_C, max_iter=500))
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return cross_val_predict(model, x, labels, cv=splitter, method="predict_proba")
+    return cross_val_predict(model, features, labels, cv=splitter, method="predict_proba")
 
 
-def rank_issues(shas, labels: list[str], probabilities: np.ndarray, classes: list[str]) -> pd.DataFrame:
-    """Every image, least self-confident first; `flagged` where cleanlab finds its label an issue."""
-    from cleanlab.filter import find_label_issues
+# --- (b) a small network per fold ----------------------------------------------------------
 
-    index = {c: i for i, c in enumerate(classes)}
-    given = np.array([index[label] for label in labels])
-    flagged = find_label_issues(given, probabilities, filter_by="prune_by_noise_rate")
+
+def fit_network(settings: dict, train_x, train_y, val_x, val_y, classes):
+    """The study's CNN (arch ri) trained by the project's loop on one fold's training part;
+    the held-out part is only its validation log (no epoch is chosen by it)."""
+    import torch
+
+    from fishid.models import registry
+    from fishid.runtime import prepare, select_device
+    from fishid.train import loop
+
+    settings = {**loop.with_defaults(settings), "select_best_val": False}
+    torch.manual_seed(settings["seed"])
+    device = select_device()
+    data = as_data(train_x, train_y, val_x, val_y, classes, channel_stats(train_x))
+    model = prepare(registry.build(settings, len(classes)), device)
+    loop.fit_network(model, data, settings, device)
+    return model, data, device
+
+
+def network_probabilities(images, labels: np.ndarray, classes, folds: int, settings: dict, seed: int):
+    """(out-of-sample probabilities of the labelled photos, features of every photo): each
+    fold's photos scored by a network trained on the others; the features are what the last
+    layer sees in one more network trained on every labelled photo (outliers, near duplicates
+    and clusters need one space for all). `images` may hold more photos after the labelled
+    ones (cleaning's dropped copies): they get features only."""
+    import torch
+    from sklearn.model_selection import StratifiedKFold
+
+    from fishid.runtime import predict_logits
+    from fishid.train import loop
+
+    n = len(labels)
+    y = torch.from_numpy(labels)
+    probabilities = np.zeros((n, len(classes)))
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for number, (train, held_out) in enumerate(splitter.split(np.zeros(n), labels), start=1):
+        train, held_out = torch.from_numpy(train), torch.from_numpy(held_out)
+        model, data, device = fit_network(settings, images[train], y[train], images[held_out], y[held_out], classes)
+        logits = predict_logits(model, loop.plain_inputs(images[held_out], data), device)
+        probabilities[held_out.numpy()] = torch.softmax(logits, 1).numpy()
+        log.info("fold %d of %d: %d photos scored", number, folds, len(held_out))
+    model, data, device = fit_network(settings, images[:n], y, images[:0], y[:0], classes)
+    features = predict_logits(loop.EmbeddingOfImages(model), loop.plain_inputs(images, data), device)
+    return probabilities, features.numpy()
+
+
+# --- issues ---------------------------------------------------------------------------------
+
+
+def datalab_issues(probabilities: np.ndarray, features: np.ndarray, given: list[str]) -> pd.DataFrame:
+    """Datalab's label issues (confident learning; label_score is the self-confidence) and
+    outliers (distances to the nearest neighbours in feature space), one row per photo."""
+    from cleanlab import Datalab
+
+    lab = Datalab(data={"label": given}, label_name="label", verbosity=0)
+    lab.find_issues(pred_probs=probabilities, features=features, issue_types={"label": {}, "outlier": {}})
+    return lab.get_issues()
+
+
+def datalab_near_duplicates(features: np.ndarray) -> list[set[int]]:
+    """Datalab's near-duplicate set of each photo (indices of the others)."""
+    from cleanlab import Datalab
+
+    lab = Datalab(data={"index": list(range(len(features)))}, verbosity=0)
+    lab.find_issues(features=features, issue_types={"near_duplicate": {}})
+    return [set(map(int, s)) for s in lab.get_info("near_duplicate")["near_duplicate_sets"]]
+
+
+def pairs_of(sets: list[set[int]]) -> set[frozenset]:
+    return {frozenset((i, j)) for i, others in enumerate(sets) for j in others}
+
+
+def phash_pairs(shas: list[str], clean: pd.DataFrame) -> set[frozenset]:
+    """Cleaning's near-duplicate pairs among `shas`: each dropped copy with the photo it kept,
+    and kept photos of one perceptual-hash cluster (where cleaning keeps more than one)."""
+    index = {sha: i for i, sha in enumerate(shas)}
+    rows = clean[clean["sha256"].isin(index)]
+    pairs = {frozenset((index[a], index[b])) for a, b in zip(rows["sha256"], rows["duplicate_of"]) if b in index}
+    for _, members in rows[rows["near_duplicate_cluster"].fillna("") != ""].groupby("near_duplicate_cluster"):
+        found = [index[s] for s in members["sha256"]]
+        pairs |= {frozenset((a, b)) for a in found for b in found if a < b}
+    return pairs
+
+
+def clusters(features: np.ndarray, min_cluster_size: int) -> np.ndarray:
+    """HDBSCAN's cluster of each photo (-1: in none) over the standardised features, reduced to
+    32 principal components first (densities mean little in hundreds of dimensions)."""
+    from sklearn.cluster import HDBSCAN
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    x = StandardScaler().fit_transform(features)
+    x = PCA(int(min(32, len(x) - 1, x.shape[1])), random_state=0).fit_transform(x)
+    return HDBSCAN(min_cluster_size=min_cluster_size, copy=True).fit_predict(x)
+
+
+def flags(table: pd.DataFrame, flag_below: float, max_share: float) -> pd.Series:
+    """Datalab's label issues that the model also gives under `flag_below` for their own label,
+    the least self-confident first, at most `max_share` of the photos: past that a flag says
+    nothing a ranking does not."""
+    candidates = table["is_label_issue"] & (table["self_confidence"] < flag_below)
+    allowed = int(np.floor(max_share * len(table)))
+    order = table["self_confidence"].rank(method="first")
+    return candidates & (order <= allowed) if candidates.sum() > allowed else candidates
+
+
+# --- the stage ------------------------------------------------------------------------------
+
+
+def empty(settings: dict, reason: str) -> tuple[pd.DataFrame, dict]:
+    return pd.DataFrame(columns=ISSUE_COLUMNS), {"photos": 0, "backbone": settings["backbone"], "note": reason}
+
+
+def label_issues(clean: pd.DataFrame, derived_root, settings: dict, backbone_path=None, seed: int = 0):
+    """(per-photo table, summary) for the kept, labelled photos of the cleaning table, least
+    self-confident first. `settings`: issue_settings of the configuration."""
+    start = time.perf_counter()
+    kept = labelled_photos(clean)
+    classes = sorted(set(kept["taxon"]))
+    if len(classes) < 2:
+        return empty(settings, "fewer than two species with two kept photos: nothing to cross-validate")
+    # Cleaning's dropped copies get features too: Datalab's near duplicates are compared with them.
+    everything = pd.concat([kept, phash_copies(clean, kept)], ignore_index=True)
+    images = load_images(derived_root, everything["derived_path"], settings["image_size"])
+    labels = np.array([classes.index(t) for t in kept["taxon"]])
+    folds = int(min(settings["folds"], np.bincount(labels).min()))
+    loaded = time.perf_counter()
+    if settings["backbone"] == "none":
+        probabilities, features = network_probabilities(images, labels, classes, folds, settings["network"], seed)
+    else:
+        if backbone_path is None:
+            raise ValueError(f"review.label_issues.backbone {settings['backbone']!r}: its weights file is missing")
+        features = backbone_features(images, backbone_path)
+        probabilities = linear_probabilities(features[: len(kept)], labels, folds, seed)
+    scored = time.perf_counter()
+    duplicates = datalab_near_duplicates(features)
+    pairs = {"datalab": pairs_of(duplicates), "phash": phash_pairs(list(everything["sha256"]), clean)}
+    table = issue_table(kept, classes, labels, probabilities, features, settings, everything, duplicates, pairs)
+    summary = summarise(table, settings, folds, classes, probabilities, labels, pairs)
+    summary["seconds"] = {
+        "images": round(loaded - start, 2),
+        "probabilities": round(scored - loaded, 2),
+        "issues": round(time.perf_counter() - scored, 2),
+    }
+    return table[ISSUE_COLUMNS], summary
+
+
+def issue_table(kept, classes, labels, probabilities, features, settings, everything, sets, pairs) -> pd.DataFrame:
+    """One row per labelled photo. `features` and Datalab's near-duplicate `sets` cover the
+    labelled photos and, after them, cleaning's dropped copies (`everything`)."""
+    n = len(kept)
+    issues = datalab_issues(probabilities, features[:n], list(kept["taxon"]))
+    shas = list(everything["sha256"])
+    disagreeing = pairs["datalab"] ^ pairs["phash"]
     table = pd.DataFrame(
         {
-            "sha256": list(shas),
-            "label": labels,
+            "sha256": kept["sha256"],
+            "label": kept["taxon"],
             "predicted": [classes[i] for i in probabilities.argmax(axis=1)],
-            "self_confidence": probabilities[np.arange(len(given)), given],
-            "flagged": flagged,
+            "self_confidence": probabilities[np.arange(n), labels],
+            "derived_path": kept["derived_path"],
+            "label_score": issues["label_score"].to_numpy(),
+            "is_label_issue": issues["is_label_issue"].to_numpy(),
+            "outlier_score": issues["outlier_score"].to_numpy(),
+            "is_outlier": issues["is_outlier_issue"].to_numpy(),
+            "cluster": clusters(features[:n], settings["min_cluster_size"]),
+            "near_duplicate_of": [",".join(sorted(shas[j] for j in sets[i])) for i in range(n)],
+            "phash_disagrees": [any(i in pair for pair in disagreeing) for i in range(n)],
         }
     )
+    table["flagged"] = flags(table, settings["flag_below"], settings["max_flagged_share"])
     table = table.sort_values(["self_confidence", "sha256"], ignore_index=True)
-    table["rank"] = np.arange(1, len(table) + 1)
+    table["rank"] = np.arange(1, n + 1)
     return table
 
 
-def label_issues(clean: pd.DataFrame, derived_root, seed: int = 0) -> pd.DataFrame:
-    """The kept, labelled images of the cleaning table, ranked by how unlikely their label is.
-    Species with fewer than two kept images cannot be cross-validated and are left out."""
-    kept = clean[(clean["kept"].astype(str) == "True") & (clean["taxon"] != "")]
-    sizes = kept["taxon"].value_counts()
-    kept = kept[kept["taxon"].isin(sizes[sizes >= 2].index)].sort_values("sha256", ignore_index=True)
-    classes = sorted(set(kept["taxon"]))
-    if len(classes) < 2:
-        return pd.DataFrame(columns=ISSUE_COLUMNS)
-    x = load_features(Path(derived_root, p) for p in kept["derived_path"])
-    labels = np.array([classes.index(t) for t in kept["taxon"]])
-    probabilities = out_of_sample_probabilities(x, labels, seed)
-    table = rank_issues(kept["sha256"], list(kept["taxon"]), probabilities, classes)
-    table["derived_path"] = table["sha256"].map(dict(zip(kept["sha256"], kept["derived_path"])))
-    return table[ISSUE_COLUMNS]
+def summarise(table, settings, folds, classes, probabilities, labels, pairs) -> dict:
+    sizes = table.loc[table["cluster"] >= 0, "cluster"].value_counts()
+    flagged = int(table["flagged"].sum())
+    below = int((table["is_label_issue"] & (table["self_confidence"] < settings["flag_below"])).sum())
+    return {
+        "photos": len(table),
+        "classes": len(classes),
+        "backbone": settings["backbone"],
+        "image_size": settings["image_size"],
+        "folds": folds,
+        "cross_validated_accuracy": round(float((probabilities.argmax(axis=1) == labels).mean()), 4),
+        "flag_below": settings["flag_below"],
+        "max_flagged_share": settings["max_flagged_share"],
+        "label_issues": int(table["is_label_issue"].sum()),
+        "flagged": flagged,
+        "flagged_share": round(flagged / len(table), 4),
+        # More photos met the flag's condition than the share allows: the cap chose among them.
+        "flags_capped": below > flagged,
+        "outliers": int(table["is_outlier"].sum()),
+        "near_duplicates": {
+            "photos": int((table["near_duplicate_of"] != "").sum()),
+            # Pairs among the labelled photos and cleaning's dropped copies: Datalab's (features)
+            # against cleaning's (perceptual hash), and where the two disagree.
+            "datalab_pairs": len(pairs["datalab"]),
+            "phash_pairs": len(pairs["phash"]),
+            "both": len(pairs["datalab"] & pairs["phash"]),
+            "datalab_only": len(pairs["datalab"] - pairs["phash"]),
+            "phash_only": len(pairs["phash"] - pairs["datalab"]),
+        },
+        "clusters": {
+            "count": len(sizes),
+            "unclustered": int((table["cluster"] < 0).sum()),
+            "sizes": sorted(map(int, sizes), reverse=True),
+        },
+    }

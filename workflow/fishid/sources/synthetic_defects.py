@@ -17,6 +17,8 @@ record says so: its params (in its media_url) hold `"defect": kind` (and `"copy_
 - same_occurrence: several photos of one fish, one occurrence id -> kept, in one group
 - excluded: ordinary photos whose record ids config/exclusions.tsv lists -> excluded by user
 - too_small: a fifth of the configured size -> too small
+- mislabelled: a photo of one species filed under another (the params' `drawn_as` says which it shows)
+  -> kept: the likely-label-error queue (rule label_issues) must rank it near the top
 
 Pictures other than photos (styles drawing, stamp, greyscale) and the served bytes of every
 record (JPEG at its quality, PNG, truncated, HTML, a near copy) are made here.
@@ -47,6 +49,8 @@ DEFECTS = (
     "same_occurrence",
     "excluded",
     "too_small",
+    # Last: a kind's place is its offset among the species, so earlier kinds stay as they were.
+    "mislabelled",
 )
 REFUSED_LICENCES = ("All rights reserved", "CC-BY-ND-4.0")
 SAME_OCCURRENCE = "synthetic:defect-same_occurrence"
@@ -98,8 +102,8 @@ def plant(patterns, counts, seed, size, realism, defects, ordinary) -> list[dict
         count = defects.get(kind, 0)
         if not count:
             continue
-        if kind == "label_conflict" and len(taxa) < 2:
-            raise ValueError("sources.synthetic.defects.label_conflict: needs photos of two species at least")
+        if kind in ("label_conflict", "mislabelled") and len(taxa) < 2:
+            raise ValueError(f"sources.synthetic.defects.{kind}: needs photos of two species at least")
         maker = globals()[f"_plant_{kind}"]
         for item in maker(patterns, taxa, offset, seed, size, realism, count, ordinary):
             item["params"] = {**item["params"], "defect": kind}
@@ -270,6 +274,13 @@ def _plant_too_small(patterns, taxa, offset, seed, size, realism, count, ordinar
         taxon = taxa[(offset + number) % len(taxa)]
         pattern, params, _ = _fresh(patterns, taxon, seed, "too_small", number, realism)
         yield _item("too_small", number, taxon, pattern, params, small)
+
+
+def _plant_mislabelled(patterns, taxa, offset, seed, size, realism, count, ordinary):
+    for number in range(count):
+        drawn, filed = taxa[(offset + number) % len(taxa)], taxa[(offset + number + 1) % len(taxa)]
+        pattern, params, _ = _fresh(patterns, drawn, seed, "mislabelled", number, realism)
+        yield _item("mislabelled", number, filed, pattern, {**params, "drawn_as": drawn}, size)
 
 
 # --------------------------------------------------------------------------- pictures and bytes

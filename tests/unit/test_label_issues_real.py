@@ -1,0 +1,209 @@
+"""The likely-label-error queue (fishid.review.label_issues, rule label_issues): on real photos
+with labels flipped on purpose, on a small synthetic source with planted mislabelled photos,
+and the rule's inputs.
+
+The real photos are classify2-dev, read where they lie (../shared/data beside the checkout);
+their listing, cleaning, flipping and scoring are bench/label_issues_real.py's, which measures
+the same at full size."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from conftest import REPO
+from projectrun import DRY_RUN, make_project
+
+from fishid.download import fetch
+from fishid.models import registry
+from fishid.review import label_issues
+from fishid.sources import base as sources
+from fishid.sources import synthetic
+from fishid.tables import RECORD_COLUMNS, write_table
+
+sys.path.insert(0, str(REPO / "bench"))
+import label_issues_real as bench  # noqa: E402
+
+CLASSIFY2 = Path(__file__).resolve().parents[2].parent / "shared/data/classify2-dev"
+DEMO = yaml.safe_load((REPO / "config/config.yaml").read_text())
+# The per-fold network at a small size, so that five folds and the features' fit take seconds.
+SMALL_NETWORK = {"image_size": 32, "epochs": 12, "step_size": 9, "channels": [16, 32, 64], "hidden": [128, 64]}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """As rule label_issues runs (threads: 1): on busy cores a second thread only waits."""
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(before)
+
+
+def study_settings(network: dict | None = SMALL_NETWORK) -> dict:
+    """rule label_issues' settings under the study's configuration without a backbone (ImageNet
+    weights cannot be had offline), with `network` over the default network (None: as it is)."""
+    config = yaml.safe_load(bench.STUDY.read_text())
+    config["review"] = {"label_issues": {"backbone": "none", **({"network": network} if network else {})}}
+    return label_issues.issue_settings(config)
+
+
+@pytest.fixture(scope="module")
+def classify2(tmp_path_factory):
+    if not CLASSIFY2.is_dir():
+        pytest.fail(f"classify2-dev not found at {CLASSIFY2}: it lives in ../shared/data beside the checkout")
+    root = tmp_path_factory.mktemp("classify2")
+    return bench.cleaned(CLASSIFY2, root), root
+
+
+def test_flipped_labels_of_real_photos_lead_the_queue_and_few_photos_are_flagged(classify2):
+    """20 of 362 labels flipped (seeded). The colour model before (bench/results/label_issues.md)
+    put 6 of them in its top 20 and flagged 30 % of the photos (precision 0.13)."""
+    clean, root = classify2
+    table, planted = bench.flipped(clean, 20, seed=0)
+    ranked, summary = label_issues.label_issues(table, root / "derived", study_settings(network=None), seed=2018)
+    found = bench.scores(ranked, planted)
+    print(found, summary["cross_validated_accuracy"])
+    assert found["recall_at_20"] >= 0.4
+    assert found["flagged_share"] <= 0.1 and found["precision"] >= 0.5
+    assert summary["flagged"] == found["flagged"] and summary["backbone"] == "none"
+
+
+# --- a small synthetic source, listed, downloaded and cleaned as the rules do ------------------
+
+SPECIES = ["Amphiprion clarkii", "Amphiprion perideraion", "Amphiprion ocellaris", "Amphiprion frenatus"]
+PLANTED = 4
+
+
+@pytest.fixture(scope="module")
+def synthetic_project(tmp_path_factory):
+    """Four species, 24 plain pictures each, with PLANTED mislabelled photos and two near
+    duplicates (which cleaning drops by their perceptual hash)."""
+    root = tmp_path_factory.mktemp("planted")
+    spec = {
+        "patterns": str(REPO / "config/synthetic_species.tsv"),
+        "size": [96, 72],
+        "counts": dict.fromkeys(SPECIES, 24),
+        "defects": {"mislabelled": PLANTED, "near_duplicate": 2},
+    }
+    records, _ = sources.list_source("synthetic", spec, sources.Context("synthetic", seed=DEMO["seed"]))
+    write_table(records, root / "records.tsv", RECORD_COLUMNS)
+    fetch.run(root / "records.tsv", root / "downloads.tsv", root / "images", {"licences": DEMO["licences"]})
+    return records, bench.clean_in_own_process(root, {**DEMO["clean"], "max_side": 96}), root
+
+
+def planted_shas(records: pd.DataFrame, clean: pd.DataFrame) -> set[str]:
+    ids = set(records.loc[records["record_id"].str.contains(":defect-mislabelled-"), "record_id"])
+    return {sha for sha, rids in zip(clean["sha256"], clean["record_ids"]) if ids & set(str(rids).split(","))}
+
+
+def test_mislabelled_photos_are_planted_kept_and_say_what_they_show(synthetic_project):
+    records, clean, _ = synthetic_project
+    mine = records[records["record_id"].str.contains(":defect-mislabelled-")]
+    assert len(mine) == PLANTED
+    for record in mine.to_dict("records"):
+        pattern, params, _ = synthetic.decode_url(record["media_url"])
+        assert params["defect"] == "mislabelled" and params["drawn_as"] == pattern["taxon"] != record["taxon"]
+    planted = planted_shas(records, clean)
+    assert len(planted) == PLANTED
+    assert (clean.loc[clean["sha256"].isin(planted), "kept"] == "True").all()
+
+
+def test_planted_mislabelled_photos_lead_the_queue(synthetic_project):
+    """Every planted photo within the top 2 x planted, and under a tenth of the set flagged."""
+    records, clean, root = synthetic_project
+    settings = study_settings(network=None)
+    ranked, summary = label_issues.label_issues(clean, root / "derived", settings, seed=DEMO["seed"])
+    planted = planted_shas(records, clean)
+    ranks = sorted(ranked.loc[ranked["sha256"].isin(planted), "rank"])
+    print(ranks, summary)
+    assert ranks[-1] <= 2 * PLANTED
+    assert summary["flagged_share"] < 0.1
+
+
+def check_table_and_summary(ranked: pd.DataFrame, summary: dict, clean: pd.DataFrame):
+    """Every column filled, and the summary's counts are the table's."""
+    assert list(ranked.columns) == label_issues.ISSUE_COLUMNS
+    assert not ranked[["label_score", "outlier_score", "self_confidence"]].isna().any().any()
+    assert list(ranked["rank"]) == list(range(1, len(ranked) + 1))
+    assert ranked["self_confidence"].is_monotonic_increasing
+    assert np.allclose(ranked["label_score"], ranked["self_confidence"])
+    assert summary["photos"] == len(ranked) == (clean["kept"] == "True").sum()
+    assert summary["flagged"] == ranked["flagged"].sum() and summary["outliers"] == ranked["is_outlier"].sum()
+    assert summary["label_issues"] == ranked["is_label_issue"].sum()
+    assert ranked["flagged"].sum() <= ranked["is_label_issue"].sum()
+    assert summary["flagged_share"] == round(ranked["flagged"].mean(), 4)
+    clustered = ranked.loc[ranked["cluster"] >= 0, "cluster"]
+    assert summary["clusters"]["count"] == clustered.nunique() and sum(summary["clusters"]["sizes"]) == len(clustered)
+    assert summary["clusters"]["unclustered"] == (ranked["cluster"] < 0).sum()
+    duplicates = summary["near_duplicates"]
+    assert duplicates["photos"] == (ranked["near_duplicate_of"] != "").sum()
+    # Cleaning dropped the two planted copies: each is a pair of the perceptual hash, found by Datalab or not.
+    assert duplicates["phash_pairs"] == 2 == duplicates["both"] + duplicates["phash_only"]
+    assert duplicates["datalab_pairs"] == duplicates["both"] + duplicates["datalab_only"]
+    if duplicates["datalab_only"] + duplicates["phash_only"]:
+        assert ranked["phash_disagrees"].any()
+
+
+def test_the_network_path_fills_every_column_and_the_summary_counts_the_table(synthetic_project):
+    _, clean, root = synthetic_project
+    ranked, summary = label_issues.label_issues(clean, root / "derived", study_settings(), seed=1)
+    check_table_and_summary(ranked, summary, clean)
+    assert summary["backbone"] == "none" and summary["image_size"] == SMALL_NETWORK["image_size"]
+
+
+def test_the_backbone_path_reads_the_weights_file(synthetic_project, tmp_path):
+    """A ResNet-18 weights file as rule pretrain_backbone writes it (here untrained): its
+    features, computed once, feed the cross-validated logistic regression."""
+    _, clean, root = synthetic_project
+    weights = tmp_path / "weights.pt"
+    torch.manual_seed(0)
+    torch.save({"model": registry.backbone_resnet18().state_dict()}, weights)
+    config = {**DEMO, "review": {"label_issues": {"backbone": "pool"}}}
+    settings = label_issues.issue_settings(config)
+    assert settings["backbone"] == "pool" and settings["image_size"] == DEMO["backbones"]["pool"]["image_size"]
+    assert "network" not in settings
+    ranked, summary = label_issues.label_issues(clean, root / "derived", settings, weights, seed=1)
+    check_table_and_summary(ranked, summary, clean)
+    assert summary["backbone"] == "pool"
+    with pytest.raises(ValueError, match="its weights file is missing"):
+        label_issues.label_issues(clean, root / "derived", settings, None)
+
+
+def test_the_backbone_setting_is_resolved_and_a_wrong_one_named():
+    backbones = {"clip": {"source": "open_clip"}, "imagenet": {"source": "imagenet"}, "pool": {"source": "pretrain"}}
+    assert label_issues.chosen_backbone("auto", backbones) == "imagenet"
+    assert label_issues.chosen_backbone("auto", {"clip": backbones["clip"]}) == "none"
+    assert label_issues.chosen_backbone("pool", backbones) == "pool"
+    with pytest.raises(ValueError, match=r"review.label_issues.backbone: 'clip' is not a ResNet-18 backbone"):
+        label_issues.chosen_backbone("clip", backbones)
+    defaults = label_issues.issue_settings({**DEMO, "review": {}})
+    assert defaults["backbone"] == "pool" and defaults["folds"] == 5 and defaults["flag_below"] == 0.1
+
+
+# --- the rule ---------------------------------------------------------------------------------
+
+
+def planned_label_issues(project: Path, *config: str) -> str:
+    """What a dry run prints of rule label_issues' job (its inputs and shell command)."""
+    from dryruns import snakemake_output
+
+    arguments = ["--snakefile", str(project / "Snakefile"), "--directory", str(project), *DRY_RUN]
+    out = snakemake_output([*arguments, "results/review/label_issues.tsv", "--printshellcmds", *config])
+    return out[out.index("rule label_issues:") :]
+
+
+def test_the_rule_reads_the_backbone_weights_and_declares_a_gpu(tmp_path):
+    project = make_project(tmp_path / "project", config=None)
+    job = planned_label_issues(project)
+    assert "results/backbones/pool/weights.pt" in job.split("output:")[0]
+    assert "--backbone results/backbones/pool/weights.pt" in job and "resources:" in job and "gpu=1" in job
+    assert json.loads(job.split("--spec '", 1)[1].split("'", 1)[0])["backbone"] == "pool"
+    without = planned_label_issues(project, "--config", "review={'label_issues': {'backbone': 'none'}}")
+    assert "results/backbones" not in without.split("output:")[0] and "--backbone" not in without
