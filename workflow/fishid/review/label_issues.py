@@ -19,7 +19,6 @@ real photos it cannot see bar counts or fin colours, and its queue was noise
 
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -111,19 +110,16 @@ def phash_copies(clean: pd.DataFrame, kept: pd.DataFrame) -> pd.DataFrame:
 
 def load_images(derived_root, paths, size: int):
     """uint8 images (N, 3, size, size), read as the image cache reads them."""
-    import torch
-
     from fishid.train import imagecache
 
-    squares = [imagecache.load_square(Path(derived_root, p), size) for p in paths]
-    return torch.from_numpy(np.stack(squares)).permute(0, 3, 1, 2).contiguous()
+    return imagecache.load_squares(derived_root, paths, size)
 
 
 def channel_stats(images):
-    """The photos' own channel mean and std, as the image cache computes a dataset's (the study
-    normalises by them)."""
-    pixels = images.float().div(255)
-    return pixels.mean(dim=(0, 2, 3)), pixels.std(dim=(0, 2, 3))
+    """The photos' own channel statistics, as the image cache computes a dataset's."""
+    from fishid.train import imagecache
+
+    return imagecache.channel_stats(images)
 
 
 def as_data(train_x, train_y, val_x, val_y, classes, stats):

@@ -32,13 +32,24 @@ def read_preprocess(derived_root) -> dict:
 SPLIT_INPUT_COLUMNS = ["sha256", "label", "split", "derived_path"]
 
 
+def load_squares(derived_root, paths, size: int) -> torch.Tensor:
+    """uint8 images (N, 3, size, size) of the derived copies at `paths`."""
+    squares = np.stack([load_square(Path(derived_root, p), size) for p in paths])
+    return torch.from_numpy(squares).permute(0, 3, 1, 2).contiguous()
+
+
+def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of uint8 images scaled to [0, 1] (the study normalises by them)."""
+    pixels = images.float().div(255)
+    return pixels.mean(dim=(0, 2, 3)), pixels.std(dim=(0, 2, 3))
+
+
 def build(split_path, derived_root, size: int) -> dict:
     split = read_table(split_path, SPLIT_INPUT_COLUMNS)
     classes = sorted(split["label"].unique())
-    images = np.stack([load_square(Path(derived_root, p), size) for p in split["derived_path"]])
-    images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    images = load_squares(derived_root, split["derived_path"], size)
     train = torch.tensor((split["split"] == "train").to_numpy())
-    pixels = images[train].float().div(255)
+    mean, std = channel_stats(images[train])
     return {
         "images": images,
         "labels": torch.tensor([classes.index(label) for label in split["label"]]),
@@ -48,8 +59,8 @@ def build(split_path, derived_root, size: int) -> dict:
         # So that a model can make of a new photo what it was trained on (fishid predict).
         "preprocess": read_preprocess(derived_root),
         # The study normalises by the training set's own channel statistics.
-        "mean": pixels.mean(dim=(0, 2, 3)),
-        "std": pixels.std(dim=(0, 2, 3)),
+        "mean": mean,
+        "std": std,
         # Lets meta.json name the exact dataset table a model saw.
         "split_crc32": zlib.crc32(Path(split_path).read_bytes()),
         "split_sha256": hashlib.sha256(Path(split_path).read_bytes()).hexdigest(),
