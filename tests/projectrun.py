@@ -17,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from fishid.review.plan import jobs_of
+
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_PARTS = ["Snakefile", "workflow", "config", "envs", "profiles"]
 TINY_CONFIG = REPO / "tests" / "config" / "tiny.yaml"
@@ -133,13 +135,7 @@ def plan_of(output: str) -> tuple[dict[str, int], set[str]]:
 
 def job_files(output: str) -> dict[str, tuple[set[str], set[str]]]:
     """A dry run's jobs, as `rule[wildcards]`, each with its input and output files."""
-    jobs = {}
-    for block in re.split(r"^(?=(?:local)?rule \w+:)", output, flags=re.MULTILINE)[1:]:
-        rule = re.match(r"(?:local)?rule (\w+):", block).group(1)
-        fields = dict(re.findall(r"^\s+(wildcards|input|output): (.*)$", block, re.MULTILINE))
-        job = f"{rule}[{fields['wildcards']}]" if "wildcards" in fields else rule
-        jobs[job] = tuple(set(fields[key].split(", ")) if key in fields else set() for key in ("input", "output"))
-    return jobs
+    return jobs_of(output)
 
 
 def downstream(jobs: dict[str, tuple[set[str], set[str]]], rules) -> set[str]:

@@ -133,3 +133,38 @@ def test_download_shards_gather_into_the_same_table(tmp_path):
     assert (tmp_path / "gathered.tsv").read_bytes() == (tmp_path / "whole.tsv").read_bytes()
     # The source's journal, merged from the shards', still holds every stored record once.
     assert len(journal.read_text().splitlines()) == 7
+
+
+def test_the_table_from_the_cache_is_the_table_the_next_run_writes_and_writes_nothing(tmp_path, caplog):
+    """The review app's plan: the clean table after a new decision, predicted from the cache
+    alone, is byte for byte what cleaning then writes; nothing is decoded or written for it."""
+    paths = photos(tmp_path / "photos", [f"a{i}" for i in range(5)])
+    prepared(tmp_path, paths)
+    (tmp_path / "relabels.tsv").write_text("id\tlabel\treason\twhen\n")
+    clean_run(tmp_path, caplog)
+    written = pd.read_csv(tmp_path / "clean.tsv", sep="\t", dtype=str, keep_default_na=False)
+    excluded = written["sha256"].iloc[2]
+    (tmp_path / "exclusions.tsv").write_text(f"id\treason\n{excluded}\tblurred (test)\n")
+    cache = clean.cache_root_for(tmp_path / "derived")
+    before = sorted((p, p.stat().st_mtime_ns) for p in tmp_path.rglob("*") if p.is_file())
+
+    def predicted():
+        return clean.table_from_cache(
+            [tmp_path / "records.tsv"],
+            [tmp_path / "downloads.tsv"],
+            tmp_path / "exclusions.tsv",
+            tmp_path / "relabels.tsv",
+            tmp_path / "store",
+            cache,
+            SETTINGS,
+        )
+
+    table = predicted()
+    assert sorted((p, p.stat().st_mtime_ns) for p in tmp_path.rglob("*") if p.is_file()) == before
+    write_table(table, tmp_path / "predicted.tsv", clean.CLEAN_COLUMNS)
+    clean_run(tmp_path, caplog)
+    assert (tmp_path / "predicted.tsv").read_bytes() == (tmp_path / "clean.tsv").read_bytes()
+    assert "excluded by user: blurred (test)" in (tmp_path / "clean.tsv").read_text()
+    # An image the cache has not seen: unknown until cleaning runs.
+    next(iter(cache.glob("*/*.json"))).unlink()
+    assert predicted() is None

@@ -6,7 +6,7 @@ CLEAN_INPUTS = {
     "records": expand("resources/records/{source}.tsv", source=config["sources"]),
     "downloads": expand("resources/downloads/{source}.tsv", source=config["sources"]),
 }
-CLEAN_CACHE = "results/clean/measures"
+CLEAN_CACHE = layout.CLEAN_CACHE
 
 
 rule clean_shard:
@@ -37,7 +37,9 @@ rule clean_shard:
         " --threads {threads} --out {output} 2> {log}"
 
 
-rule clean_images:
+# A checkpoint: once it has run, Snakemake reads the new table before deciding which splits
+# to rerun (rule split_dataset's params hold each dataset's rows of it).
+checkpoint clean_images:
     """Decode, verify and convert every stored image; drop what is unusable, with a reason."""
     input:
         **CLEAN_INPUTS,

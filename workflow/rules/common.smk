@@ -1,3 +1,4 @@
+import functools
 import json
 import os
 import re
@@ -10,8 +11,8 @@ from pathlib import Path
 PACKAGE_DIR = Path(os.path.relpath(Path(workflow.basedir, "workflow")))
 sys.path.insert(0, str(PACKAGE_DIR.resolve()))
 
-from fishid import codedeps  # noqa: E402
-from fishid.clean.stage import settings_with_defaults  # noqa: E402
+from fishid import codedeps, layout  # noqa: E402
+from fishid.clean.stage import per_image_settings, settings_with_defaults  # noqa: E402
 from fishid.config import (
     backbone_settings,
     kind_of,
@@ -21,6 +22,8 @@ from fishid.config import (
 from fishid.report.figure_list import STEMS  # noqa: E402
 from fishid.review.label_issues import issue_settings  # noqa: E402
 from fishid.sources.base import ADAPTERS  # noqa: E402
+from fishid.split import scope  # noqa: E402
+from fishid.tables import read_table  # noqa: E402
 
 validate(
     config,
@@ -34,8 +37,8 @@ validate(
 CLI = str(PACKAGE_DIR / "fishid_cli.py")
 
 ENV = "../../envs/fishid.yaml"
-STORE = "resources/images"
-DERIVED = "results/clean/derived"
+STORE = layout.STORE
+DERIVED = layout.DERIVED
 MODELS = list(config["models"])
 # Folders of photos to keep out of training: the split counts near duplicates of them.
 BENCHMARKS = config.get("benchmarks", {})
@@ -88,6 +91,35 @@ def as_json(value):
 
 def model_spec(name):
     return model_settings(config, name)
+
+
+@functools.cache
+def _clean_table(path, modified):
+    return read_table(path)
+
+
+def dataset_rows(wildcards):
+    """The digest of the dataset's rows of the clean table (fishid.split.scope), read once the
+    cleaning checkpoint is done."""
+    table = checkpoints.clean_images.get().output.table
+    return scope.digest(
+        _clean_table(table, os.stat(table).st_mtime_ns),
+        config["datasets"][wildcards.dataset],
+    )
+
+
+def after_cleaning(paths):
+    """An input function for `paths` (patterns, or a function of the wildcards) that waits for
+    the cleaning checkpoint. After a checkpoint Snakemake plans again only the jobs whose
+    inputs wait for it; a job further down keeps the reason it was planned with (a split that
+    might change) and would rerun though nothing it reads did. So each job downstream of the
+    splits waits for the checkpoint through one of its inputs."""
+
+    def inputs(wildcards):
+        checkpoints.clean_images.get()
+        return paths(wildcards) if callable(paths) else expand(paths, **wildcards)
+
+    return inputs
 
 
 def other_label(dataset):

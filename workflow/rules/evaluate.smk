@@ -6,7 +6,7 @@ rule evaluate_model:
     input:
         weights="results/models/{model}/weights.pt",
         history="results/models/{model}/history.csv",
-        cache=lambda wc: cache_for(model_spec(wc.model)),
+        cache=after_cleaning(lambda wc: cache_for(model_spec(wc.model))),
         split=lambda wc: f"results/splits/{model_spec(wc.model)['dataset']}.tsv",
         cli=CLI,
         code=step_code("evaluate"),

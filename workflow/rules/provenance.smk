@@ -26,7 +26,7 @@ rule citation:
     input:
         records=expand("resources/records/{source}.tsv", source=config["sources"]),
         downloads=expand("resources/downloads/{source}.tsv", source=config["sources"]),
-        splits=expand("results/splits/{dataset}.tsv", dataset=DATASETS),
+        splits=after_cleaning(expand("results/splits/{dataset}.tsv", dataset=DATASETS)),
         cli=CLI,
         code=step_code("citation"),
     output:

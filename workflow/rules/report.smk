@@ -1,7 +1,7 @@
 rule plot_dataset:
     """The dataset's table of images per label and split (the study's Table 1)."""
     input:
-        counts="results/splits/{dataset}.counts.tsv",
+        counts=after_cleaning("results/splits/{dataset}.counts.tsv"),
         cli=CLI,
         code=step_code("plot-dataset"),
     output:

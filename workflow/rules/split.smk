@@ -3,7 +3,8 @@ rule split_dataset:
     near-duplicate pairs across training and held-out photos (and the benchmark folders).
     """
     input:
-        clean="results/clean/images.tsv",
+        # ancient: a new clean table reruns the split only where the dataset's rows differ (params).
+        clean=lambda wc: ancient(checkpoints.clean_images.get().output.table),
         benchmarks=list(BENCHMARKS.values()),
         cli=CLI,
         code=step_code("split"),
@@ -20,6 +21,8 @@ rule split_dataset:
         ENV
     params:
         spec=lambda wc: as_json(config["datasets"][wc.dataset]),
+        rows=dataset_rows,
+        derived=as_json(per_image_settings(config["clean"])),
         max_distance=NEAR_DUPLICATE_DISTANCE,
         benchmarks=as_json(BENCHMARKS),
     shell:

@@ -1,8 +1,10 @@
 rule cache_images:
     """Decode and resize a dataset's images once, for every epoch of every model to read."""
     input:
-        split="results/splits/{dataset}.tsv",
-        derived=DERIVED,
+        split=after_cleaning("results/splits/{dataset}.tsv"),
+        # The copies are named by content: a new split table (or derived settings, a split
+        # param) is what brings new ones.
+        derived=ancient(DERIVED),
         cli=CLI,
         code=step_code("cache"),
     output:
@@ -22,7 +24,9 @@ rule pretrain_backbone:
     """Pre-train a whole ResNet-18 on a pool of other species: the offline stand-in for
     ImageNet weights, so that transfer learning in the demo is real."""
     input:
-        cache=lambda wc: cache_for(backbone_settings(config, wc.backbone)),
+        cache=after_cleaning(
+            lambda wc: cache_for(backbone_settings(config, wc.backbone))
+        ),
         cli=CLI,
         code=step_code("pretrain"),
     output:
@@ -98,7 +102,7 @@ rule train_model:
     """Train one model of config['models']; its settings are params, so editing one model
     retrains that model only."""
     input:
-        cache=lambda wc: cache_for(model_spec(wc.model)),
+        cache=after_cleaning(lambda wc: cache_for(model_spec(wc.model))),
         backbone=lambda wc: backbone_file(model_spec(wc.model)),
         cli=CLI,
         code=step_code("train"),

@@ -482,19 +482,31 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
+def _cache_entry(sha256: str, cache_root) -> Path:
+    return Path(cache_root, sha256[:2], f"{sha256}.json")
+
+
+def _cached_row(sha256: str, cache_root, key: dict) -> dict | None:
+    """The cached row made with these per-image settings, if there is one (with its derived copy)."""
+    try:
+        cached = json.loads(_cache_entry(sha256, cache_root).read_text())
+        row = cached["row"]
+        if cached["key"] == key and (not row["derived_path"] or Path(cache_root, row["derived_path"]).exists()):
+            return row
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
 def cached_clean_image(sha256: str, source_path, cache_root, settings: dict) -> tuple[dict, bool]:
     """clean_image's row, from the cache when it holds one made with the same per-image
     settings (then True), else made now and cached (the derived copy first, the row last:
     a kill leaves no entry that points to a missing copy)."""
     key = per_image_settings(settings)
-    entry = Path(cache_root, sha256[:2], f"{sha256}.json")
-    try:
-        cached = json.loads(entry.read_text())
-        row = cached["row"]
-        if cached["key"] == key and (not row["derived_path"] or Path(cache_root, row["derived_path"]).exists()):
-            return row, True
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    row = _cached_row(sha256, cache_root, key)
+    if row is not None:
+        return row, True
+    entry = _cache_entry(sha256, cache_root)
     entry.parent.mkdir(parents=True, exist_ok=True)
     row = {name: _plain(value) for name, value in clean_image(sha256, source_path, cache_root, settings).items()}
     write_text_atomic(entry, json.dumps({"key": key, "row": row}, sort_keys=True) + "\n")
@@ -527,6 +539,22 @@ def decode_all(images: pd.DataFrame, store_root, cache_root, settings: dict, thr
     from_cache = sum(hit for _, hit in results)
     log.info("decoded %d image(s), %d from the cache (%s)", len(results) - from_cache, from_cache, cache_root)
     return typed(pd.DataFrame([row for row, _ in results], columns=DECODED_COLUMNS))
+
+
+def table_from_cache(
+    record_paths, download_paths, exclusions_path, relabels_path, store_root, cache_root, settings: dict
+) -> pd.DataFrame | None:
+    """The table cleaning would write now, from the per-image cache alone: nothing is decoded
+    or written (the review app plans with it while a run may be going). None when the cache
+    lacks an image (cleaning has not run since it was stored)."""
+    settings = settings_with_defaults(settings)
+    key = per_image_settings(settings)
+    links, images = stored_images(record_paths, download_paths, store_root)
+    rows = [_cached_row(sha, cache_root, key) for sha in images["sha256"]]
+    if any(row is None for row in rows):
+        return None
+    decoded = typed(pd.DataFrame(rows, columns=DECODED_COLUMNS))
+    return decide(links, decoded, read_exclusions(exclusions_path), settings, read_relabels(relabels_path))
 
 
 def link_derived(decoded: pd.DataFrame, cache_root, derived_root) -> None:

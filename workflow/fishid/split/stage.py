@@ -41,6 +41,7 @@ from fishid.clean.decode import decode
 from fishid.config import explicit_species
 from fishid.download.store import MAX_PIXELS
 from fishid.sources.folder import image_files
+from fishid.split.scope import with_ranks, within
 from fishid.tables import (
     CLEAN_COLUMNS,
     DECISION_COLUMNS,
@@ -182,12 +183,6 @@ def _check_groups(labelled: pd.DataFrame, name: str) -> None:
         )
 
 
-def _with_ranks(table: pd.DataFrame) -> pd.DataFrame:
-    """A clean table written before the ranks came holds none: read them as empty."""
-    missing = [rank for rank in HIGHER_RANKS if rank not in table.columns]
-    return table.assign(**dict.fromkeys(missing, "")) if missing else table
-
-
 def cap_per_occurrence(kept: pd.DataFrame, most: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(kept, capped): at most `most` images per group (one occurrence, with the occurrences
     that share a photo or a near duplicate with it: the clean table cannot tell them apart),
@@ -203,16 +198,6 @@ def cap_per_occurrence(kept: pd.DataFrame, most: int) -> tuple[pd.DataFrame, pd.
         f"at most {most} photo(s) per occurrence (max_per_occurrence): group " + capped["group"] + " keeps its largest"
     )
     return kept[~over], capped.assign(decision=CAPPED_PER_OCCURRENCE, reason=reason)
-
-
-def _is_species(images: pd.DataFrame) -> pd.Series:
-    """A taxon named as one of its own ranks (a photo named only to its genus) is no species."""
-    return (images["taxon"] != "") & ~images[HIGHER_RANKS].eq(images["taxon"], axis=0).any(axis=1)
-
-
-def within(images: pd.DataFrame, taxon: str) -> pd.Series:
-    """Images of a species that has `taxon` at one of its ranks (kingdom ... genus)."""
-    return images[HIGHER_RANKS].eq(taxon).any(axis=1) & _is_species(images)
 
 
 def _photo_noun(spec: dict) -> str:
@@ -322,7 +307,7 @@ def shared_ranks(images: pd.DataFrame) -> dict[str, str]:
 def usable_images(clean: pd.DataFrame, name: str, spec: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(the kept images the dataset may use, those capped per occurrence, species_choice on
     the former): the species are chosen on what training could use."""
-    kept = _with_ranks(clean[clean["kept"].astype(str) == "True"])
+    kept = with_ranks(clean[clean["kept"].astype(str) == "True"])
     capped = kept.iloc[:0]
     if spec.get("max_per_occurrence"):
         kept, capped = cap_per_occurrence(kept, spec["max_per_occurrence"])
