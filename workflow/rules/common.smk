@@ -108,16 +108,16 @@ def dataset_rows(wildcards):
     )
 
 
-def after_cleaning(paths):
-    """An input function for `paths` (patterns, or a function of the wildcards) that waits for
-    the cleaning checkpoint. After a checkpoint Snakemake plans again only the jobs whose
-    inputs wait for it; a job further down keeps the reason it was planned with (a split that
-    might change) and would rerun though nothing it reads did. So each job downstream of the
-    splits waits for the checkpoint through one of its inputs."""
+def after_cleaning(path):
+    """An input function for `path` that waits for the cleaning checkpoint. After a checkpoint
+    Snakemake plans again only the jobs whose inputs wait for it; a job further down keeps the
+    reason it was first planned with (a split that might change) and reruns though nothing it
+    reads did. So each rule after the splits takes one input (its CLI script, whose path is
+    fixed: the plan still shows its other inputs) through this."""
 
     def inputs(wildcards):
         checkpoints.clean_images.get()
-        return paths(wildcards) if callable(paths) else expand(paths, **wildcards)
+        return path
 
     return inputs
 

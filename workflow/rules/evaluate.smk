@@ -6,9 +6,9 @@ rule evaluate_model:
     input:
         weights="results/models/{model}/weights.pt",
         history="results/models/{model}/history.csv",
-        cache=after_cleaning(lambda wc: cache_for(model_spec(wc.model))),
+        cache=lambda wc: cache_for(model_spec(wc.model)),
         split=lambda wc: f"results/splits/{model_spec(wc.model)['dataset']}.tsv",
-        cli=CLI,
+        cli=after_cleaning(CLI),
         code=step_code("evaluate"),
     output:
         predictions="results/models/{model}/predictions.tsv",

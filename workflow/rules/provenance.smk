@@ -26,8 +26,8 @@ rule citation:
     input:
         records=expand("resources/records/{source}.tsv", source=config["sources"]),
         downloads=expand("resources/downloads/{source}.tsv", source=config["sources"]),
-        splits=after_cleaning(expand("results/splits/{dataset}.tsv", dataset=DATASETS)),
-        cli=CLI,
+        splits=expand("results/splits/{dataset}.tsv", dataset=DATASETS),
+        cli=after_cleaning(CLI),
         code=step_code("citation"),
     output:
         citation="results/provenance/citation.md",

@@ -1,8 +1,8 @@
 rule plot_dataset:
     """The dataset's table of images per label and split (the study's Table 1)."""
     input:
-        counts=after_cleaning("results/splits/{dataset}.counts.tsv"),
-        cli=CLI,
+        counts="results/splits/{dataset}.counts.tsv",
+        cli=after_cleaning(CLI),
         code=step_code("plot-dataset"),
     output:
         png=report(

@@ -1,11 +1,11 @@
 rule cache_images:
     """Decode and resize a dataset's images once, for every epoch of every model to read."""
     input:
-        split=after_cleaning("results/splits/{dataset}.tsv"),
+        split="results/splits/{dataset}.tsv",
         # The copies are named by content: a new split table (or derived settings, a split
         # param) is what brings new ones.
         derived=ancient(DERIVED),
-        cli=CLI,
+        cli=after_cleaning(CLI),
         code=step_code("cache"),
     output:
         "results/cache/{dataset}/{size}px.pt",
@@ -24,10 +24,8 @@ rule pretrain_backbone:
     """Pre-train a whole ResNet-18 on a pool of other species: the offline stand-in for
     ImageNet weights, so that transfer learning in the demo is real."""
     input:
-        cache=after_cleaning(
-            lambda wc: cache_for(backbone_settings(config, wc.backbone))
-        ),
-        cli=CLI,
+        cache=lambda wc: cache_for(backbone_settings(config, wc.backbone)),
+        cli=after_cleaning(CLI),
         code=step_code("pretrain"),
     output:
         weights="results/backbones/{backbone}/weights.pt",
@@ -102,9 +100,9 @@ rule train_model:
     """Train one model of config['models']; its settings are params, so editing one model
     retrains that model only."""
     input:
-        cache=after_cleaning(lambda wc: cache_for(model_spec(wc.model))),
+        cache=lambda wc: cache_for(model_spec(wc.model)),
         backbone=lambda wc: backbone_file(model_spec(wc.model)),
-        cli=CLI,
+        cli=after_cleaning(CLI),
         code=step_code("train"),
     output:
         weights="results/models/{model}/weights.pt",
