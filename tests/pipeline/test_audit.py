@@ -110,6 +110,14 @@ def test_audit_of_an_image_follows_it_from_record_to_predictions(tiny_project):
     assert chain["clean"]["kept"] == "True"
     assert {"dataset": "pair", "label": image["label"], "split": "val"} in chain["splits"]
     assert "RI2" in {m["name"] for m in chain["models"]}
+    # Exactly the models trained on a dataset that holds the photo: one of A. ocellaris is in
+    # trio_other only, so only trio_other's models (the pair's and pool's never saw it).
+    trio = read(tiny_project / "results/splits/trio_other.tsv")
+    ocellaris = audit_json(tiny_project, trio.loc[trio["label"] == "Amphiprion ocellaris", "sha256"].iloc[0])
+    config = run_config(tiny_project)
+    assert {s["dataset"] for s in ocellaris["splits"]} == {"trio_other"}
+    trio_models = {name for name, spec in config["models"].items() if spec["dataset"] == "trio_other"}
+    assert {m["name"] for m in ocellaris["models"]} == trio_models
     ri2 = read(tiny_project / "results/models/RI2/predictions.tsv")
     expected = ri2.loc[ri2["sha256"] == image["sha256"], "predicted"].item()
     assert {"model": "RI2", "split": "val", "label": image["label"], "predicted": expected} in chain["predictions"]

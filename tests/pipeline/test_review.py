@@ -13,10 +13,11 @@ import threading
 import pandas as pd
 import pytest
 from conftest import REPO
-from projectrun import planned
+from projectrun import RUN_CONFIG, planned, run_config, snakemake
 from reportcheck import CHROMIUM, CHROMIUM_ARGS
 from werkzeug.serving import make_server
 
+from fishid.review import plan as review_plan
 from fishid.review.app import create_app
 from fishid.tables import read_table
 
@@ -88,6 +89,13 @@ def test_review_app_in_chromium(tiny_project, tmp_path):
         page.on("pageerror", lambda error: errors.append(str(error)))
         page.on("dialog", lambda dialog: dialog.accept())
 
+        page.goto(f"{url}/models/TL3o")
+        assert "snakemake results/review/embedding_map/TL3o.json" in page.inner_text("#no-map")
+        # The map's own rule, as a user asks for it (not part of the default run), before any
+        # decision: after one, its inputs would be rebuilt first.
+        made = snakemake(tiny_project, "results/review/embedding_map/TL3o.json", "--cores", "1")
+        assert made.returncode == 0, made.stderr[-3000:]
+
         page.goto(url)
         page.screenshot(path=shots / "dataset.png")
         with page.expect_navigation():
@@ -116,13 +124,25 @@ def test_review_app_in_chromium(tiny_project, tmp_path):
         assert relabels[["id", "label", "reason"]].values.tolist() == [
             [relabelled, new_label, "bars counted again (test)"]
         ]
-        counts, _ = planned(tiny_project)
-        assert shown == shown_after_relabel == counts
-        assert counts["clean_images"] == 1 and not set(counts) & UPSTREAM
+        # The true plan: cleaning, then only the datasets holding the species before or after.
+        config = run_config(tiny_project)
+
+        def holding(taxa):
+            return [name for name, spec in config["datasets"].items() if set(taxa) & set(spec["species"])]
+
+        assert shown["split_dataset"] == len(holding([species]))
+        assert page.inner_text("#plan-datasets").startswith(f"Split again: {', '.join(holding([species, new_label]))}.")
+        true_plan = review_plan.planned(tiny_project, [RUN_CONFIG], config)
+        assert shown_after_relabel == true_plan["counts"] and true_plan["datasets"] == holding([species, new_label])
+        assert true_plan["counts"]["clean_images"] == 1 and not set(true_plan["counts"]) & UPSTREAM
+        assert true_plan["counts"]["split_dataset"] == len(true_plan["datasets"])
 
         for name, path in [("queues", "/queues"), ("models", "/models/TL3o")]:
             page.goto(url + path)
             page.screenshot(path=shots / f"{name}.png", full_page=name == "models")
+        legend = [li.inner_text() for li in page.query_selector_all("#legend li .name")]
+        evaluated = read_table(tiny_project / "results/models/TL3o/predictions.tsv").query("split == 'test'")
+        assert legend == [f"{label} ({n})" for label, n in sorted(evaluated["label"].value_counts().items())]
 
         photos = tmp_path / "photos"
         photos.mkdir()
@@ -150,3 +170,75 @@ def test_review_app_in_chromium(tiny_project, tmp_path):
     assert shown_labels == dict(zip(cli["file"], cli["predicted"])) and len(shown_labels) == 3
     # Decisions undone, mtimes included: nothing to rerun.
     assert planned(tiny_project)[0] == {}
+
+
+def press(page, key, timeout=60_000):
+    """A key of the queue page that posts a decision or follows a link: wait for the next page."""
+    with page.expect_navigation(timeout=timeout):
+        page.keyboard.press(key)
+
+
+def test_working_through_the_queue_in_chromium(tiny_project, tmp_path):
+    """Three photos decided with the queue's keys (x, r, x), listed as pending, one undone: the
+    tables hold exactly the other two rows, and the app's dry run plans cleaning again."""
+    chromium_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    shots = shots_folder(tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    issues = read_table(tiny_project / "results/review/label_issues.tsv")
+    issues = issues.assign(rank=issues["rank"].astype(int)).sort_values("rank", ignore_index=True)
+    # The first photo whose suggested label is another (after the first): the one to relabel.
+    relabel_at = next(i for i in range(1, len(issues)) if issues.loc[i, "predicted"] != issues.loc[i, "label"])
+    excluded, relabelled, undone = issues.loc[[0, relabel_at, relabel_at + 1], "sha256"]
+    suggested = issues.loc[relabel_at, "predicted"]
+
+    with restored(tiny_project, DECISION_FILES), serving(tiny_project) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 800})
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+
+        page.goto(f"{url}/queue?scope=all")
+        assert page.get_attribute("#item", "data-sha256") == excluded
+        assert "nan" not in page.inner_text("#facts")
+        page.screenshot(path=shots / "queue.png", full_page=True)
+        press(page, "x")
+        assert "Saved for" in page.inner_text("#last-decision")
+        for _ in range(1, relabel_at):
+            press(page, "j")
+        assert page.get_attribute("#item", "data-sha256") == relabelled
+        assert page.inner_text("#suggested") == suggested
+        press(page, "r")
+        assert page.get_attribute("#item", "data-sha256") == undone
+        press(page, "x")
+
+        page.goto(f"{url}/pending")
+        listed = [
+            (tr.get_attribute("data-sha256"), tr.get_attribute("data-kind"))
+            for tr in page.query_selector_all("#pending tr[data-sha256]")
+        ]
+        assert listed == [(excluded, "exclude"), (undone, "exclude"), (relabelled, "relabel")]
+        page.screenshot(path=shots / "pending.png", full_page=True)
+        with page.expect_navigation():
+            page.click(f'#pending tr[data-sha256="{undone}"] form.undo button')
+        listed = [tr.get_attribute("data-sha256") for tr in page.query_selector_all("#pending tr[data-sha256]")]
+        assert listed == [excluded, relabelled]
+
+        page.goto(f"{url}/image/{relabelled}")
+        assert f"relabelling to {suggested}" in page.inner_text("#pending-decision")
+
+        exclusions = read_table(tiny_project / "config/exclusions.tsv")
+        relabels = read_table(tiny_project / "config/relabels.tsv")
+        shipped = read_table(REPO / "config/exclusions.tsv").values.tolist()
+        assert exclusions.values.tolist() == [*shipped, [excluded, "label-issue queue: excluded on review (rank 1)"]]
+        assert relabels[["id", "label", "reason"]].values.tolist() == [
+            [relabelled, suggested, f"label-issue queue: the suggested label (rank {relabel_at + 1})"]
+        ]
+
+        page.goto(f"{url}/plan", timeout=300_000)
+        rules = [td.inner_text() for td in page.query_selector_all("#plan td.rule")]
+        assert "clean_images" in rules and not set(rules) & UPSTREAM
+        assert page.inner_text("#plan-datasets").startswith("Split again: ")
+        browser.close()
+    assert errors == []

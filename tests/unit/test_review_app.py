@@ -2,6 +2,8 @@
 what it serves, what it refuses, what it writes, and the label-issue ranking it shows."""
 
 import io
+import json
+import re
 import threading
 from hashlib import sha256
 from pathlib import Path
@@ -190,7 +192,9 @@ def test_a_decision_through_the_app_is_written_and_the_plan_shown(project, monke
     from fishid.review import plan
 
     monkeypatch.setattr(
-        plan, "planned", lambda root, configfiles: {"ok": True, "counts": {"clean_images": 1}, "message": ""}
+        plan,
+        "planned",
+        lambda root, configfiles, config=None: {"ok": True, "counts": {"clean_images": 1}, "message": ""},
     )
     app, client = client_of(project)
     sha = shas(project)[0]
@@ -249,3 +253,214 @@ def test_planted_label_errors_rank_at_the_top(tmp_path):
     print(f"recall at top 6: {recall_at_6:.2f}, at top 12: {recall_at_12:.2f}; flagged {len(flagged)}")
     assert recall_at_6 >= 0.6 and recall_at_12 == 1.0
     assert len(flagged) <= 10 and flagged["sha256"].isin(flipped).mean() >= 0.5
+
+
+# --- working through decisions: pending, undo, conflicts, the queue, pages and exports ---------
+
+
+def post(client, app, url, **form):
+    return client.post(url, data={"csrf": app.config["CSRF_TOKEN"], **form})
+
+
+def queue_decision(client, app, sha, action, **form):
+    """A decision as the queue page sends it: answered by a redirect, without a dry run."""
+    return post(client, app, "/decide", sha256=sha, action=action, queue="all", at="0", **form)
+
+
+def taxa(project) -> dict:
+    table = read_table(project / "results/clean/images.tsv")
+    return dict(zip(table["sha256"], table["taxon"]))
+
+
+def test_decisions_are_pending_until_cleaning_applies_them_and_undo_removes_exactly_one_row(project):
+    app, client = client_of(project)
+    first, second, third = shas(project)[:3]
+    other = SPECIES[1] if taxa(project)[third] == SPECIES[0] else SPECIES[0]
+    exclusions = project / "config/exclusions.tsv"
+    assert queue_decision(client, app, first, "exclude", reason="blurred").status_code == 303
+    assert queue_decision(client, app, second, "exclude", reason="=1+2 a formula").status_code == 303
+    assert queue_decision(client, app, third, "relabel", label=other, reason="three bars").status_code == 303
+    # A row added by hand, a quoted field over two lines and a Windows line end: undo keeps its bytes.
+    hand = b'synthetic:rec-1\t"the ""owner""\nasked"\r\n'
+    exclusions.write_bytes(exclusions.read_bytes() + hand)
+    before = exclusions.read_bytes()
+
+    page = client.get("/pending").get_data(as_text=True)
+    assert re.findall(r'<tr data-sha256="(\w+)" data-kind="(\w+)">', page) == [
+        (first, "exclude"),
+        (second, "exclude"),
+        (third, "relabel"),
+    ]
+    assert f"relabelling to {other} (three bars), in config/relabels.tsv" in page
+    assert "Pending (not applied yet by the next run): exclusion (blurred), in config/exclusions.tsv" in (
+        client.get(f"/image/{first}").get_data(as_text=True)
+    )
+
+    assert post(client, app, "/undo", kind="exclude", sha256=first).status_code == 303
+    assert exclusions.read_bytes() == before.replace(f"{first}\tblurred\n".encode(), b"")
+    assert exclusions.read_bytes().endswith(hand) and read_table(exclusions)["id"].tolist() == [
+        second,
+        "synthetic:rec-1",
+    ]
+    assert post(client, app, "/undo", kind="exclude", sha256=first).status_code == 400  # nothing left to undo
+    assert 'data-sha256="' + first not in client.get("/pending").get_data(as_text=True)
+
+    # Once cleaning ran with them, the decisions are no longer pending.
+    clean_project(project)
+    page = client.get("/pending").get_data(as_text=True)
+    assert 'id="none-pending"' in page
+    assert "Pending (not applied" not in client.get(f"/image/{second}").get_data(as_text=True)
+    assert taxa(project)[third] == other
+
+
+def test_an_undo_without_the_csrf_token_is_refused(project):
+    app, client = client_of(project)
+    sha = shas(project)[0]
+    decisions.exclude(project / "config/exclusions.tsv", sha, "blurred")
+    before = (project / "config/exclusions.tsv").read_bytes()
+    answer = client.post("/undo", data={"kind": "exclude", "sha256": sha})
+    assert answer.status_code == 403 and b"CSRF" in answer.data
+    assert (project / "config/exclusions.tsv").read_bytes() == before
+
+
+def test_a_second_decision_that_contradicts_the_first_is_refused_naming_it(project):
+    app, client = client_of(project)
+    excluded, relabelled = shas(project)[:2]
+    assert queue_decision(client, app, excluded, "exclude", reason="blurred").status_code == 303
+    assert queue_decision(client, app, relabelled, "relabel", label=SPECIES[0], reason="bars").status_code == 303
+    files = {p: p.read_bytes() for p in (project / "config").glob("*.tsv")}
+
+    answer = queue_decision(client, app, excluded, "relabel", label=SPECIES[1], reason="bars")
+    assert answer.status_code == 409
+    assert f"{excluded[:12]} already has a decision: exclusion (blurred) in " in answer.get_data(as_text=True)
+    answer = queue_decision(client, app, relabelled, "relabel", label=SPECIES[1], reason="no, the other")
+    assert answer.status_code == 409
+    assert f"relabelling to {SPECIES[0]} (bars) in " in answer.get_data(as_text=True)
+    answer = queue_decision(client, app, relabelled, "exclude", reason="blurred")
+    assert answer.status_code == 409 and "relabelling to" in answer.get_data(as_text=True)
+    assert {p: p.read_bytes() for p in files} == files
+
+    # The same decision again only changes its reason.
+    assert queue_decision(client, app, relabelled, "relabel", label=SPECIES[0], reason="two bars").status_code == 303
+    assert read_table(project / "config/relabels.tsv")[["id", "label", "reason"]].values.tolist() == [
+        [relabelled, SPECIES[0], "two bars"]
+    ]
+
+
+@pytest.fixture
+def with_issues(project):
+    """A label-issue table as rule label_issues writes it: every kept photo ranked, the first two
+    flagged with the other species suggested."""
+    from fishid.review.label_issues import ISSUE_COLUMNS
+
+    table = read_table(project / "results/clean/images.tsv")
+    kept = table[table["kept"] == "True"].sort_values("sha256").reset_index(drop=True)
+    other = {SPECIES[0]: SPECIES[1], SPECIES[1]: SPECIES[0]}
+    rows = [
+        {
+            "sha256": r["sha256"],
+            "label": r["taxon"],
+            "predicted": other[r["taxon"]] if i < 2 else r["taxon"],
+            "self_confidence": f"{0.01 * (i + 1):.4f}",
+            "rank": str(i + 1),
+            "flagged": str(i < 2),
+            "derived_path": r["derived_path"],
+            "label_score": f"{0.01 * (i + 1):.4f}",
+            "is_label_issue": str(i < 2),
+            "outlier_score": "0.2" if i == 3 else "nan",
+            "is_outlier": str(i == 3),
+            "cluster": "0" if i % 2 else "-1",
+            "near_duplicate_of": "",
+            "phash_disagrees": "False",
+        }
+        for i, r in enumerate(kept.to_dict("records"))
+    ]
+    write_table(pd.DataFrame(rows), project / "results/review/label_issues.tsv", ISSUE_COLUMNS)
+    summary = {
+        "photos": len(rows),
+        "backbone": "none",
+        "flagged": 2,
+        "flagged_share": 2 / len(rows),
+        "outliers": 1,
+        "clusters": {"count": 1, "unclustered": len(rows) // 2, "sizes": [len(rows) - len(rows) // 2]},
+        "near_duplicates": {"photos": 0},
+    }
+    (project / "results/review/label_issues.json").write_text(json.dumps(summary))
+    return project, rows
+
+
+def test_the_queue_shows_one_photo_at_a_time_and_a_decision_moves_on(with_issues):
+    project, rows = with_issues
+    app, client = client_of(project)
+    page = client.get("/queue").get_data(as_text=True)
+    assert "Photo 1 of 2 (rank 1, flagged)" in page and f'id="item" data-sha256="{rows[0]["sha256"]}"' in page
+    assert f'<td id="suggested">{rows[0]["predicted"]}</td>' in page
+    assert f'value="{rows[0]["predicted"]}"' in page and "nan" not in page
+    assert "flagged 2 of" in page and "found 1 outliers and 1 clusters" in page
+    assert "<kbd>x</kbd> exclude" in page and "<kbd>r</kbd> relabel to the suggested label" in page
+    # The photo's own page offers the suggested label first.
+    image = client.get(f"/image/{rows[0]['sha256']}").get_data(as_text=True)
+    assert f"<option selected>{rows[0]['predicted']}</option>" in image
+
+    answer = post(
+        client,
+        app,
+        "/decide",
+        sha256=rows[0]["sha256"],
+        action="relabel",
+        label=rows[0]["predicted"],
+        reason="label-issue queue: the suggested label (rank 1)",
+        queue="flagged",
+        at="0",
+    )
+    assert answer.status_code == 303 and answer.headers["Location"].startswith("/queue?scope=flagged&at=1&")
+    page = client.get(answer.headers["Location"]).get_data(as_text=True)
+    assert "Photo 2 of 2" in page and f"Saved for {rows[0]['sha256'][:12]}: relabelling to" in page
+    page = client.get("/queues").get_data(as_text=True)
+    assert "2 flagged as likely label errors" in page and "1 outliers" in page and "Outliers (1)" in page
+
+
+def test_the_dataset_page_is_paginated_and_its_view_exported_with_pending_decisions(project, monkeypatch):
+    from fishid.review import views
+
+    monkeypatch.setattr(views, "PAGE_SIZE", 4)
+    app, client = client_of(project)
+    sha = sorted(read_table(project / "results/clean/images.tsv").query("taxon == @SPECIES[0]")["sha256"])[0]
+    decisions.exclude(project / "config/exclusions.tsv", sha, "=HYPERLINK(1) blurred")
+    pages = [client.get(f"/?species={SPECIES[0].replace(' ', '+')}&page={n}").get_data(as_text=True) for n in (1, 2)]
+    assert [p.count('class="thumb') for p in pages] == [4, 2]
+    assert f'href="/?page=2&amp;species={SPECIES[0].replace(" ", "+")}"' in pages[0]
+    assert "5 to 6 shown" in pages[1]
+    assert client.get("/?page=99").status_code == 200  # clamped to the last page
+
+    answer = client.get(f"/export.csv?species={SPECIES[0].replace(' ', '+')}")
+    exported = pd.read_csv(io.BytesIO(answer.data), dtype=str, keep_default_na=False)
+    assert len(exported) == 6 and set(exported["species"]) == {SPECIES[0]}
+    row = exported[exported["sha256"] == sha].iloc[0]
+    assert (row["pending_decision"], row["pending_reason"]) == ("exclude", "'=HYPERLINK(1) blurred")
+    answer = client.get(f"/export.json?species={SPECIES[0].replace(' ', '+')}")
+    records = {r["sha256"]: r for r in answer.get_json()}
+    assert len(records) == 6 and records[sha]["pending_reason"] == "=HYPERLINK(1) blurred"
+
+
+def test_the_embedding_map_is_read_from_its_rule_output_with_a_legend(with_model):
+    from fishid.review import embedding_map
+
+    app, client = client_of(with_model)
+    page = client.get("/models/M").get_data(as_text=True)
+    assert "rule <code>embedding_map</code> makes it" in page and "results/review/embedding_map/M.json" in page
+
+    labels = [f"species {i:02d}" for i in range(25)]
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(50, 8))
+    predictions = pd.DataFrame(
+        {"sha256": [f"{i:064x}" for i in range(50)], "split": "test", "label": labels * 2, "predicted": labels * 2}
+    )
+    data = embedding_map.compute(predictions, {"model": "M", "evaluated_on": "test"}, features, "tsne")
+    embedding_map.write(data, with_model / embedding_map.path_of("M"))
+    page = client.get("/models/M").get_data(as_text=True)
+    legend = page.split('id="legend"')[1].split("</ul>")[0]
+    assert legend.count("<li>") == 25 and '<span class="name">species 24 (2)</span>' in legend
+    styles = embedding_map.styles(labels)
+    assert len({(s["colour"], s["shape"]) for s in styles.values()}) == 25
+    assert page.count("<circle") + page.count("<rect") + page.count("<polygon") == 50 + 25

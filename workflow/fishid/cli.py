@@ -267,6 +267,20 @@ def cmd_label_issues(args):
     )
 
 
+def cmd_embedding_map(args):
+    import numpy as np
+
+    from fishid.review import embedding_map
+    from fishid.tables import read_table
+
+    with open(args.metrics) as handle:
+        metrics = json.load(handle)
+    features = np.load(args.figure_data)["features"]
+    data = embedding_map.compute(read_table(args.predictions), metrics, features, args.method, args.seed)
+    embedding_map.write(data, args.out)
+    logging.info("%s: %d points (%s)", metrics.get("model", ""), len(data["points"]), args.method)
+
+
 def cmd_review(args):
     from fishid.review import server
 
@@ -510,6 +524,16 @@ def parser() -> argparse.ArgumentParser:
         threads,
         out,
         (["--summary"], {"required": True, "help": "counts per issue type, clusters, the backbone used (JSON)"}),
+    )
+    command(
+        "embedding-map",
+        cmd_embedding_map,
+        (["--predictions"], {"required": True}),
+        (["--metrics"], {"required": True}),
+        (["--figure-data"], {"required": True, "help": "the evaluation's figure_data.npz (its features)"}),
+        (["--method"], {"default": "tsne", "choices": ["tsne", "umap"]}),
+        (["--seed"], {"type": int, "default": 0}),
+        out,
     )
     command(
         "review",

@@ -32,3 +32,35 @@ rule label_issues:
         "python {input.cli} label-issues --clean {input.clean} --derived {input.derived}"
         " --spec {params.spec:q} {params.backbone} --seed {params.seed} --threads {threads}"
         " --out {output.table} --summary {output.summary} 2> {log}"
+
+
+rule embedding_map:
+    """The review app's map of a model's embeddings of its evaluated photos (t-SNE,
+    or UMAP with report.embedding_map), computed once here, not on every visit."""
+    input:
+        predictions="results/models/{model}/predictions.tsv",
+        metrics="results/models/{model}/metrics.json",
+        figure_data="results/models/{model}/figure_data.npz",
+        cli=after_cleaning(CLI),
+        code=step_code("embedding-map"),
+    output:
+        "results/review/embedding_map/{model}.json",
+    log:
+        "logs/embedding_map/{model}.log",
+    benchmark:
+        "benchmarks/embedding_map/{model}.tsv"
+    conda:
+        ENV
+    params:
+        method=config["report"].get("embedding_map", "tsne"),
+        seed=config["seed"],
+    shell:
+        "python {input.cli} embedding-map --predictions {input.predictions} --metrics {input.metrics}"
+        " --figure-data {input.figure_data} --method {params.method} --seed {params.seed} --out {output} 2> {log}"
+
+
+rule embedding_maps:
+    """Every model's embedding map: a target you ask for (`snakemake embedding_maps`),
+    not part of the default run (each map's job took 4-5 s on the tiny project)."""
+    input:
+        expand("results/review/embedding_map/{model}.json", model=MODELS),

@@ -178,6 +178,20 @@ def read_exclusions(path) -> dict[str, str]:
     return dict(zip(table["id"], table["reason"]))
 
 
+# How the clean table words a user's decision (the review app reads it back to tell which
+# decisions a run has applied).
+def exclusion_reason(why: str) -> str:
+    return f"excluded by user: {why}"
+
+
+def not_a_fish_reason(why: str) -> str:
+    return f"relabelled by user: {NOT_A_FISH} ({why})"
+
+
+def relabel_reason(listed_as: str, label: str, why: str) -> str:
+    return f"relabelled by user: listed as {listed_as}, now {label} ({why})"
+
+
 def read_relabels(path) -> dict[str, tuple[str, str]]:
     """SHA-256 -> (new label, reason); no file (older projects) is no relabelling."""
     if path is None or not Path(path).exists():
@@ -198,10 +212,7 @@ def relabel_links(links: pd.DataFrame, relabels: dict[str, tuple[str, str]]) -> 
     hit = links["sha256"].isin(species)
     before = links[hit].drop_duplicates(["sha256", "taxon"]).groupby("sha256")["taxon"].agg(" and ".join)
     reasons = pd.Series(
-        {
-            sha: f"relabelled by user: listed as {before[sha]}, now {species[sha]} ({relabels[sha][1]})"
-            for sha in before.index
-        },
+        {sha: relabel_reason(before[sha], species[sha], relabels[sha][1]) for sha in before.index},
         dtype=str,
     )
     links = links.copy()
@@ -301,12 +312,12 @@ def image_table(links: pd.DataFrame, decoded: pd.DataFrame, exclusions: dict[str
 
 def apply_filters(table: pd.DataFrame, settings: dict, relabels: dict | None = None) -> None:
     excluded_image = table["image_exclusion"] != ""
-    _drop(table, excluded_image, "excluded by user: " + table["image_exclusion"])
+    _drop(table, excluded_image, table["image_exclusion"].map(exclusion_reason))
     not_fish = {sha: why for sha, (label, why) in (relabels or {}).items() if label == NOT_A_FISH}
-    reasons = table["sha256"].map(lambda sha: f"relabelled by user: {NOT_A_FISH} ({not_fish.get(sha, '')})")
+    reasons = table["sha256"].map(lambda sha: not_a_fish_reason(not_fish.get(sha, "")))
     _drop(table, table["sha256"].isin(not_fish), reasons)
     no_record_left = table["n_taxa"] == 0
-    _drop(table, no_record_left, "excluded by user: " + table["record_exclusion"])
+    _drop(table, no_record_left, table["record_exclusion"].map(exclusion_reason))
     _drop(table, table["source_reason"] != "", table["source_reason"])
     flags = photo_filters.non_photo_reasons(table, settings.get("non_photo", {}))
     _drop(table, flags != "", "not a photo: " + flags)

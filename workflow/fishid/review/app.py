@@ -1,4 +1,5 @@
-"""The review app (Flask): pages over the run's tables, and the two decisions it may write.
+"""The review app (Flask): pages over the run's tables, and the two decisions it may write
+(and undo, while cleaning has not applied them yet).
 
 Reads results/ and resources/ only; writes config/exclusions.tsv and config/relabels.tsv
 (fishid.review.decisions). Every page is a Jinja2 template with autoescaping: fields from
@@ -10,7 +11,6 @@ import io
 import re
 import secrets
 import uuid
-import zlib
 from pathlib import Path
 
 import yaml
@@ -20,7 +20,7 @@ from fishid import config as configuration
 from fishid.clean.stage import NOT_A_FISH
 from fishid.report import audit
 from fishid.report.attribution import neutralise
-from fishid.review import decisions, files, plan, uploads, views
+from fishid.review import decisions, embedding_map, files, plan, uploads, views
 from fishid.tables import table_text
 
 TOKEN_COOKIE = "fishid_review_token"
@@ -29,6 +29,7 @@ MAX_REQUEST_BYTES = 200 * 1024 * 1024
 # (DNS rebinding) is refused: its requests carry its own name. A name alone allows any port;
 # `fishid review` allows only its own address and port (fishid.review.server.allowed_hosts).
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+QUEUE_SCOPES = ("flagged", "all")
 HOST_HEADER = re.compile(r"(?P<name>\[[0-9a-f:.]+\]|[a-z0-9.-]+)(?::[0-9]{1,5})?")
 
 
@@ -75,8 +76,7 @@ def create_app(
         MAX_FILE_BYTES=max_file_bytes,
         HOSTS=hosts,
     )
-    # A stable colour per species on the embedding map.
-    app.jinja_env.filters["hash_hue"] = lambda text: zlib.crc32(str(text).encode()) % 360
+    app.jinja_env.filters["score"] = views.score_text
     results = {}  # the Predict page's tables by id, for their CSV and JSON export
 
     def config() -> dict:
@@ -127,6 +127,7 @@ def create_app(
     @app.errorhandler(400)
     @app.errorhandler(403)
     @app.errorhandler(404)
+    @app.errorhandler(409)
     @app.errorhandler(413)
     def error(e):
         return render_template("error.html", code=e.code, message=e.description), e.code
@@ -135,21 +136,58 @@ def create_app(
     def common():
         return {"csrf": app.config["CSRF_TOKEN"], "NOT_A_FISH": NOT_A_FISH}
 
-    @app.get("/")
-    def dataset():
+    def shown_path(path) -> str:
+        path = Path(path)
+        return str(path.relative_to(root) if path.is_relative_to(root) else path)
+
+    def pending_decisions(prov) -> list[dict]:
+        exclusions, relabels = decision_paths()
+        return [{**d, "file": shown_path(d["file"])} for d in decisions.pending(exclusions, relabels, prov.clean)]
+
+    def dataset_view():
+        """(the images table, the filters asked for, the rows they match)."""
         prov = provenance()
         table = views.images(prov)
-        query = {k: request.args.get(k, "") for k in ("species", "source", "license", "role", "status", "reason")}
-        chosen = views.filtered(table, query)
+        query = {k: request.args.get(k, "") for k in views.FILTERS}
+        return prov, table, query, views.filtered(table, query)
+
+    @app.get("/")
+    def dataset():
+        prov, table, query, chosen = dataset_view()
+        rows, page, pages = views.page_of(chosen, request.args.get("page", 1, type=int))
+        filters = {k: v for k, v in query.items() if v}
         return render_template(
             "dataset.html",
             choices=views.filter_choices(table, prov),
             query=query,
-            groups=views.grouped(chosen),
+            filters=filters,
+            groups=views.grouped(rows),
             matching=len(chosen),
             total=len(table),
-            shown=min(len(chosen), views.SHOWN),
+            page=page,
+            pages=pages,
+            first=(page - 1) * views.PAGE_SIZE + 1 if len(rows) else 0,
+            last=(page - 1) * views.PAGE_SIZE + len(rows),
         )
+
+    @app.get("/export.<kind>")
+    def dataset_export(kind):
+        if kind not in ("csv", "json"):
+            abort(404, "export as .csv or .json")
+        prov, _, _, chosen = dataset_view()
+        try:
+            found = pending_decisions(prov)
+        except ValueError as problem:
+            abort(400, str(problem))
+        table = views.export_table(chosen, found)
+        if kind == "csv":
+            # Rights holders, titles and reasons come from sources and users: shown, never run.
+            data = table_text(table.map(neutralise), sep=",").encode()
+            mimetype = "text/csv"
+        else:
+            data = table.to_json(orient="records", indent=2).encode()
+            mimetype = "application/json"
+        return send_file(io.BytesIO(data), mimetype=mimetype, as_attachment=True, download_name=f"dataset.{kind}")
 
     @app.get("/image/<sha256>")
     def image(sha256):
@@ -162,10 +200,19 @@ def create_app(
             abort(404, f"{sha256} is not an image")
         table = views.images(prov)
         row = table[table["sha256"] == chain["sha256"]].to_dict("records")
+        row = row[0] if row else {}
+        issue = views.issue_of(views.label_issues(root), chain["sha256"])
+        try:
+            found = decisions.pending_of(pending_decisions(prov), chain["sha256"])
+        except ValueError as problem:
+            abort(400, str(problem))
         return render_template(
             "image.html",
             chain=chain,
-            row=row[0] if row else {},
+            row=row,
+            issue=issue,
+            pending=found,
+            default_label=views.relabel_default(issue, row),
             text=audit.format_image(chain),
             species=views.species_of_config(config(), table),
         )
@@ -177,29 +224,96 @@ def create_app(
         if sha256 not in set(prov.clean["sha256"]):
             abort(400, "no such image in results/clean/images.tsv")
         action = request.form.get("action")
+        if action not in ("exclude", "relabel"):
+            abort(400, "action must be exclude or relabel")
         try:
             exclusions, relabels = decision_paths()
-            if action == "exclude":
-                decisions.exclude(exclusions, sha256, request.form.get("reason", ""))
-                written = exclusions
-            elif action == "relabel":
-                species = views.species_of_config(config(), views.images(prov))
-                decisions.relabel(
-                    relabels, sha256, request.form.get("label", ""), request.form.get("reason", ""), species
-                )
-                written = relabels
-            else:
-                abort(400, "action must be exclude or relabel")
+            species = views.species_of_config(config(), views.images(prov)) if action == "relabel" else ()
+            written = decisions.decide(
+                exclusions,
+                relabels,
+                sha256,
+                action,
+                request.form.get("reason", ""),
+                request.form.get("label", ""),
+                species,
+            )
+        except ValueError as problem:
+            # A contradicting decision is a conflict with the files' state, not a malformed request.
+            abort(409 if isinstance(problem, decisions.Conflict) else 400, str(problem))
+        if request.form.get("queue") in QUEUE_SCOPES:
+            # Working through the queue: on to the next photo, the plan is on the Pending page.
+            at = request.form.get("at", 0, type=int) + 1
+            return redirect(url_for("queue", scope=request.form["queue"], at=at, decided=sha256), code=303)
+        dry_run = plan.planned(root, app.config["CONFIGFILES"], config())
+        return render_template("decided.html", sha256=sha256, action=action, written=shown_path(written), plan=dry_run)
+
+    @app.get("/queue")
+    def queue():
+        prov = provenance()
+        scope = request.args.get("scope", "flagged")
+        if scope not in QUEUE_SCOPES:
+            abort(400, f"scope must be one of {', '.join(QUEUE_SCOPES)}")
+        table = views.images(prov)
+        issues = views.label_issues(root)
+        items = views.queue_items(table, issues, scope)
+        at = min(max(request.args.get("at", 0, type=int), 0), max(len(items) - 1, 0))
+        item = items[at] if items else None
+        try:
+            found = pending_decisions(prov)
         except ValueError as problem:
             abort(400, str(problem))
-        dry_run = plan.planned(root, app.config["CONFIGFILES"])
-        shown = written.relative_to(root) if written.is_relative_to(root) else written
-        return render_template("decided.html", sha256=sha256, action=action, written=shown, plan=dry_run)
+        decided = request.args.get("decided", "")
+        return render_template(
+            "queue.html",
+            scope=scope,
+            items=items,
+            at=at,
+            item=item,
+            pending=decisions.pending_of(found, item["sha256"]) if item else None,
+            last=decisions.pending_of(found, decided) if decided else None,
+            default_label=views.relabel_default(item, item) if item else "",
+            species=views.species_of_config(config(), table),
+            summary=views.issue_summary(root),
+            ranked=len(issues),
+        )
+
+    @app.get("/pending")
+    def pending():
+        prov = provenance()
+        try:
+            found = pending_decisions(prov)
+        except ValueError as problem:
+            abort(400, str(problem))
+        urls = dict(zip(prov.clean["sha256"], views.images(prov)["url"])) if len(prov.clean) else {}
+        for decision in found:
+            decision["url"] = urls.get(decision["id"], "")
+        return render_template("pending.html", pending=found)
+
+    @app.post("/undo")
+    def undo():
+        kind = request.form.get("kind", "")
+        if kind not in decisions.KINDS:
+            abort(400, "kind must be exclude or relabel")
+        try:
+            exclusions, relabels = decision_paths()
+            decisions.undo(exclusions if kind == "exclude" else relabels, request.form.get("sha256", ""))
+        except ValueError as problem:
+            abort(400, str(problem))
+        return redirect(url_for("pending"), code=303)
+
+    @app.get("/plan")
+    def plan_page():
+        return render_template("plan.html", plan=plan.planned(root, app.config["CONFIGFILES"], config()))
 
     @app.get("/queues")
     def queues():
         prov = provenance()
-        return render_template("queues.html", queues=views.queues(views.images(prov), views.label_issues(root)))
+        return render_template(
+            "queues.html",
+            queues=views.queues(views.images(prov), views.label_issues(root)),
+            summary=views.issue_summary(root),
+        )
 
     @app.get("/models")
     def models():
@@ -217,7 +331,8 @@ def create_app(
             name=name,
             metrics=prov.models[name].get("metrics", {}),
             mistakes=views.model_mistakes(prov, name, table),
-            points=views.embedding_points(root, prov, name),
+            map=views.embedding_map_of(root, name),
+            map_file=embedding_map.path_of(name),
         )
 
     def predictable_models() -> list[str]:

@@ -2,18 +2,41 @@
 (fishid.report.audit.Provenance), which the templates only lay out."""
 
 import json
+import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from fishid.config import explicit_species
 from fishid.report.attribution import stored_records
+from fishid.review import embedding_map
 from fishid.review.files import image_url
+from fishid.review.label_issues import ISSUE_COLUMNS
 from fishid.tables import read_table
 
-SHOWN = 400  # thumbnails per page at most: a browser stays quick, filters narrow it down
+PAGE_SIZE = 200  # thumbnails per page: a browser stays quick, the page links reach the rest
 LABEL_ISSUES = "results/review/label_issues.tsv"
+LABEL_ISSUES_SUMMARY = "results/review/label_issues.json"
+FILTERS = ("species", "source", "license", "role", "status", "reason")
+# The Dataset view's export: what identifies a photo, what cleaning made of it, where it is
+# used and the decision about it not applied yet.
+EXPORT_COLUMNS = [
+    "sha256",
+    "species",
+    "taxon",
+    "listed_as",
+    "kept",
+    "reason",
+    "source",
+    "license",
+    "rights_holder",
+    "roles",
+    "path",
+    "derived_path",
+    "pending_decision",
+    "pending_label",
+    "pending_reason",
+]
 
 
 def thumbnail(row) -> str:
@@ -46,6 +69,7 @@ def images(prov) -> pd.DataFrame:
     table["species"] = table["taxon"].where(table["taxon"] != "", table["listed_as"])
     table["reason_kind"] = table["reason"].map(reason_kind)
     table["url"] = [thumbnail(row) for row in table.to_dict("records")]
+    table["original_url"] = [image_url("store", p) if p else "" for p in table["path"]]
     return table
 
 
@@ -75,11 +99,23 @@ def filtered(table: pd.DataFrame, query: dict) -> pd.DataFrame:
     return table[keep]
 
 
+def ordered(table: pd.DataFrame) -> pd.DataFrame:
+    """The Dataset page's order, which its pages and exports share."""
+    return table.sort_values(["species", "roles", "sha256"])
+
+
+def page_of(table: pd.DataFrame, page: int, size: int | None = None) -> tuple[pd.DataFrame, int, int]:
+    """(the rows of page `page`, counted from 1 and clamped into range, that page, the number of pages)."""
+    size = size or PAGE_SIZE
+    pages = max(1, math.ceil(len(table) / size))
+    page = min(max(page, 1), pages)
+    return ordered(table).iloc[(page - 1) * size : page * size], page, pages
+
+
 def grouped(table: pd.DataFrame) -> list[dict]:
-    """Species, then split roles, each with its images (at most SHOWN in all)."""
+    """Species, then split roles, each with its images."""
     groups = []
-    shown = table.sort_values(["species", "roles", "sha256"]).head(SHOWN)
-    for species, of_species in shown.groupby("species", sort=True):
+    for species, of_species in ordered(table).groupby("species", sort=True):
         parts = [
             {"roles": roles or "in no dataset", "images": rows.to_dict("records")}
             for roles, rows in of_species.groupby("roles", sort=True)
@@ -90,24 +126,71 @@ def grouped(table: pd.DataFrame) -> list[dict]:
 
 def label_issues(root) -> pd.DataFrame:
     path = Path(root, LABEL_ISSUES)
-    return read_table(path) if path.exists() else pd.DataFrame(columns=["sha256", "flagged", "rank"])
+    return read_table(path, ISSUE_COLUMNS) if path.exists() else pd.DataFrame(columns=ISSUE_COLUMNS)
+
+
+def issue_summary(root) -> dict:
+    """Rule label_issues' summary (counts of flags, outliers, clusters), {} before it ran."""
+    path = Path(root, LABEL_ISSUES_SUMMARY)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def joined(by_sha: pd.DataFrame, issues: pd.DataFrame) -> list[dict]:
+    """Each label-issue row over its photo's row of the images table (indexed by sha256)."""
+    return [
+        {**by_sha.loc[r["sha256"]].to_dict(), **r} for r in issues.to_dict("records") if r["sha256"] in by_sha.index
+    ]
+
+
+def queue_items(table: pd.DataFrame, issues: pd.DataFrame, scope: str) -> list[dict]:
+    """The label-issue queue to work through, least self-confident first: the flagged photos,
+    or with scope "all" every ranked one; each with its cleaning row."""
+    chosen = issues if scope == "all" else issues[issues["flagged"] == "True"]
+    return joined(table.set_index("sha256"), chosen.sort_values("rank", key=lambda r: r.astype(int)))
+
+
+def issue_of(issues: pd.DataFrame, sha256: str) -> dict:
+    rows = issues[issues["sha256"] == sha256].to_dict("records")
+    return rows[0] if rows else {}
+
+
+def relabel_default(issue: dict, row: dict) -> str:
+    """The relabel menu's first choice: the queue's suggested label where it differs from the
+    photo's, else the photo's own."""
+    suggested = issue.get("predicted", "")
+    return suggested if suggested and suggested != row.get("taxon") else row.get("taxon", "")
+
+
+def with_pending(table: pd.DataFrame, found: list[dict]) -> pd.DataFrame:
+    """The table with the pending decision of each photo (fishid.review.decisions.pending)."""
+    table = table.copy()
+    by_sha = {d["id"]: d for d in found}
+    decided = [by_sha.get(sha, {}) for sha in table["sha256"]]
+    table["pending_decision"] = [d.get("kind", "") for d in decided]
+    table["pending_label"] = [d.get("label", "") for d in decided]
+    table["pending_reason"] = [d.get("reason", "") for d in decided]
+    return table
+
+
+def export_table(table: pd.DataFrame, found: list[dict]) -> pd.DataFrame:
+    return with_pending(ordered(table), found).reindex(columns=EXPORT_COLUMNS).fillna("")
 
 
 def queues(table: pd.DataFrame, issues: pd.DataFrame, top: int = 50) -> dict:
     """What to look at, most suspicious first in each queue."""
     by_sha = table.set_index("sha256")
     flagged = issues[issues["flagged"] == "True"].head(top)
-    likely = [
-        {**by_sha.loc[r["sha256"]].to_dict(), **r} for r in flagged.to_dict("records") if r["sha256"] in by_sha.index
-    ]
+    likely = joined(by_sha, flagged)
     clustered = table[table["near_duplicate_cluster"] != ""]
     sizes = clustered.groupby("near_duplicate_cluster").size().sort_values(ascending=False)
     clusters = [
         clustered[clustered["near_duplicate_cluster"] == name].sort_values("kept", ascending=False).to_dict("records")
         for name in sizes.index[:top]
     ]
+    outliers = issues[issues["is_outlier"] == "True"]
     return {
         "likely_label_errors": likely,
+        "outliers": joined(by_sha, outliers.sort_values("outlier_score", key=lambda s: s.astype(float)).head(top)),
         "label_conflicts": table[table["reason_kind"].str.startswith("label conflict")].head(top).to_dict("records"),
         "near_duplicates": clusters,
         "non_photos": table[table["reason_kind"] == "not a photo"].head(top).to_dict("records"),
@@ -129,31 +212,29 @@ def model_mistakes(prov, name: str, table: pd.DataFrame) -> list[dict]:
             "label": r["label"],
             "predicted": r["predicted"],
             "url": urls.get(r["sha256"], ""),
-            "scores": {c.removeprefix("score:"): float(r[c]) for c in scores if r[c] != ""},
+            "scores": {c.removeprefix("score:"): float(r[c]) for c in scores if _number(r[c])},
         }
         for r in rows.to_dict("records")
     ]
 
 
-def embedding_points(root, prov, name: str, size: int = 560) -> list[dict]:
-    """The 2-D map of the model's embeddings of the evaluated images, scaled to an SVG of
-    `size` pixels; [] where the run has none."""
-    from fishid.report.figures import embedding_points as project
+def _number(text: str) -> bool:
+    """A score to show: models without an "other" class leave its column empty or NaN."""
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
 
-    path = Path(root, "results/models", name, "figure_data.npz")
-    evaluated_on = prov.models[name].get("metrics", {}).get("evaluated_on", "test")
-    if not path.exists() or not len(prov.predictions):
-        return []
-    features = np.load(path)["features"]
-    rows = prov.predictions[(prov.predictions["model"] == name) & (prov.predictions["split"] == evaluated_on)]
-    if len(rows) != len(features) or len(rows) < 3:
-        return []
-    xy = project(features.astype(np.float64), "tsne")
-    xy = (xy - xy.min(axis=0)) / np.maximum(np.ptp(xy, axis=0), 1e-9) * (size - 40) + 20
-    return [
-        {"x": float(x), "y": float(y), "sha256": s, "label": label, "predicted": p}
-        for (x, y), s, label, p in zip(xy, rows["sha256"], rows["label"], rows["predicted"])
-    ]
+
+def score_text(value) -> str:
+    """A score as the pages show it: three decimals, nothing for a missing one (never "nan")."""
+    return f"{float(value):.3f}" if _number(str(value)) else ""
+
+
+def embedding_map_of(root, name: str) -> dict | None:
+    """The model's map as rule embedding_map wrote it, laid out for the page; None before the rule ran."""
+    path = Path(root, embedding_map.path_of(name))
+    return embedding_map.laid_out(json.loads(path.read_text())) if path.exists() else None
 
 
 def species_of_config(config: dict, table: pd.DataFrame) -> list[str]:
