@@ -19,6 +19,7 @@ PROVENANCE_SECTIONS = (
     "Images per source and licence",
     "Images per species and source",
     "Cleaning",
+    "Label issues",
     "Attribution",
     "Citing the data",
 )
@@ -92,6 +93,9 @@ def check_report(project: Path, config: dict) -> str:
         assert re.search(rf">\s*{re.escape(html.escape(name))}\s*</text>", summary), name
     for section in PROVENANCE_SECTIONS:
         assert f"<h3>{section}</h3>" in page, section
+    issues = json.loads((project / "results/review/label_issues.json").read_text())
+    for count in ("flagged", "outliers"):
+        assert f'<span class="count">{issues[count]}</span> {count}' in page, count
     for dataset in config["datasets"]:
         assert f"<h3>{dataset}</h3>" in page, dataset
     for name, spec in config["models"].items():

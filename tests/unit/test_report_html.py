@@ -2,6 +2,7 @@
 inlined figures' size, and the embedding map's method chosen by the config."""
 
 import base64
+import html
 import io
 import json
 import re
@@ -66,7 +67,7 @@ def write_table(frame: pd.DataFrame, path) -> str:
     return str(path)
 
 
-def build_page(tmp_path, rights_holder: str = "A. Diver", creator: str = "B. Diver") -> str:
+def build_page(tmp_path, rights_holder: str = "A. Diver", creator: str = "B. Diver", label_issues=None) -> str:
     """The page of a run of three models, with the given credits on its photos."""
     records = pd.DataFrame(
         {
@@ -110,6 +111,7 @@ def build_page(tmp_path, rights_holder: str = "A. Diver", creator: str = "B. Div
         model_dirs,
         tmp_path / "figures",
         out,
+        label_issues_path=label_issues,
     )
     return out.read_text()
 
@@ -283,3 +285,29 @@ def test_the_datasets_near_duplicate_counts_show_zero_and_each_benchmark(tmp_pat
     )
     counts = report.near_duplicate_counts(pairs)
     assert counts.values.tolist() == [["val", 0, 0], ["test", 1, 1], ["benchmark kept-out", 2, 1]]
+
+
+def test_the_label_issue_counts_are_in_the_provenance_section(tmp_path):
+    summary = {
+        "photos": 1407,
+        "backbone": "pool",
+        "folds": 5,
+        "cross_validated_accuracy": 0.5729,
+        "flagged": 111,
+        "flagged_share": 0.0789,
+        "flags_capped": True,
+        "outliers": 50,
+        "near_duplicates": {"photos": 51, "phash_only": 0, "datalab_only": 47},
+        "clusters": {"count": 9, "unclustered": 844, "sizes": [442, 31]},
+    }
+    (tmp_path / "issues.json").write_text(json.dumps(summary))
+    page = build_page(tmp_path / "full", label_issues=tmp_path / "issues.json")
+    section = page[page.index("<h3>Label issues</h3>") : page.index("<h3>Attribution</h3>")]
+    text = " ".join(html.unescape(re.sub(r"<[^>]+>", "", section)).split())
+    assert "ranked the 1407 kept photos" in text and "backbone pool's features, accuracy 0.573" in text
+    assert "111 flagged as likely label errors (7.9 %, capped), 50 outliers, 9 clusters" in text
+    assert "(HDBSCAN; 844 photos in none)" in text and "51 photos with a near duplicate" in text
+    (tmp_path / "issues.json").write_text(json.dumps({"photos": 0, "backbone": "none", "note": "no labelled photo"}))
+    empty = build_page(tmp_path / "empty", label_issues=tmp_path / "issues.json")
+    assert "ranked no photo: no labelled photo" in empty
+    assert "<h3>Label issues</h3>" not in build_page(tmp_path / "none")

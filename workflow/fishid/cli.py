@@ -189,6 +189,7 @@ def cmd_report(args):
         citation_path=args.citation,
         derived_path=args.derived,
         leak_paths=args.leaks,
+        label_issues_path=args.label_issues,
     )
 
 
@@ -476,6 +477,7 @@ def parser() -> argparse.ArgumentParser:
         (["--figures"], {"required": True}),
         (["--citation"], {"help": "results/provenance/citation.md"}),
         (["--derived"], {"help": "results/provenance/derived_dataset.tsv"}),
+        (["--label-issues"], {"help": "results/review/label_issues.json (the queue's summary)"}),
         out,
     )
     command(

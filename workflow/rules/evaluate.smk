@@ -48,6 +48,8 @@ rule predict_folder:
         "results/predictions/{model}.csv",
     log:
         "logs/predict_folder/{model}.log",
+    benchmark:
+        "benchmarks/predict_folder/{model}.tsv"
     conda:
         ENV
     shell:

@@ -13,6 +13,8 @@ rule plot_dataset:
         svg="results/figures/datasets/{dataset}.svg",
     log:
         "logs/plot_dataset/{dataset}.log",
+    benchmark:
+        "benchmarks/plot_dataset/{dataset}.tsv"
     conda:
         ENV
     shell:
@@ -39,6 +41,7 @@ rule report:
         histories=expand("results/models/{model}/history.csv", model=MODELS),
         citation="results/provenance/citation.md",
         derived="results/provenance/derived_dataset.tsv",
+        label_issues="results/review/label_issues.json",
         model_figures=expand(
             "results/figures/{model}/{figure}.png", model=MODELS, figure=MODEL_FIGURES
         ),
@@ -49,6 +52,8 @@ rule report:
         "results/report/index.html",
     log:
         "logs/report.log",
+    benchmark:
+        "benchmarks/report.tsv"
     conda:
         ENV
     params:
@@ -64,4 +69,5 @@ rule report:
         "python {input.cli} report --spec {params.spec:q} --clean {input.clean} --records {input.records}"
         " --downloads {input.downloads} --counts {input.counts} --decisions {input.decisions} --leaks {input.leaks}"
         " --metrics {input.metrics} --citation {input.citation} --derived {input.derived}"
+        " --label-issues {input.label_issues}"
         " --figures results/figures --out {output} 2> {log}"

@@ -350,6 +350,7 @@ def page(
     figure_dir,
     citation=None,
     leak_paths=(),
+    label_issues=None,
 ) -> str:
     controls = {
         spec["control_of"]: (name, results[name][0])
@@ -366,6 +367,7 @@ def page(
         summary=Markup(figures.svg_text(figures.summary_chart(summary_rows(results)))),
         provenance=provenance(records, downloads, clean),
         citation=citation,
+        label_issues=label_issues,
         datasets=datasets(counts_paths, decision_paths, leak_paths),
         backbones={b: spec["description"] for b, spec in config.get("backbones", {}).items() if b in used},
         models=table(
@@ -389,6 +391,7 @@ def build(
     citation_path=None,
     derived_path=None,
     leak_paths=(),
+    label_issues_path=None,
 ):
     """`model_dirs` hold each model's metrics.json and history.csv; every file names what it
     belongs to, so the order of the paths does not matter."""
@@ -405,5 +408,6 @@ def build(
         figure_dir,
         citing(citation_path, derived_path),
         leak_paths,
+        json.loads(Path(label_issues_path).read_text()) if label_issues_path else None,
     )
     Path(out_path).write_text(html)
