@@ -3,8 +3,8 @@
     python bench/compare_results.py PROJECT_A PROJECT_B    # two project folders
 
 Compared: the stage tables (records, downloads, clean, splits), each model's and backbone's
-history, predictions and metrics, and the label-error queue: what
-a refactoring or a faster schedule must leave as it was. Not compared: weights (PyTorch's
+history, predictions and metrics, and the label-error queue, less when each step ran and how
+long it took: what a refactoring or a faster schedule must leave as it was. Not compared: weights (PyTorch's
 pickles record storage offsets), figures and the report (they embed dates, timings and fonts),
 logs, benchmarks. Exit status 0 when every compared file is identical and present in both.
 """

@@ -60,3 +60,20 @@ def test_a_bad_source_is_named(source, message):
     demo["sources"]["web"] = source
     with pytest.raises(config.ConfigError, match=message):
         config.validate(demo)
+
+
+def test_every_source_kind_the_schema_allows_has_an_adapter_and_a_citation():
+    from datetime import date
+
+    from fishid.report.citation import source_citation
+    from fishid.sources.base import ADAPTERS
+
+    schema = yaml.safe_load(config.SCHEMA_PATH.read_text())
+    kinds = schema["properties"]["sources"]["additionalProperties"]["properties"]["kind"]["enum"]
+    assert list(kinds) == list(ADAPTERS)
+    spec = {"path": "photos", "patterns": "species.tsv"}
+    citations = {kind: source_citation(kind, spec, {}, date(2026, 1, 2))[0] for kind in kinds}
+    assert [kind for kind, text in citations.items() if text.startswith("Synthetic")] == ["synthetic"], citations
+    assert all(citations.values()), citations
+    with pytest.raises(ValueError, match="no citation for source kind 'inaturalist'"):
+        source_citation("inaturalist", spec, {}, date(2026, 1, 2))

@@ -13,6 +13,7 @@ import torch
 import yaml
 from toydata import SETTINGS, TINY_CLIP, toy_cache
 
+from fishid import variants
 from fishid.config import SCHEMA_PATH, ConfigError, load, validate
 from fishid.evaluate import inference, metrics
 from fishid.evaluate import stage as evaluate
@@ -338,9 +339,13 @@ def test_open_clip_offline_finds_weights_in_the_hugging_face_cache(tmp_path):
 def test_the_registry_has_every_arch_the_schema_allows_and_a_recipe_for_each():
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     allowed = schema["properties"]["models"]["additionalProperties"]["properties"]["arch"]["enum"]
-    assert sorted(allowed) == sorted(models.VARIANTS)
+    assert list(allowed) == list(variants.NEEDS) == list(models.VARIANTS)
     assert all(arch == v.arch for arch, v in models.VARIANTS.items())
+    assert all(vars(variants.needs(arch)).items() <= vars(v).items() for arch, v in models.VARIANTS.items())
     assert {v.recipe for v in models.VARIANTS.values()} <= set(train.RECIPES)
+    sources = schema["properties"]["backbones"]["additionalProperties"]["properties"]["source"]["enum"]
+    assert list(sources) == list(variants.BACKBONE_KINDS)
+    assert set(variants.BACKBONE_KINDS.values()) == {n.backbone for n in variants.NEEDS.values()} - {None}
 
 
 def test_an_unknown_arch_is_refused_naming_the_known_ones(toy):

@@ -5,7 +5,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from fishid import licences
+from fishid import licences, variants
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 
@@ -61,7 +61,6 @@ def validate(config: dict, source="config", root=".") -> dict:
     return config
 
 
-CLIP_SOURCES = ("clip_pretrain", "open_clip")
 RANGE_KEYS = ("crop_scale",)  # training settings that are a [low, high] range
 
 
@@ -256,15 +255,12 @@ def _cross_references(config: dict, root: Path) -> list[str]:
     for name, model in config["models"].items():
         if model["dataset"] not in datasets:
             problems.append(f"models.{name}.dataset: {model['dataset']!r} is not one of {sorted(datasets)}")
-        backbone = model.get("backbone")
-        if model["arch"].startswith("clip_"):
-            clips = sorted(b for b, spec in backbones.items() if spec["source"] in CLIP_SOURCES)
-            if backbone not in clips:
-                problems.append(f"models.{name}.backbone: {backbone!r} is not one of the CLIP backbones {clips}")
-        elif model["arch"] != "ri":
-            resnets = sorted(b for b, spec in backbones.items() if spec["source"] not in CLIP_SOURCES)
-            if backbone != "random" and backbone not in resnets:
-                problems.append(f"models.{name}.backbone: {backbone!r} is neither 'random' nor one of {resnets}")
+        backbone, kind = model.get("backbone"), variants.needs(model["arch"]).backbone
+        fitting = sorted(b for b, spec in backbones.items() if variants.BACKBONE_KINDS[spec["source"]] == kind)
+        if kind == "clip" and backbone not in fitting:
+            problems.append(f"models.{name}.backbone: {backbone!r} is not one of the CLIP backbones {fitting}")
+        elif kind == "resnet18" and backbone != "random" and backbone not in fitting:
+            problems.append(f"models.{name}.backbone: {backbone!r} is neither 'random' nor one of {fitting}")
         if model.get("control_of") and model["control_of"] not in config["models"]:
             problems.append(f"models.{name}.control_of: {model['control_of']!r} is not a model")
     return problems

@@ -1,8 +1,8 @@
 """Where tensors run: the device, mixed precision on CUDA, memory layout and batched inference.
 
 CPU runs stay in float32 unless a model sets `cpu_bfloat16`; either way the same config gives
-the same numbers on every CPU run (x86: fishid caps oneDNN at AVX2, see fishid/__init__.py). CUDA runs use float16 autocast with a gradient scaler, as
-torchvision's reference scripts do.
+the same numbers on every x86 CPU run (fishid/__init__.py caps oneDNN at AVX2). CUDA runs use
+float16 autocast with a gradient scaler, as torchvision's reference scripts do.
 """
 
 import contextlib

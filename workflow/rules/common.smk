@@ -11,7 +11,7 @@ from pathlib import Path
 PACKAGE_DIR = Path(os.path.relpath(Path(workflow.basedir, "workflow")))
 sys.path.insert(0, str(PACKAGE_DIR.resolve()))
 
-from fishid import codedeps, layout  # noqa: E402
+from fishid import codedeps, layout, variants  # noqa: E402
 from fishid.clean.stage import per_image_settings, settings_with_defaults  # noqa: E402
 from fishid.config import (
     backbone_settings,
@@ -152,8 +152,8 @@ def backbone_file(settings):
     """The weights a model starts from; none for a random backbone, an RI model, or an
     open_clip backbone by tag (open_clip keeps its own cache). For a Hugging Face Hub one
     (hf-hub:), the record of its download, so that training waits for it."""
-    name = settings.get("backbone", "random")
-    if settings["arch"] == "ri" or name == "random":
+    name = variants.backbone_name(settings)
+    if name is None:
         return []
     spec = config["backbones"][name]
     if spec["source"] == "open_clip":
@@ -168,10 +168,8 @@ def backbone_file(settings):
 def backbone_spec(settings):
     """The settings of the backbone a model starts from ({} for none), for backbones that
     are loaded by name (open_clip) rather than from a file."""
-    name = settings.get("backbone", "random")
-    if settings["arch"] == "ri" or name == "random":
-        return {}
-    return backbone_settings(config, name)
+    name = variants.backbone_name(settings)
+    return {} if name is None else backbone_settings(config, name)
 
 
 # Shards: the per-image work of downloading (per source) and cleaning, split into this many

@@ -16,7 +16,7 @@ from fishid.models import registry as models
 from fishid.models.weights import load_weights
 from fishid.runtime import normalise, predict_logits
 from fishid.train import augment, imagecache
-from fishid.train.loop import with_defaults
+from fishid.variants import with_defaults
 
 CPU = torch.device("cpu")
 # What to do about a weights.pt that load_weights refuses.

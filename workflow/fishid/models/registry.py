@@ -2,9 +2,9 @@
 a chosen backbone, and embedding networks (siamese, triplet) that classify by their nearest
 training images; CLIP networks live in clip.py.
 
-VARIANTS (at the end) defines each variant once: how its network is built, which training
-recipe of fishid.train.loop trains it, what it starts from and how it classifies. Everything
-else asks it instead of keeping its own list of archs.
+NETWORKS (at the end) says how each variant's network is built; what the variant needs (its
+training recipe, what it starts from, how it classifies) is fishid.variants', which
+imports no PyTorch. Everything else asks these instead of keeping its own list of archs.
 """
 
 from collections.abc import Callable
@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet18
 
+from fishid import variants
 from fishid.models import clip as clip_models
 from fishid.models.embeddings import batch_hard_triplet_loss as triplet
 from fishid.models.embeddings import contrastive_loss as contrastive
@@ -178,15 +179,12 @@ def clip_classifier(
 
 @dataclass(frozen=True)
 class Variant:
-    """One model variant (a config's `arch`).
+    """One model variant (a config's `arch`): what it needs (fishid.variants.Needs:
+    recipe, backbone, knn, trained) and
 
     build(settings, num_classes, architecture=None, backbone=None): the untrained network;
     training hands it the backbone it starts from, evaluation the weights file's
-    `architecture`. recipe: the name of the fishid.train.loop function that trains it.
-    backbone: the kind of backbone it starts from ("resnet18", "clip"), None for none.
-    knn: it classifies by its nearest training images, so evaluation adds pair-distance and
-    k-NN metrics of its embeddings. trained: False for a zero-shot model. loss: the metric
-    learning loss of an embedding network."""
+    `architecture`. loss: the metric learning loss of an embedding network."""
 
     arch: str
     build: Callable[..., nn.Module]
@@ -197,23 +195,22 @@ class Variant:
     loss: Callable | None = None
 
 
+NETWORKS = {
+    "ri": (study_cnn, None),
+    "tl": (resnet18_classifier, None),
+    "resnet18": (resnet18_classifier, None),
+    "siamese": (embedding_classifier, contrastive),
+    "triplet": (embedding_classifier, triplet),
+    "clip_zeroshot": (partial(clip_classifier, zero_shot=True), None),
+    "clip_linear": (clip_classifier, None),
+}
 VARIANTS = {
-    v.arch: v
-    for v in (
-        Variant("ri", study_cnn, "network"),
-        Variant("tl", resnet18_classifier, "frozen_head", backbone="resnet18"),
-        Variant("resnet18", resnet18_classifier, "network", backbone="resnet18"),
-        Variant("siamese", embedding_classifier, "embedding", backbone="resnet18", knn=True, loss=contrastive),
-        Variant("triplet", embedding_classifier, "embedding", backbone="resnet18", knn=True, loss=triplet),
-        Variant("clip_zeroshot", partial(clip_classifier, zero_shot=True), "clip", backbone="clip", trained=False),
-        Variant("clip_linear", clip_classifier, "clip", backbone="clip"),
-    )
+    arch: Variant(arch, build, loss=loss, **vars(variants.needs(arch))) for arch, (build, loss) in NETWORKS.items()
 }
 
 
 def variant(arch: str) -> Variant:
-    if arch not in VARIANTS:
-        raise ValueError(f"unknown arch {arch!r} (known: {', '.join(VARIANTS)})")
+    variants.needs(arch)
     return VARIANTS[arch]
 
 

@@ -117,7 +117,10 @@ def source_citation(kind: str, spec: dict, facts: dict, listed: date) -> tuple[s
     if kind == "folder":
         rights = _config_says(spec) or "the configuration names no rights holder or licence"
         return f"Photos from {spec['path']}: {rights}.", ""
-    return f"Synthetic photos rendered by fishid from {spec.get('patterns', '')} (CC0-1.0).", ""
+    if kind == "synthetic":
+        return f"Synthetic photos rendered by fishid from {spec.get('patterns', '')} (CC0-1.0).", ""
+    # A kind added to fishid.sources.base.ADAPTERS without its citation must not pass as synthetic.
+    raise ValueError(f"no citation for source kind {kind!r}: add it to fishid.report.citation.source_citation")
 
 
 def citations(sources: dict, facts: dict, used: pd.DataFrame) -> list[dict]:

@@ -27,7 +27,7 @@ import torchvision
 from torch import nn
 
 import fishid
-from fishid import runtime
+from fishid import runtime, variants
 from fishid.models import clip as clip_models
 from fishid.models import embeddings, openset
 from fishid.models import registry as models
@@ -37,27 +37,7 @@ from fishid.train import augment, imagecache
 
 log = logging.getLogger(__name__)
 
-# Settings only some variants read; a config may leave them out. The study's own settings
-# have no defaults here: they come from the config's training_defaults.
-VARIANT_DEFAULTS = {
-    "optimizer": "sgd",
-    "open_set": "class",
-    "threshold_known_recall": 0.95,
-    "freeze_backbone": True,
-    "embedding_dim": 64,
-    "margin": 0.5,
-    "knn_k": 5,
-    "prompt": "a photo of {species}",
-    "cpu_bfloat16": False,
-    "refit_batchnorm": True,
-    "init": "kaiming",
-    "collapse_warning_epochs": 5,
-}
 FEATURE_BATCH = 256
-
-
-def with_defaults(settings: dict) -> dict:
-    return {**VARIANT_DEFAULTS, **settings}
 
 
 @dataclass
@@ -529,7 +509,7 @@ def train_model(
 ) -> tuple[dict, pd.DataFrame, dict]:
     """Train the model `settings` describe; return (weights, history, meta)."""
     variant = models.variant(settings["arch"])
-    settings = {**with_defaults(settings), "select_best_val": "test" in cache["split"]}
+    settings = {**variants.with_defaults(settings), "select_best_val": "test" in cache["split"]}
     torch.manual_seed(settings["seed"])
     device = select_device()
     threshold_label = other_label or "other"
@@ -592,7 +572,7 @@ def pretrain_backbone(settings: dict, cache: dict) -> tuple[dict, pd.DataFrame, 
     final layer become a transfer-learning backbone, or (source clip_pretrain) a small CLIP
     trained on the pool's images captioned by the prompt."""
     if settings.get("source") == "clip_pretrain":
-        return pretrain_clip(with_defaults(settings), cache)
+        return pretrain_clip(variants.with_defaults(settings), cache)
     weights, history, meta = train_model({**settings, "arch": "resnet18", "backbone": "random"}, cache)
     weights["model"] = {k: v for k, v in weights["model"].items() if not k.startswith("fc.")}
     return weights, history, meta

@@ -1,0 +1,79 @@
+"""What each model variant (a config's `arch`) and each backbone source needs, and the defaults
+of the settings only some variants read, before any network is built. It imports no PyTorch, so
+that the configuration checks, the Snakefile and evaluation ask it; fishid.models.registry adds
+how each variant's network is built.
+
+A new variant is a row here (and its network in registry.py): the schema's `arch` enum is
+checked against NEEDS by tests/unit/test_variants.py, as the backbone sources against
+BACKBONE_KINDS.
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Needs:
+    """recipe: the name of the fishid.train.loop function that trains it. backbone: the kind of
+    backbone it starts from ("resnet18", "clip"), None for none. knn: it classifies by its
+    nearest training images, so evaluation adds pair-distance and k-NN metrics of its
+    embeddings. trained: False for a zero-shot model."""
+
+    recipe: str
+    backbone: str | None = None
+    knn: bool = False
+    trained: bool = True
+
+
+NEEDS = {
+    "ri": Needs("network"),
+    "tl": Needs("frozen_head", backbone="resnet18"),
+    "resnet18": Needs("network", backbone="resnet18"),
+    "siamese": Needs("embedding", backbone="resnet18", knn=True),
+    "triplet": Needs("embedding", backbone="resnet18", knn=True),
+    "clip_zeroshot": Needs("clip", backbone="clip", trained=False),
+    "clip_linear": Needs("clip", backbone="clip"),
+}
+
+# The kind of network each backbone source gives (a config's backbones.NAME.source).
+BACKBONE_KINDS = {
+    "pretrain": "resnet18",
+    "imagenet": "resnet18",
+    "clip_pretrain": "clip",
+    "open_clip": "clip",
+}
+
+
+# Settings only some variants read; a config may leave them out. The study's own settings
+# have no defaults here: they come from the config's training_defaults.
+VARIANT_DEFAULTS = {
+    "optimizer": "sgd",
+    "open_set": "class",
+    "threshold_known_recall": 0.95,
+    "freeze_backbone": True,
+    "embedding_dim": 64,
+    "margin": 0.5,
+    "knn_k": 5,
+    "prompt": "a photo of {species}",
+    "cpu_bfloat16": False,
+    "refit_batchnorm": True,
+    "init": "kaiming",
+    "collapse_warning_epochs": 5,
+}
+
+
+def with_defaults(settings: dict) -> dict:
+    """A model's settings with the defaults of the settings only some variants read."""
+    return {**VARIANT_DEFAULTS, **settings}
+
+
+def needs(arch: str) -> Needs:
+    if arch not in NEEDS:
+        raise ValueError(f"unknown arch {arch!r} (known: {', '.join(NEEDS)})")
+    return NEEDS[arch]
+
+
+def backbone_name(settings: dict) -> str | None:
+    """The configured backbone a model starts from: None for a variant with none (RI) or for
+    `backbone: random` (the same network, untrained)."""
+    name = settings.get("backbone", "random")
+    return None if needs(settings["arch"]).backbone is None or name == "random" else name
