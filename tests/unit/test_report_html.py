@@ -311,3 +311,28 @@ def test_the_label_issue_counts_are_in_the_provenance_section(tmp_path):
     empty = build_page(tmp_path / "empty", label_issues=tmp_path / "issues.json")
     assert "ranked no photo: no labelled photo" in empty
     assert "<h3>Label issues</h3>" not in build_page(tmp_path / "none")
+
+
+def test_per_class_figures_stop_growing_and_drop_their_numbers_for_a_whole_class():
+    """bench/scale.py: at 150 classes the confusion matrix was 16,000 pixels square (100 s, 6 GB)."""
+    for n in (4, 150):
+        classes = [f"Genus species{i}" for i in range(n)]
+        matrix = np.arange(n * n).reshape(n, n) % 7
+        per_species = {c: {"n": 3, "correct": 2, "accuracy": 2 / 3} for c in classes}
+        metrics = {"per_species": per_species, "accuracy": 0.5, "evaluated_on": "test"}
+        labels = np.array(classes * 2)
+        points = {"features": np.random.default_rng(0).normal(size=(2 * n, 8)), "labels": labels}
+        drawn = {
+            "confusion": figures.confusion_heatmap(matrix, classes, "M"),
+            "per_species": figures.per_species_bars(metrics, "M"),
+            "embeddings": figures.embedding_map(points, "M", "tsne") if n == 4 else None,
+        }
+        for name, fig in drawn.items():
+            if fig is None:
+                continue
+            width, height = fig.get_size_inches()
+            assert max(width, height) <= figures.MOST_INCHES, (n, name)
+            numbers = [t for ax in fig.axes for t in ax.texts]
+            assert (len(numbers) > 0) == (n <= figures.NUMBERED and name != "embeddings"), (n, name, len(numbers))
+            figures.plt.close(fig)
+    assert figures.confusion_heatmap(np.eye(4, dtype=int), classes[:4], "M").get_size_inches().tolist() == [4.8, 4.2]

@@ -37,16 +37,34 @@ def curves(history: pd.DataFrame, model: str):
     return fig
 
 
+# A figure of one row or column per class stops growing at MOST_INCHES, and past NUMBERED
+# classes its cells and bars carry no numbers (metrics.json and the report's tables have them):
+# at 150 classes a confusion matrix of 0.9 inch a class was 16,000 pixels square and took 100 s
+# and 6 GB to draw (bench/scale.py).
+MOST_INCHES = 16
+NUMBERED = 25
+
+
+def _inches(fixed: float, per_class: float, classes: int) -> float:
+    return min(fixed + per_class * classes, MOST_INCHES)
+
+
+def _label_size(classes: int) -> float:
+    return 10 if classes <= NUMBERED else max(2.0, 10 * NUMBERED / classes)
+
+
 def confusion_heatmap(matrix, classes, model: str):
     matrix = np.asarray(matrix)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(classes), 1 + 0.8 * len(classes)))
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(_inches(1.2, 0.9, n), _inches(1, 0.8, n)))
     ax.imshow(matrix, cmap="Blues")
     short = [c.replace("Amphiprion ", "A. ") for c in classes]
-    ax.set_xticks(range(len(classes)), short, rotation=40, ha="right")
-    ax.set_yticks(range(len(classes)), short)
+    ax.set_xticks(range(n), short, rotation=40 if n <= NUMBERED else 90, ha="right", fontsize=_label_size(n))
+    ax.set_yticks(range(n), short, fontsize=_label_size(n))
     ax.set(xlabel="predicted", ylabel="true", title=f"{model}: confusion matrix")
-    for (i, j), value in np.ndenumerate(matrix):
-        ax.text(j, i, value, ha="center", va="center", color="white" if value > matrix.max() / 2 else "black")
+    if n <= NUMBERED:
+        for (i, j), value in np.ndenumerate(matrix):
+            ax.text(j, i, value, ha="center", va="center", color="white" if value > matrix.max() / 2 else "black")
     return fig
 
 
@@ -63,13 +81,14 @@ def dataset_table(counts: pd.DataFrame, dataset: str):
 
 def per_species_bars(metrics: dict, model: str):
     rows = [(label.replace("Amphiprion ", "A. "), row) for label, row in metrics["per_species"].items() if row["n"]]
-    fig, ax = plt.subplots(figsize=(1.5 + 0.9 * len(rows), 3.2))
+    fig, ax = plt.subplots(figsize=(_inches(1.5, 0.9, len(rows)), 3.2))
     ax.bar([r[0] for r in rows], [r[1]["accuracy"] for r in rows], color="tab:orange")
-    for i, (_, row) in enumerate(rows):
-        ax.text(i, row["accuracy"] + 0.02, f"{row['correct']}/{row['n']}", ha="center", fontsize=8)
+    if len(rows) <= NUMBERED:
+        for i, (_, row) in enumerate(rows):
+            ax.text(i, row["accuracy"] + 0.02, f"{row['correct']}/{row['n']}", ha="center", fontsize=8)
     ax.axhline(metrics["accuracy"], color="grey", linestyle="--", label=f"overall {metrics['accuracy']:.2f}")
     ax.set(ylim=(0, 1.1), ylabel="accuracy", title=f"{model}: accuracy per species ({metrics['evaluated_on']})")
-    ax.tick_params(axis="x", rotation=30)
+    ax.tick_params(axis="x", rotation=30 if len(rows) <= NUMBERED else 90, labelsize=_label_size(len(rows)))
     ax.legend(loc="lower right")
     return fig
 
@@ -192,7 +211,8 @@ def embedding_map(data, model: str, method: str = "tsne", seed: int = 0):
         chosen = labels == label
         ax.scatter(points[chosen, 0], points[chosen, 1], s=14, label=label.replace("Amphiprion ", "A. "))
     ax.set(xticks=[], yticks=[], title=f"{model}: embeddings ({EMBEDDING_METHODS[method]})")
-    ax.legend(fontsize=7, loc="best")
+    if len(set(labels)) <= NUMBERED:
+        ax.legend(fontsize=7, loc="best")
     return fig
 
 

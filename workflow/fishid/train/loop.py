@@ -142,29 +142,17 @@ def train_epochs(model, train_batch, n_train, validate, settings, device, loss_f
     generator = torch.Generator().manual_seed(settings["seed"])
     for epoch in range(1, settings["epochs"] + 1):
         start = time.perf_counter()
-        data_seconds, total_loss, correct = 0.0, 0.0, 0.0
-        model.train()
-        for indices in torch.randperm(n_train, generator=generator).split(settings["batch_size"]):
-            loaded = time.perf_counter()
-            inputs, labels = train_batch(indices)
-            inputs, labels = runtime.to_device(inputs, device), labels.to(device)
-            data_seconds += time.perf_counter() - loaded
-            with runtime.autocast(device, settings["cpu_bfloat16"]):
-                outputs = model(inputs)
-                loss = loss_fn(outputs, labels)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            total_loss += loss.item() * len(labels)
-            correct += batch_accuracy(outputs.detach().float(), labels) * len(labels)
+        batches = torch.randperm(n_train, generator=generator).split(settings["batch_size"])
+        train_loss, train_acc, data_seconds = train_one_epoch(
+            model, train_batch, batches, optimizer, scaler, device, loss_fn, batch_accuracy, settings["cpu_bfloat16"]
+        )
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         val_loss, val_acc = validate(model)
         row = {
             "epoch": epoch,
-            "train_loss": total_loss / n_train,
-            "train_acc": correct / n_train,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
             "val_loss": val_loss,
             "val_acc": val_acc,
             "lr": lr,
@@ -173,6 +161,29 @@ def train_epochs(model, train_batch, n_train, validate, settings, device, loss_f
         }
         log.info("epoch %d %s", epoch, {k: round(v, 4) for k, v in row.items() if k != "epoch"})
         yield row
+
+
+def train_one_epoch(model, train_batch, batches, optimizer, scaler, device, loss_fn, batch_accuracy, cpu_bfloat16):
+    """One pass over `batches` (index tensors): (mean loss, accuracy, seconds spent getting the
+    batches)."""
+    model.train()
+    data_seconds, total_loss, correct, seen = 0.0, 0.0, 0.0, 0
+    for indices in batches:
+        loaded = time.perf_counter()
+        inputs, labels = train_batch(indices)
+        inputs, labels = runtime.to_device(inputs, device), labels.to(device)
+        data_seconds += time.perf_counter() - loaded
+        with runtime.autocast(device, cpu_bfloat16):
+            outputs = model(inputs)
+            loss = loss_fn(outputs, labels)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        total_loss += loss.item() * len(labels)
+        correct += batch_accuracy(outputs.detach().float(), labels) * len(labels)
+        seen += len(labels)
+    return total_loss / seen, correct / seen, data_seconds
 
 
 def classification_validator(val_inputs, val_labels, device):
@@ -524,14 +535,8 @@ def train_model(
         data = replace(data, mean=backbone.mean, std=backbone.std)
         architecture = {"clip": backbone.config}
     model, history, extra = RECIPES[variant.recipe](variant, settings, data, backbone, device)
-    weights = {
-        "model": {k: v.cpu().contiguous() for k, v in model.state_dict().items()},
-        "classes": data.classes,
-        "mean": data.mean,
-        "std": data.std,
-        # How cleaning derived the images: fishid predict makes the same of a new photo.
-        "preprocess": cache.get("preprocess", {}),
-    }
+    # How cleaning derived the images: fishid predict makes the same of a new photo.
+    weights = weights_record(model, data, preprocess=cache.get("preprocess", {}))
     if architecture:
         weights["architecture"] = architecture
     if threshold_mode:
@@ -544,26 +549,22 @@ def train_model(
     if "distance_threshold" in extra:
         weights["distance_threshold"] = extra["distance_threshold"]["threshold"]
     share = majority_share(data.train_y)
-    meta = {
-        "settings": settings,
-        "classes": data.classes,
-        "mean": data.mean.tolist(),
-        "std": data.std.tolist(),
-        "n_train": len(data.train_y),
-        "n_val": len(data.val_y),
+    meta = run_record(
+        settings,
+        data,
+        cache,
+        device,
+        start,
+        mean=data.mean.tolist(),
+        std=data.std.tolist(),
+        n_val=len(data.val_y),
         # A network that predicts the largest class for every image scores its share.
-        "majority_share": share,
-        "left_majority_epoch": left_majority_epoch(history, share, len(data.train_y)),
+        majority_share=share,
+        left_majority_epoch=left_majority_epoch(history, share, len(data.train_y)),
         **extra,
-        "dataset_table_sha256": cache.get("split_sha256", ""),
-        "split_crc32": cache["split_crc32"],
-        "seconds": round(time.perf_counter() - start, 2),
-        "device": str(device),
-        "mixed_precision": "float16" if device.type == "cuda" else "bfloat16" if settings["cpu_bfloat16"] else "no",
-        "threads": torch.get_num_threads(),
-        "code_version": code_version(),
-        "versions": library_versions(),
-    }
+        split_crc32=cache["split_crc32"],
+        mixed_precision="float16" if device.type == "cuda" else "bfloat16" if settings["cpu_bfloat16"] else "no",
+    )
     return weights, history, meta
 
 
@@ -586,18 +587,25 @@ def pretrain_clip(settings: dict, cache: dict) -> tuple[dict, pd.DataFrame, dict
     model, config = clip_models.new_pretraining_model(settings, data.classes)
     model = model.to(device)
     history = fit_network(model, data, settings, device, loss_fn=clip_models.clip_loss)
-    weights = {
-        "model": {k: v.cpu().contiguous() for k, v in model.clip.state_dict().items()},
-        "architecture": {"clip": config},
-        "classes": data.classes,
-        "mean": data.mean,
-        "std": data.std,
-    }
-    meta = {
+    weights = weights_record(model.clip, data, architecture={"clip": config})
+    captions = [settings["prompt"].format(species=c) for c in data.classes]
+    return weights, history, run_record(settings, data, cache, device, start, captions=captions)
+
+
+def weights_record(model, data: Data, **more) -> dict:
+    """What a weights file holds: the state, the classes and the normalisation, and `more`."""
+    state = {k: v.cpu().contiguous() for k, v in model.state_dict().items()}
+    return {"model": state, "classes": data.classes, "mean": data.mean, "std": data.std, **more}
+
+
+def run_record(settings: dict, data: Data, cache: dict, device, start: float, **facts) -> dict:
+    """meta.json of a training run: its settings, data and `facts`, how long it took, where,
+    and with which code and libraries."""
+    return {
         "settings": settings,
         "classes": data.classes,
-        "captions": [settings["prompt"].format(species=c) for c in data.classes],
         "n_train": len(data.train_y),
+        **facts,
         "dataset_table_sha256": cache.get("split_sha256", ""),
         "seconds": round(time.perf_counter() - start, 2),
         "device": str(device),
@@ -605,7 +613,6 @@ def pretrain_clip(settings: dict, cache: dict) -> tuple[dict, pd.DataFrame, dict
         "code_version": code_version(),
         "versions": library_versions(),
     }
-    return weights, history, meta
 
 
 def save(weights, history, meta, weights_path, history_path, meta_path) -> None:
