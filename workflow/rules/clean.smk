@@ -3,8 +3,8 @@
 # (by SHA-256 prefix), and clean_images gathers their tables and makes the decisions across
 # images; with one, clean_images does it all.
 CLEAN_INPUTS = {
-    "records": expand("resources/records/{source}.tsv", source=config["sources"]),
-    "downloads": expand("resources/downloads/{source}.tsv", source=config["sources"]),
+    "records": expand(layout.RECORDS, source=config["sources"]),
+    "downloads": expand(layout.DOWNLOADS, source=config["sources"]),
 }
 CLEAN_CACHE = layout.CLEAN_CACHE
 
@@ -52,7 +52,7 @@ checkpoint clean_images:
         cli=CLI,
         code=step_code("clean"),
     output:
-        table="results/clean/images.tsv",
+        table=layout.CLEAN_TABLE,
         derived=directory(DERIVED),
     log:
         "logs/clean_images.log",

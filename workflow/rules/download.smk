@@ -12,13 +12,13 @@ FETCH_SPEC = as_json(
 )
 FETCH_OFFLINE = "--offline" if config["offline"] else ""
 # Where an unsharded fetch_images keeps its journal (beside its table).
-SOURCE_JOURNAL = "resources/downloads/{source}.tsv.journal"
+SOURCE_JOURNAL = f"{layout.DOWNLOADS}.journal"
 
 
 rule fetch_shard:
     """Bring one shard of a source's records' images into the store; resumes after a kill."""
     input:
-        records="resources/records/{source}.tsv",
+        records=layout.RECORDS,
         cli=CLI,
         code=step_code("fetch"),
     output:
@@ -47,11 +47,11 @@ if DOWNLOAD_SHARDS == 1:
     rule fetch_images:
         """Bring every record's image into the content-addressed store; resumes after a kill."""
         input:
-            records="resources/records/{source}.tsv",
+            records=layout.RECORDS,
             cli=CLI,
             code=step_code("fetch"),
         output:
-            "resources/downloads/{source}.tsv",
+            layout.DOWNLOADS,
         log:
             "logs/fetch_images/{source}.log",
         benchmark:
@@ -71,7 +71,7 @@ else:
     rule fetch_images:
         """The source's download table, gathered from its shards' tables in the records' order."""
         input:
-            records="resources/records/{source}.tsv",
+            records=layout.RECORDS,
             shards=expand(
                 "resources/downloads/shards/{{source}}/{shard}.tsv",
                 shard=shard_names(DOWNLOAD_SHARDS),
@@ -79,7 +79,7 @@ else:
             cli=CLI,
             code=step_code("gather-downloads"),
         output:
-            "resources/downloads/{source}.tsv",
+            layout.DOWNLOADS,
         log:
             "logs/fetch_images/{source}.log",
         conda:

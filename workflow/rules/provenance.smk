@@ -1,10 +1,10 @@
 rule attribution:
     """Who to credit for every image a dataset uses (CC BY requires it), for publication."""
     input:
-        records=expand("resources/records/{source}.tsv", source=config["sources"]),
-        downloads=expand("resources/downloads/{source}.tsv", source=config["sources"]),
-        clean="results/clean/images.tsv",
-        splits=expand("results/splits/{dataset}.tsv", dataset=DATASETS),
+        records=expand(layout.RECORDS, source=config["sources"]),
+        downloads=expand(layout.DOWNLOADS, source=config["sources"]),
+        clean=layout.CLEAN_TABLE,
+        splits=expand(layout.SPLIT, dataset=DATASETS),
         cli=CLI,
         code=step_code("attribution"),
     output:
@@ -24,9 +24,9 @@ rule citation:
     """How to cite the data the datasets use: each GBIF download's DOI, each other source's
     terms, and the rows of GBIF's derived-dataset form (images per GBIF datasetKey)."""
     input:
-        records=expand("resources/records/{source}.tsv", source=config["sources"]),
-        downloads=expand("resources/downloads/{source}.tsv", source=config["sources"]),
-        splits=expand("results/splits/{dataset}.tsv", dataset=DATASETS),
+        records=expand(layout.RECORDS, source=config["sources"]),
+        downloads=expand(layout.DOWNLOADS, source=config["sources"]),
+        splits=expand(layout.SPLIT, dataset=DATASETS),
         cli=after_cleaning(CLI),
         code=step_code("citation"),
     output:

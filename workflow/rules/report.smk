@@ -31,9 +31,9 @@ rule report:
     """One self-contained HTML page: a summary chart of every model, provenance, datasets,
     the model comparison and every figure with its caption (at display size)."""
     input:
-        clean="results/clean/images.tsv",
-        records=expand("resources/records/{source}.tsv", source=config["sources"]),
-        downloads=expand("resources/downloads/{source}.tsv", source=config["sources"]),
+        clean=layout.CLEAN_TABLE,
+        records=expand(layout.RECORDS, source=config["sources"]),
+        downloads=expand(layout.DOWNLOADS, source=config["sources"]),
         counts=expand("results/splits/{dataset}.counts.tsv", dataset=DATASETS),
         decisions=expand("results/splits/{dataset}.decisions.tsv", dataset=DATASETS),
         leaks=expand("results/splits/{dataset}.leaks.tsv", dataset=DATASETS),

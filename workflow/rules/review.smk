@@ -4,7 +4,7 @@ rule label_issues:
     features, or of a small network per fold), least self-confident first: the review
     app's queue."""
     input:
-        clean="results/clean/images.tsv",
+        clean=layout.CLEAN_TABLE,
         derived=DERIVED,
         backbone=label_issues_backbone(),
         cli=CLI,

@@ -8,7 +8,7 @@ rule list_source:
         cli=CLI,
         code=lambda wc: source_code(config["sources"][wc.source], wc.source),
     output:
-        records="resources/records/{source}.tsv",
+        records=layout.RECORDS,
         summary="resources/records/{source}.summary.tsv",
     log:
         "logs/list_source/{source}.log",

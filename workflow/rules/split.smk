@@ -9,7 +9,7 @@ rule split_dataset:
         cli=CLI,
         code=step_code("split"),
     output:
-        split="results/splits/{dataset}.tsv",
+        split=layout.SPLIT,
         decisions="results/splits/{dataset}.decisions.tsv",
         counts="results/splits/{dataset}.counts.tsv",
         leaks="results/splits/{dataset}.leaks.tsv",

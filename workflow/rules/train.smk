@@ -1,7 +1,7 @@
 rule cache_images:
     """Decode and resize a dataset's images once, for every epoch of every model to read."""
     input:
-        split="results/splits/{dataset}.tsv",
+        split=layout.SPLIT,
         # The copies are named by content: a new split table (or derived settings, a split
         # param) is what brings new ones.
         derived=ancient(DERIVED),
