@@ -7,7 +7,7 @@ rule evaluate_model:
         weights="results/models/{model}/weights.pt",
         history="results/models/{model}/history.csv",
         cache=lambda wc: cache_for(model_spec(wc.model)),
-        split=lambda wc: layout.SPLIT.format(dataset=model_spec(wc.model)['dataset']),
+        split=lambda wc: layout.SPLIT.format(dataset=model_spec(wc.model)["dataset"]),
         cli=after_cleaning(CLI),
         code=step_code("evaluate"),
     output:
