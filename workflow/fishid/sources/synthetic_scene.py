@@ -339,8 +339,8 @@ def render_photo(pattern: dict, params: dict, size=(160, 120)) -> Image.Image:
     else:
         img = draw._background(params["background"], params["background_seed"], width, height)
     cover = np.zeros((height, width), np.float32)
-    for pose in [*params.get("fish", []), params]:
-        rgb, alpha = draw._fish_layer(pattern, {key: pose[key] for key in _POSE_KEYS}, width, height)
+    for pose in fish_poses(params):
+        rgb, alpha = draw._fish_layer(pattern, pose, width, height)
         if "shadow" in params:
             img = img * (1.0 - _shadow(alpha, params["shadow"], width, height))[..., None]
         img = img * (1.0 - alpha[..., None]) + rgb
@@ -367,6 +367,12 @@ def render_photo(pattern: dict, params: dict, size=(160, 120)) -> Image.Image:
         noisy = np.asarray(out, np.float32) + rng.standard_normal((height, width, 3), np.float32) * params["noise"]
         out = Image.fromarray(np.clip(noisy + 0.5, 0, 255).astype(np.uint8))
     return out
+
+
+def fish_poses(params: dict) -> list[dict]:
+    """Each fish's pose in a scene's params, in drawing order: the school first, the main fish
+    last (in front). fishid.sources.synthetic_boxes reads the same list, so the boxes follow the drawing."""
+    return [{key: pose[key] for key in _POSE_KEYS} for pose in [*params.get("fish", []), params]]
 
 
 def _grid(width, height):
