@@ -81,7 +81,8 @@ def check_report(project: Path, config: dict) -> str:
     figures = Figures()
     figures.feed(page)
     # Every figure inlined: the page is one file a user can mail, and a light one.
-    assert len(figures.sources) == FIGURES_PER_MODEL * len(config["models"])
+    # ... and the detect stage's sheet of crops, where the run has one.
+    assert len(figures.sources) == FIGURES_PER_MODEL * len(config["models"]) + ("detect" in config)
     for src in figures.sources:
         mime, data = re.fullmatch(r"data:(image/\w+);base64,(.+)", src).groups()
         assert INLINED_MAGIC[mime](base64.b64decode(data)), mime

@@ -130,6 +130,44 @@ def test_audit_of_an_image_follows_it_from_record_to_predictions(tiny_project):
     assert f"RI2 on val: '{expected}'" in text.stdout
 
 
+def test_audit_of_an_image_shows_its_crop_or_why_it_has_none(tiny_project):
+    """The detect stage's provenance: the crop of a photo (its box, score, margin, detector and
+    file), and, for a photo without a fish, its place in the queue with the reason."""
+    crops = read(tiny_project / "results/detect/crops.tsv")
+    queue = read(tiny_project / "results/detect/no_fish.tsv")
+    kept = read(tiny_project / "results/clean/images.tsv").query("kept == 'True'")
+    # Every kept photo is either cropped or queued, never both, never neither.
+    assert sorted([*crops["image"], *queue["image"]]) == sorted(kept["sha256"])
+    crop = crops.iloc[0]
+    chain = audit_json(tiny_project, crop["image"])
+    assert chain["crop"] == crop.to_dict() and chain["no_fish"] is None
+    assert (tiny_project / "results/detect/crops" / crop["path"]).is_file()
+    text = fishid("audit", crop["image"], "--root", str(tiny_project)).stdout
+    assert f"cropped to results/detect/crops/{crop['path']} by detector synthetic: box ({crop['x0']}, " in text
+    assert f"score {crop['score']}, padding {crop['padding']}" in text
+    # A photo the detector found nothing in: the tiny run's may find a fish in all of them, so
+    # one is queued by hand, as the stage writes it.
+    image = kept["sha256"].iloc[-1]
+    unfound = {"image": image, "reason": "no_fish_found", "detector": "synthetic", "best_score": "0.01"}
+    queue_path = tiny_project / "results/detect/no_fish.tsv"
+    original = queue_path.read_bytes()
+    try:
+        write_table(pd.DataFrame([{**unfound, "threshold": "0.05"}]), queue_path)
+        crops_path = tiny_project / "results/detect/crops.tsv"
+        kept_crops = crops_path.read_bytes()
+        write_table(crops[crops["image"] != image], crops_path)
+        try:
+            chain = audit_json(tiny_project, image)
+            assert chain["crop"] is None and chain["no_fish"] == {**unfound, "threshold": "0.05"}
+            text = fishid("audit", image, "--root", str(tiny_project)).stdout
+            assert "detection: NO FISH FOUND by detector synthetic (best score 0.01, threshold 0.05; " in text
+            assert "reason no_fish_found): in the queue results/detect/no_fish.tsv" in text
+        finally:
+            crops_path.write_bytes(kept_crops)
+    finally:
+        queue_path.write_bytes(original)
+
+
 def test_audit_of_a_backbone_image_names_the_models_built_on_that_backbone(tiny_project):
     config = tiny_config(tiny_project)
     pool = read(tiny_project / "results/splits/pool.tsv")

@@ -99,7 +99,28 @@ def test_resnet18_from_scratch_beats_the_studys_network_at_the_same_image_size(d
 def test_the_report_renders_in_headless_chromium(demo):
     project, config = demo
     sizes = render_in_chromium(project / "results/report/index.html", project / "results/report/screenshot.png")
-    assert len(sizes) == FIGURES_PER_MODEL * len(config["models"])
+    # Every model's figures and the detect stage's sheet of crops.
+    assert len(sizes) == FIGURES_PER_MODEL * len(config["models"]) + 1
+
+
+def test_the_detector_is_scored_on_test_photos_and_crops_sit_beside_whole_photos(demo):
+    """The detector's mAP@0.5 on the test photos, in the report and, as this run makes it, in the
+    README; TL4 on crops evaluated on exactly TL4's test photos, the two side by side."""
+    project, config = demo
+    quality = json.loads((project / "results/detect/quality.json").read_text())
+    assert quality["evaluated_on"] == "test" and quality["quality"]["photos"] > 100
+    assert quality["quality"]["map50"] > 0.7 and "wide" in quality["by_scene"]
+    page = (project / "results/report/index.html").read_text()
+    section = page[page.index('<h3 id="detection">') : page.index("<h3>Attribution</h3>")]
+    assert f'mAP@0.5 <span class="count">{quality["quality"]["map50"]}</span>' in section
+    readme = (REPO / "README.md").read_text()
+    assert f"mAP@0.5 {quality['quality']['map50']:.3f} " in readme
+    crops, whole = metrics(project, "TL4-crop"), metrics(project, "TL4")
+    tl4 = read_table(project / "results/models/TL4/predictions.tsv").query("split == 'test'")
+    on_crops = read_table(project / "results/models/TL4-crop/predictions.tsv").query("split == 'test'")
+    assert sorted(on_crops["sha256"]) == sorted(tl4["sha256"]) and crops["n"] == whole["n"]
+    pairs = page[page.index('<h3 id="crops">') :]
+    assert "<td>TL4-crop</td>" in pairs and "<td>TL4</td>" in pairs
 
 
 def accuracy_cell(scores: dict, interval: bool = True) -> str:

@@ -158,7 +158,8 @@ def test_offline_without_cached_imagenet_weights_stops_with_the_place_to_put_the
 def test_report_renders_in_headless_chromium(tiny_run):
     workdir, config = tiny_run
     sizes = render_in_chromium(workdir / "results/report/index.html", workdir / "results/report/screenshot.png")
-    assert len(sizes) == FIGURES_PER_MODEL * len(config["models"])
+    # Every model's figures and the detect stage's sheet of crops.
+    assert len(sizes) == FIGURES_PER_MODEL * len(config["models"]) + ("detect" in config)
 
 
 def test_predict_labels_a_folder_and_lists_unreadable_files(tiny_run, tmp_path):
@@ -201,7 +202,7 @@ def raw_photos(workdir, dataset, role, dest):
     return dest
 
 
-@pytest.mark.parametrize("model", ["TL3o", "TL3o-threshold", "Siamese2", "RI2"])
+@pytest.mark.parametrize("model", ["TL3o", "TL3o-threshold", "Siamese2", "RI2", "RI2-crop"])
 def test_predict_gives_a_photo_what_evaluate_gave_it(tiny_run, tmp_path, model):
     """`fishid predict` on the raw photos of the split a model was evaluated on: the same
     labels and scores as its predictions.tsv (closed set, open-set threshold, embedding)."""

@@ -36,6 +36,9 @@ RULE_STEPS = {
     "clean_shard": "clean-shard",
     "split_dataset": "split",
     "cache_images": "cache",
+    "cache_crops": "cache",
+    "train_detector": "train-detector",
+    "detect_fish": "detect",
     "pretrain_backbone": "pretrain",
     "train_model": "train",
     "evaluate_model": "evaluate",
@@ -121,6 +124,19 @@ def test_an_exclusion_resplits_only_the_datasets_holding_the_photo(tiny_project,
 
     plan = review_plan.planned(project, [RUN_CONFIG], config)
     trio_models = sorted(m for m, spec in config["models"].items() if spec["dataset"] == "trio_other")
+    # The detector learns from every kept photo that no dataset holds out, so one photo fewer
+    # retrains it, finds the fish again and retrains every model on crops, whatever its dataset.
+    crop_models = sorted(m for m, spec in config["models"].items() if "crop" in spec)
+    detection = {
+        "train_detector[detector=synthetic]",
+        "detect_fish",
+        *(
+            f"cache_crops[dataset={spec['dataset']}, size={spec['image_size']}]"
+            for spec in map(config["models"].get, crop_models)
+        ),
+        *(f"{rule}[model={m}]" for m in crop_models for rule in ("train_model", "evaluate_model")),
+    }
+    assert crop_models and not set(crop_models) & set(trio_models)
     expected = {
         "clean_images",
         "label_issues",
@@ -131,6 +147,7 @@ def test_an_exclusion_resplits_only_the_datasets_holding_the_photo(tiny_project,
         "split_dataset[dataset=trio_other]",
         "cache_images[dataset=trio_other, size=32]",
         *(f"{rule}[model={m}]" for m in trio_models for rule in ("train_model", "evaluate_model")),
+        *detection,
     }
     assert plan["ok"] and plan["datasets"] == ["trio_other"]
     assert set(plan["jobs"]) == expected, sorted(set(plan["jobs"]) ^ expected)
@@ -141,8 +158,9 @@ def test_an_exclusion_resplits_only_the_datasets_holding_the_photo(tiny_project,
     after = files_of(project / "results")
     rewritten = {path for path in before if after.get(path) != before[path]}
     others = ("splits/pair", "splits/pool", "cache/pair", "cache/pool", "backbones/")
-    other_models = [f"models/{m}/" for m in config["models"] if m not in trio_models]
-    assert not [p for p in rewritten if p.startswith(others) or any(p.startswith(m) for m in other_models)]
+    other_models = [f"models/{m}/" for m in config["models"] if m not in trio_models + crop_models]
+    rewritten_others = [p for p in rewritten if p.startswith(others) or any(p.startswith(m) for m in other_models)]
+    assert [p for p in rewritten_others if not p.endswith("px-crops.pt")] == []
     assert {"splits/trio_other.tsv", "splits/trio_other.decisions.tsv", "clean/images.tsv"} <= rewritten
     assert {f"models/{m}/weights.pt" for m in trio_models} <= rewritten
     decisions = read_table(project / "results/splits/trio_other.decisions.tsv")

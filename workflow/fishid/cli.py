@@ -98,7 +98,54 @@ def cmd_split(args):
 def cmd_cache(args):
     from fishid.train import imagecache
 
-    imagecache.save(imagecache.build(args.split, args.derived, args.size), args.out)
+    cache = imagecache.build(args.split, args.derived, args.size, args.crops, args.crop_store)
+    imagecache.save(cache, args.out)
+    if args.crops:
+        logging.info("%d of %d photos cropped to their fish", cache["cropped"], len(cache["sha256"]))
+
+
+def cmd_train_detector(args):
+    import torch
+
+    from fishid.detect import stage as detect
+
+    torch.set_num_threads(args.threads)
+    detect.train(
+        args.clean, args.derived, args.records, args.splits, args.synthetic_sources, args.detector, args.spec, args.out
+    )
+
+
+def cmd_detect(args):
+    import torch
+
+    from fishid.detect import stage as detect
+
+    torch.set_num_threads(args.threads)
+    result = detect.run(
+        args.clean,
+        args.derived,
+        args.records,
+        args.splits,
+        args.synthetic_sources,
+        args.detector,
+        args.folder,
+        args.threshold,
+        args.padding,
+        args.boxes,
+        args.crops,
+        args.queue,
+        args.quality,
+        args.crop_store,
+        args.sheet,
+    )
+    logging.info(
+        "%d photos: %d cropped, %d without a fish; mAP@0.5 on %s %s",
+        result["photos"],
+        result["cropped"],
+        result["no_fish_found"],
+        result["evaluated_on"],
+        result["quality"]["map50"],
+    )
 
 
 def _train(args, pretrain: bool):
@@ -190,6 +237,8 @@ def cmd_report(args):
         derived_path=args.derived,
         leak_paths=args.leaks,
         label_issues_path=args.label_issues,
+        detect_path=args.detect,
+        detect_sheet_path=args.detect_sheet,
     )
 
 
@@ -411,7 +460,33 @@ def parser() -> argparse.ArgumentParser:
         (["--split"], {"required": True}),
         (["--derived"], {"required": True}),
         (["--size"], {"type": int, "required": True}),
+        (["--crops"], {"default": None, "help": "the detect stage's crops table: cut each photo to its fish"}),
+        (["--crop-store"], {"default": None, "help": "the folder the crops table's paths are in"}),
         out,
+    )
+    found_on = [
+        (["--clean"], {"required": True}),
+        (["--derived"], {"required": True}),
+        (["--records"], {"nargs": "+", "required": True}),
+        (["--splits"], {"nargs": "+", "required": True, "help": "every dataset's split (held-out photos)"}),
+        (["--synthetic-sources"], {"nargs": "*", "default": [], "help": "the sources whose boxes are known"}),
+        (["--detector"], {"required": True}),
+        threads,
+    ]
+    command("train-detector", cmd_train_detector, *found_on, spec, out)
+    command(
+        "detect",
+        cmd_detect,
+        *found_on,
+        (["--folder"], {"required": True, "help": "the detector's folder (weights.pt, meta.json)"}),
+        (["--threshold"], {"type": float, "required": True}),
+        (["--padding"], {"type": float, "required": True}),
+        (["--boxes"], {"required": True}),
+        (["--crops"], {"required": True}),
+        (["--queue"], {"required": True}),
+        (["--quality"], {"required": True}),
+        (["--crop-store"], {"required": True}),
+        (["--sheet"], {"required": True, "help": "PNG: crops beside their photos"}),
     )
     outputs = [
         (["--weights"], {"required": True}),
@@ -478,6 +553,8 @@ def parser() -> argparse.ArgumentParser:
         (["--citation"], {"help": "results/provenance/citation.md"}),
         (["--derived"], {"help": "results/provenance/derived_dataset.tsv"}),
         (["--label-issues"], {"help": "results/review/label_issues.json (the queue's summary)"}),
+        (["--detect"], {"default": None, "help": "results/detect/quality.json, where there is a detect stage"}),
+        (["--detect-sheet"], {"default": None, "help": "results/detect/crops.png"}),
         out,
     )
     command(

@@ -263,7 +263,17 @@ def _cross_references(config: dict, root: Path) -> list[str]:
             problems.append(f"models.{name}.backbone: {backbone!r} is neither 'random' nor one of {fitting}")
         if model.get("control_of") and model["control_of"] not in config["models"]:
             problems.append(f"models.{name}.control_of: {model['control_of']!r} is not a model")
+        if "crop" in model and model["crop"] != (detect_settings(config) or {}).get("detector"):
+            problems.append(f"models.{name}.crop: {model['crop']!r} is not the configured detector (detect.detector)")
     return problems
+
+
+def detect_settings(config: dict) -> dict | None:
+    """The detect section with the schema's defaults filled in; None where there is none."""
+    if "detect" not in config:
+        return None
+    node = load_schema()["properties"]["detect"]["properties"]
+    return {key: config["detect"].get(key, spec["default"]) for key, spec in node.items()}
 
 
 def model_settings(config: dict, name: str) -> dict:

@@ -15,6 +15,7 @@ from fishid import codedeps, layout, variants  # noqa: E402
 from fishid.clean.stage import per_image_settings, settings_with_defaults  # noqa: E402
 from fishid.config import (
     backbone_settings,
+    detect_settings,
     kind_of,
     model_settings,
     validate,
@@ -136,7 +137,9 @@ def predict_folder():
 
 
 def cache_for(settings):
-    return f"results/cache/{settings['dataset']}/{settings['image_size']}px.pt"
+    """The image cache a model reads: its dataset's photos at its size, or their crops."""
+    crops = "-crops" if "crop" in settings else ""
+    return f"results/cache/{settings['dataset']}/{settings['image_size']}px{crops}.pt"
 
 
 def hub_record(spec):
@@ -204,3 +207,19 @@ def label_issues_backbone():
     model on it would read them: a new file reruns the queue."""
     name = LABEL_ISSUES["backbone"]
     return [] if name == "none" else backbone_file({"arch": "tl", "backbone": name})
+
+
+# The detect stage (detect.smk), where the configuration has a `detect` section.
+DETECT = detect_settings(config)
+DETECTOR_FOLDER = "results/detect/{detector}"
+CROPS = "results/detect/crops.tsv"
+CROP_STORE = "results/detect/crops"
+SYNTHETIC_SOURCES = [
+    name
+    for name, spec in config["sources"].items()
+    if kind_of(name, spec) == "synthetic"
+]
+
+
+def detector_folder():
+    return DETECTOR_FOLDER.format(detector=DETECT["detector"])

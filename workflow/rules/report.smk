@@ -42,6 +42,8 @@ rule report:
         citation="results/provenance/citation.md",
         derived="results/provenance/derived_dataset.tsv",
         label_issues="results/review/label_issues.json",
+        detect=["results/detect/quality.json"] if DETECT else [],
+        detect_sheet=["results/detect/crops.png"] if DETECT else [],
         model_figures=expand(
             "results/figures/{model}/{figure}.png", model=MODELS, figure=MODEL_FIGURES
         ),
@@ -57,6 +59,11 @@ rule report:
     conda:
         ENV
     params:
+        detect=lambda wc, input: (
+            f"--detect {input.detect} --detect-sheet {input.detect_sheet}"
+            if input.detect
+            else ""
+        ),
         # A function, so that braces in settings (CLIP prompts) are not read as wildcards.
         spec=lambda wc: as_json(
             {
@@ -69,5 +76,5 @@ rule report:
         "python {input.cli} report --spec {params.spec:q} --clean {input.clean} --records {input.records}"
         " --downloads {input.downloads} --counts {input.counts} --decisions {input.decisions} --leaks {input.leaks}"
         " --metrics {input.metrics} --citation {input.citation} --derived {input.derived}"
-        " --label-issues {input.label_issues}"
+        " --label-issues {input.label_issues} {params.detect}"
         " --figures results/figures --out {output} 2> {log}"

@@ -43,6 +43,15 @@ def detect(
     return pd.DataFrame(rows, columns=BOX_COLUMNS)
 
 
+@torch.no_grad()
+def detect_image(model: torch.nn.Module, image: Image.Image, name: str, detector: str) -> pd.DataFrame:
+    """Boxes rows of one photo in memory (`fishid predict`'s), in its own pixels."""
+    model.eval()
+    tensor = image_tensor(image)
+    found = model([tensor])[0]
+    return pd.DataFrame(box_rows(name, found, detector, tensor.shape[-1], tensor.shape[-2]), columns=BOX_COLUMNS)
+
+
 def box_rows(image: str, found: dict, detector: str, width: int, height: int, original_size=None) -> list[dict]:
     """One detection output ({"boxes", "scores"} in a `width` x `height` picture) as boxes rows."""
     sx, sy = (original_size[0] / width, original_size[1] / height) if original_size else (1.0, 1.0)

@@ -14,16 +14,20 @@ import pandas as pd
 import torch
 
 from fishid.clean import stage as clean
+from fishid.detect import stage as detect
 from fishid.evaluate import inference
 from fishid.tables import readable
 from fishid.train import imagecache
 
 
-def load_image(path, weights: dict, size: int) -> np.ndarray:
-    """A photo as the model's inputs were made: the derived copy, then the cache's resize.
-    (Weights from before the derived settings were recorded: the photo decoded as is.)"""
+def load_image(path, weights: dict, size: int, cut=None) -> np.ndarray:
+    """A photo as the model's inputs were made: the derived copy, cut to its fish by `cut` for
+    a model on crops, then the cache's resize. (Weights from before the derived settings were
+    recorded: the photo decoded as is.)"""
     preprocess = weights.get("preprocess") or {}
     image = clean.derive_photo(path, preprocess) if preprocess else clean.decode(path)
+    if cut is not None:
+        image = cut(image)
     return imagecache.square(image, size)
 
 
@@ -35,12 +39,14 @@ def predict_folder(model_dir, folder, batch_size: int = 64) -> pd.DataFrame:
     settings = json.loads((model_dir / "meta.json").read_text())["settings"]
     model, weights = inference.load_model(settings, model_dir / "weights.pt")
     classes = weights["classes"]
+    # results/models/NAME: the run's detector is under results/detect.
+    cut = detect.cropper(model_dir.parent.parent, settings["crop"]) if "crop" in settings else None
 
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     rows, decoded, pixels = [], [], []
     for path in files:
         try:
-            pixels.append(load_image(path, weights, settings["image_size"]))
+            pixels.append(load_image(path, weights, settings["image_size"], cut))
             decoded.append(len(rows))
             rows.append({"file": readable(str(path.relative_to(folder))), "error": ""})
         except Exception as error:  # PIL raises many types for unreadable files; all mean "skip, say why"

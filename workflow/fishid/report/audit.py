@@ -18,6 +18,7 @@ from fishid.tables import LEAK, read_table
 from fishid.text import escape_text
 
 MISTAKES_SHOWN = 20
+DETECT_DIR = "results/detect"
 
 
 @dataclass
@@ -33,6 +34,8 @@ class Provenance:
     models: dict = field(default_factory=dict)  # name -> meta.json (+ metrics.json as "metrics")
     backbones: dict = field(default_factory=dict)  # name -> meta.json
     predictions: pd.DataFrame = field(default_factory=pd.DataFrame)
+    crops: pd.DataFrame = field(default_factory=pd.DataFrame)  # the detect stage's, where it ran
+    no_fish: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def _concat(paths) -> pd.DataFrame:
@@ -74,7 +77,13 @@ def load(root=".") -> Provenance:
         models=models,
         backbones=backbones,
         predictions=pd.concat(predictions, ignore_index=True) if predictions else pd.DataFrame(),
+        crops=_optional(root / DETECT_DIR / "crops.tsv"),
+        no_fish=_optional(root / DETECT_DIR / "no_fish.tsv"),
     )
+
+
+def _optional(path: Path) -> pd.DataFrame:
+    return read_table(path) if path.exists() else pd.DataFrame(columns=["image"])
 
 
 def _grouped(table: pd.DataFrame, columns: list[str]) -> dict[str, int]:
@@ -137,11 +146,14 @@ def image_chain(prov: Provenance, sha256: str) -> dict:
     leaked = decisions["decision"] == LEAK if len(decisions) else []
     users = users_of_datasets(prov, set(splits["dataset"]))
     predictions = prov.predictions[prov.predictions["sha256"] == sha256] if len(prov.predictions) else prov.predictions
+    crops, no_fish = prov.crops[prov.crops["image"] == sha256], prov.no_fish[prov.no_fish["image"] == sha256]
     return {
         "sha256": sha256,
         "records": records.drop(columns="sha256").to_dict("records"),
         "downloads": downloads.to_dict("records"),
         "clean": clean.iloc[0].to_dict() if len(clean) else None,
+        "crop": crops.iloc[0].to_dict() if len(crops) else None,
+        "no_fish": no_fish.iloc[0].to_dict() if len(no_fish) else None,
         "splits": splits[["dataset", "label", "split"]].to_dict("records"),
         "left_out": decisions[~leaked][["dataset", "decision", "reason"]].to_dict("records") if len(decisions) else [],
         "leaks": decisions[leaked][["dataset", "reason"]].to_dict("records") if len(decisions) else [],
@@ -271,6 +283,20 @@ def format_image(chain: dict) -> str:
     else:
         why = c["reason"] + (f", duplicate of {c['duplicate_of']}" if c["duplicate_of"] else "")
         lines.append(f"cleaning: DROPPED ({why})")
+    if chain["crop"]:
+        k = chain["crop"]
+        lines.append(
+            f"detection: cropped to {DETECT_DIR}/crops/{k['path']} by detector {k['detector']}: box "
+            f"({k['x0']}, {k['y0']})-({k['x1']}, {k['y1']}) score {k['score']}, padding {k['padding']}, cut "
+            f"({k['crop_x0']}, {k['crop_y0']})-({k['crop_x1']}, {k['crop_y1']}) of the photo"
+        )
+    elif chain["no_fish"]:
+        q = chain["no_fish"]
+        lines.append(
+            f"detection: NO FISH FOUND by detector {q['detector']} (best score {q['best_score'] or 'none'}, "
+            f"threshold {q['threshold']}; reason {q['reason']}): in the queue {DETECT_DIR}/no_fish.tsv;"
+            " models on crops see it whole"
+        )
     lines.append("splits:")
     lines += [f"  {s['dataset']}: {s['split']} as {s['label']!r}" for s in chain["splits"]]
     lines += [f"  {s['dataset']}: left out ({s['decision']}: {s['reason']})" for s in chain["left_out"]]

@@ -339,6 +339,49 @@ def citing(citation_path, derived_path) -> dict | None:
     return {"text": Path(citation_path).read_text(), "derived": table(derived) if len(derived) else None}
 
 
+def crop_pairs(results: dict, settings: dict) -> pd.DataFrame | None:
+    """Each model on crops beside the model of the same settings on whole photos, if there is one."""
+    rows = []
+    for name, spec in settings.items():
+        if "crop" not in spec or name not in results:
+            continue
+        whole = {k: v for k, v in spec.items() if k not in ("crop", "control_of")}
+        twin = next((n for n, other in settings.items() if n in results and other == whole), None)
+        crops = results[name][0]
+        row = {"model on crops": name, "detector": spec["crop"], "evaluated on": crops["evaluated_on"]}
+        row["accuracy [95% CI]"] = interval(crops["accuracy"], crops["accuracy_ci95"])
+        row["same model on whole photos"] = twin or "(none configured)"
+        if twin:
+            row["its accuracy [95% CI]"] = interval(results[twin][0]["accuracy"], results[twin][0]["accuracy_ci95"])
+        rows.append(row)
+    return pd.DataFrame(rows) if rows else None
+
+
+def detection(quality: dict | None, sheet_path) -> dict | None:
+    """The detect stage's numbers, per scene, and its sheet of crops, for the page."""
+    if quality is None:
+        return None
+    scenes = {"all": quality["quality"], **quality["by_scene"]}
+    frame = pd.DataFrame(
+        [
+            {
+                "scene": scene,
+                "photos": q["photos"],
+                "fish": q["fish"],
+                "mAP@0.5": decimal(q["map50"]),
+                "mean IoU": decimal(q["mean_iou"]),
+                "photos without a box": q["photos_without_box"],
+            }
+            for scene, q in scenes.items()
+        ]
+    )
+    caption = (
+        "Test photos of each scene with the box the crop follows (left) and the crop (right); last, photos "
+        "where no fish was found (the queue results/detect/no_fish.tsv)."
+    )
+    return {**quality, "scenes": table(frame), "sheet": figure(sheet_path, caption, wide=True, photo=True)}
+
+
 def page(
     config: dict,
     records,
@@ -351,6 +394,7 @@ def page(
     citation=None,
     leak_paths=(),
     label_issues=None,
+    detected=None,
 ) -> str:
     controls = {
         spec["control_of"]: (name, results[name][0])
@@ -374,6 +418,8 @@ def page(
             pd.DataFrame([model_row(n, config["models"][n], m, h, controls) for n, (m, h) in results.items()])
         ),
         cross_source=None if cross is None else table(cross),
+        detection=detected,
+        crop_pairs=None if (pairs := crop_pairs(results, config["models"])) is None else table(pairs),
         sections=[model_section(name, metrics, Path(figure_dir)) for name, (metrics, _) in results.items()],
     )
 
@@ -392,6 +438,8 @@ def build(
     derived_path=None,
     leak_paths=(),
     label_issues_path=None,
+    detect_path=None,
+    detect_sheet_path=None,
 ):
     """`model_dirs` hold each model's metrics.json and history.csv; every file names what it
     belongs to, so the order of the paths does not matter."""
@@ -409,5 +457,6 @@ def build(
         citing(citation_path, derived_path),
         leak_paths,
         json.loads(Path(label_issues_path).read_text()) if label_issues_path else None,
+        detection(json.loads(Path(detect_path).read_text()) if detect_path else None, detect_sheet_path),
     )
     Path(out_path).write_text(html)

@@ -19,6 +19,7 @@ real photos it cannot see bar counts or fin colours, and its queue was noise
 
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -113,7 +114,7 @@ def load_images(derived_root, paths, size: int):
     """uint8 images (N, 3, size, size), read as the image cache reads them."""
     from fishid.train import imagecache
 
-    return imagecache.load_squares(derived_root, paths, size)
+    return imagecache.load_squares([Path(derived_root, p) for p in paths], size)
 
 
 def channel_stats(images):

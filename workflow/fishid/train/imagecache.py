@@ -6,6 +6,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image
 
@@ -32,9 +33,9 @@ def read_preprocess(derived_root) -> dict:
 SPLIT_INPUT_COLUMNS = ["sha256", "label", "split", "derived_path"]
 
 
-def load_squares(derived_root, paths, size: int) -> torch.Tensor:
-    """uint8 images (N, 3, size, size) of the derived copies at `paths`."""
-    squares = np.stack([load_square(Path(derived_root, p), size) for p in paths])
+def load_squares(paths, size: int) -> torch.Tensor:
+    """uint8 images (N, 3, size, size) of the files at `paths`."""
+    squares = np.stack([load_square(p, size) for p in paths])
     return torch.from_numpy(squares).permute(0, 3, 1, 2).contiguous()
 
 
@@ -44,10 +45,29 @@ def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return pixels.mean(dim=(0, 2, 3)), pixels.std(dim=(0, 2, 3))
 
 
-def build(split_path, derived_root, size: int) -> dict:
+def cropped_paths(split: pd.DataFrame, derived_root, crops_path, crop_root) -> tuple[list[Path], int]:
+    """Each split photo's crop (fishid.detect's crops table), or its derived copy where the
+    detector found no fish (that photo is in the detector's review queue): (paths, crops used).
+    Whole photos stand in rather than leaving the photo out, so that a model on crops is
+    evaluated on the same test photos as the same model on whole photos."""
+    crops = read_table(crops_path, ["image", "path"]).set_index("image")["path"]
+    paths = [
+        Path(crop_root, crops[sha]) if sha in crops.index else Path(derived_root, derived)
+        for sha, derived in zip(split["sha256"], split["derived_path"])
+    ]
+    return paths, int(split["sha256"].isin(crops.index).sum())
+
+
+def build(split_path, derived_root, size: int, crops_path=None, crop_root=None) -> dict:
+    """The dataset's images at `size`, whole, or cut to their fish where `crops_path` (the detect
+    stage's crops table, whose files are under `crop_root`) is given."""
     split = read_table(split_path, SPLIT_INPUT_COLUMNS)
     classes = sorted(split["label"].unique())
-    images = load_squares(derived_root, split["derived_path"], size)
+    if crops_path is None:
+        paths, cropped = [Path(derived_root, p) for p in split["derived_path"]], 0
+    else:
+        paths, cropped = cropped_paths(split, derived_root, crops_path, crop_root)
+    images = load_squares(paths, size)
     train = torch.tensor((split["split"] == "train").to_numpy())
     mean, std = channel_stats(images[train])
     return {
@@ -58,6 +78,7 @@ def build(split_path, derived_root, size: int) -> dict:
         "split": list(split["split"]),
         # So that a model can make of a new photo what it was trained on (fishid predict).
         "preprocess": read_preprocess(derived_root),
+        "cropped": cropped,
         # The study normalises by the training set's own channel statistics.
         "mean": mean,
         "std": std,

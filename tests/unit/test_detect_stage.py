@@ -1,0 +1,69 @@
+"""The detect stage's own choices: whose boxes are known, which photos the detector may learn
+from, and how its score is counted."""
+
+import pandas as pd
+from test_detect_synthetic_boxes import demo_records
+
+from fishid.detect import stage
+from fishid.sources import synthetic_boxes
+from fishid.tables import write_table
+
+
+def photos_of(records) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "image": [f"img{i}" for i in range(len(records))],
+            "path": "",
+            "width": 160,
+            "height": 120,
+            "record_ids": [r["record_id"] for r in records],
+        }
+    )
+
+
+def test_only_a_synthetic_source_has_known_boxes():
+    """A record of any other source carries no box, whatever its media_url claims."""
+    records = pd.DataFrame(demo_records(count=2))[["record_id", "source", "media_url"]]
+    records.loc[1, "source"] = "gbif"  # a hostile server may serve a "synthetic:" URL
+    truth = stage.known_truth(photos_of(records.to_dict("records")), records, ["synthetic"])
+    assert list(truth["image"]) == [f"img{i}" for i in range(len(records)) if i != 1]
+    first = truth.iloc[0]
+    assert first["boxes"] == synthetic_boxes.fish_boxes(records.loc[0, "media_url"]) and first["boxes"]
+    assert first["scene"]
+
+
+def test_held_out_photos_are_those_any_dataset_holds_out(tmp_path):
+    for name, rows in {
+        "a": [("p1", "train"), ("p2", "val"), ("p3", "test")],
+        "b": [("p1", "test"), ("p4", "train")],
+    }.items():
+        write_table(pd.DataFrame(rows, columns=["sha256", "split"]), tmp_path / f"{name}.tsv")
+    paths = [tmp_path / "a.tsv", tmp_path / "b.tsv"]
+    assert stage.held_out(paths) == {"p1", "p2", "p3"}
+    assert stage.held_out(paths, "test") == {"p1", "p3"}
+
+
+def test_quality_counts_by_hand():
+    truth = pd.DataFrame(
+        [
+            {"image": "a", "boxes": [(0, 0, 10, 10)], "scene": "wide"},
+            {"image": "b", "boxes": [(0, 0, 10, 10), (20, 20, 30, 30)], "scene": "wide"},
+        ]
+    )
+    found = pd.DataFrame(
+        [
+            {"image": "a", "x0": 0, "y0": 0, "x1": 10, "y1": 10, "score": 0.9, "detector": "d"},
+            {"image": "b", "x0": 0, "y0": 0, "x1": 10, "y1": 4, "score": 0.3, "detector": "d"},
+            {"image": "elsewhere", "x0": 0, "y0": 0, "x1": 10, "y1": 10, "score": 0.9, "detector": "d"},
+        ]
+    )
+    result = stage.quality(found, truth, min_score=0.5)
+    # One of three fish found (IoU 1); b's box overlaps its first fish by 0.4: missed, and below
+    # min_score, so b counts as a photo without a box. AP: precision 1 at recall 1/3, nothing after.
+    assert result == {
+        "photos": 2,
+        "fish": 3,
+        "map50": round(1 / 3, 4),
+        "mean_iou": round(1 / 3, 4),
+        "photos_without_box": 1,
+    }

@@ -1,0 +1,213 @@
+"""The detect stage: the configured detector learns where boxes are known, then finds the fish
+in every kept photo, crops it, and is scored where the boxes are known.
+
+Known boxes come from the synthetic sources only: their `media_url` describes the picture, and
+fishid.sources.synthetic_boxes reads every fish's box from it. A record of any other source
+carries no box, whatever its `media_url` says.
+
+The detector never learns from a photo that any dataset holds out (validation or test), so
+its score on the test photos, and the crops that models are evaluated on, are of photos it
+has not seen.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from fishid.detect import boxes as box_table
+from fishid.detect import crops as crop_table
+from fishid.detect import detectors, infer, sheet
+from fishid.sources import synthetic_boxes
+from fishid.sources.synthetic_render import decode_url
+from fishid.tables import read_table, write_table
+
+log = logging.getLogger(__name__)
+
+QUALITY_SPLIT = "test"
+
+
+def kept_photos(clean_path, derived_root) -> pd.DataFrame:
+    """The kept photos: image (SHA-256), path (the derived copy), width and height (the original's)."""
+    clean = read_table(clean_path, ["sha256", "kept", "width", "height", "derived_path", "record_ids"])
+    kept = clean[clean["kept"] == "True"]
+    return pd.DataFrame(
+        {
+            "image": kept["sha256"],
+            "path": [str(Path(derived_root, p)) for p in kept["derived_path"]],
+            "width": kept["width"].astype(int),
+            "height": kept["height"].astype(int),
+            "record_ids": kept["record_ids"],
+        }
+    ).reset_index(drop=True)
+
+
+def known_truth(photos: pd.DataFrame, records: pd.DataFrame, synthetic_sources) -> pd.DataFrame:
+    """Per photo of a synthetic source: its true boxes (original pixels) and its scene."""
+    urls = records[records["source"].isin(list(synthetic_sources))].set_index("record_id")["media_url"]
+    rows = []
+    for photo in photos.itertuples():
+        url = next((urls[r] for r in photo.record_ids.split(",") if r in urls.index), None)
+        if url is None:
+            continue
+        _, params, _ = decode_url(url)
+        rows.append({"image": photo.image, "boxes": synthetic_boxes.fish_boxes(url), "scene": params.get("scene", "")})
+    return pd.DataFrame(rows, columns=["image", "boxes", "scene"])
+
+
+def held_out(split_paths, role=None) -> set[str]:
+    """Photos a dataset holds out (any role but train, or only `role`), over every dataset's split."""
+    held = set()
+    for path in split_paths:
+        split = read_table(path, ["sha256", "split"])
+        chosen = split["split"] != "train" if role is None else split["split"] == role
+        held.update(split.loc[chosen, "sha256"])
+    return held
+
+
+def _tensor_and_boxes(path, boxes, original_size):
+    with Image.open(path) as photo:
+        tensor = infer.image_tensor(photo)
+    sx, sy = tensor.shape[-1] / original_size[0], tensor.shape[-2] / original_size[1]
+    scaled = torch.tensor([[x0 * sx, y0 * sy, x1 * sx, y1 * sy] for x0, y0, x1, y1 in boxes], dtype=torch.float32)
+    return tensor, scaled.reshape(-1, 4)
+
+
+def train(clean_path, derived_root, records_paths, split_paths, synthetic_sources, detector, settings, folder):
+    """Train `detector` on at most settings["train_photos"] of the kept photos with known boxes that
+    no dataset holds out (a sample seeded by the detector's seed); write its folder."""
+    kind = detectors.detector_kind(detector)
+    if kind.train is None:
+        raise ValueError(f"detector {detector!r} is used as it comes: it has nothing to train")
+    photos = kept_photos(clean_path, derived_root)
+    records = pd.concat([read_table(p, ["record_id", "source", "media_url"]) for p in records_paths])
+    truth = known_truth(photos, records, synthetic_sources)
+    truth = truth[~truth["image"].isin(held_out(split_paths))]
+    if truth.empty:
+        raise ValueError(
+            f"detector {detector!r} learns from photos with known boxes (a synthetic source's), and every "
+            "such kept photo is held out by a dataset (or there is none): add a synthetic source, or use a "
+            "detector that needs no training"
+        )
+    settings = dict(settings)
+    cap = settings.pop("train_photos")
+    if len(truth) > cap:
+        seed = settings.get("seed", detectors.SYNTHETIC_DEFAULTS["seed"])
+        truth = truth.sample(n=cap, random_state=seed).sort_values("image")
+    by_image = photos.set_index("image")
+    pairs = []
+    for row in truth.itertuples():
+        photo = by_image.loc[row.image]
+        pairs.append(_tensor_and_boxes(photo["path"], row.boxes, (photo["width"], photo["height"])))
+    model, history = kind.train([t for t, _ in pairs], [b for _, b in pairs], settings)
+    kind.save(model, settings, folder, photos=len(pairs), history=history)
+    log.info("detector %s trained on %d photos", detector, len(pairs))
+    return history
+
+
+def quality(found: pd.DataFrame, truth: pd.DataFrame, min_score: float) -> dict:
+    """mAP@0.5 and mean best IoU of the boxes `found` against the `truth` of the same photos."""
+    predictions = box_table.predictions_of(found)
+    known = {row.image: [tuple(b) for b in row.boxes] for row in truth.itertuples()}
+    mine = {image: predictions.get(image, []) for image in known}
+    fish = sum(len(b) for b in known.values())
+    sure = {image: [p for p in boxes if p[1] >= min_score] for image, boxes in mine.items()}
+    return {
+        "photos": len(known),
+        "fish": fish,
+        "map50": round(box_table.average_precision(known, mine), 4) if fish else None,
+        "mean_iou": round(box_table.mean_best_iou(known, mine, min_score), 4) if fish else None,
+        "photos_without_box": sum(1 for boxes in sure.values() if not boxes),
+    }
+
+
+def run(
+    clean_path,
+    derived_root,
+    records_paths,
+    split_paths,
+    synthetic_sources,
+    detector,
+    folder,
+    threshold,
+    padding,
+    out_boxes,
+    out_crops,
+    out_queue,
+    out_quality,
+    crop_root,
+    out_sheet,
+) -> dict:
+    """Boxes of every kept photo, their crops (content-addressed under `crop_root`) with provenance,
+    the queue of photos without a fish, and the detector's score on the test photos whose boxes are known."""
+    model = detectors.load_detector(detector, folder)
+    photos = kept_photos(clean_path, derived_root)
+    sizes = {row.image: (row.width, row.height) for row in photos.itertuples()}
+    paths = dict(zip(photos["image"], photos["path"]))
+    found = infer.detect(model, paths, detector, sizes)
+    box_table.write_boxes(found, out_boxes)
+    crops, queue = crop_table.crop_photos(found, paths, crop_root, detector, threshold, padding, sizes)
+    write_table(crops, out_crops, crop_table.CROP_COLUMNS)
+    write_table(queue, out_queue, crop_table.REVIEW_COLUMNS)
+    records = pd.concat([read_table(p, ["record_id", "source", "media_url"]) for p in records_paths])
+    truth = known_truth(photos, records, synthetic_sources)
+    truth = truth[truth["image"].isin(held_out(split_paths, QUALITY_SPLIT))]
+    scenes = sorted(s for s in truth["scene"].unique() if s)
+    result = {
+        "detector": detector,
+        "threshold": threshold,
+        "padding": padding,
+        "photos": len(photos),
+        "cropped": len(crops),
+        "no_fish_found": len(queue),
+        "evaluated_on": QUALITY_SPLIT,
+        "quality": quality(found, truth, threshold),
+        "by_scene": {s: quality(found, truth[truth["scene"] == s], threshold) for s in scenes},
+    }
+    Path(out_quality).write_text(json.dumps(result, indent=2, default=_plain) + "\n")
+    shown = sheet_photos(photos, truth, queue)
+    sheet.sheet(shown, crops, crop_root).save(out_sheet, optimize=True)
+    return result
+
+
+SHEET_PER_SCENE = 2
+SHEET_UNFOUND = 3
+
+
+def sheet_photos(photos: pd.DataFrame, truth: pd.DataFrame, queue: pd.DataFrame) -> pd.DataFrame:
+    """The photos the sheet shows: the first (by SHA-256) of each scene among the test photos,
+    then the first of those where no fish was found."""
+    chosen = [
+        image
+        for _, scene in truth.sort_values("image").groupby("scene", sort=True)
+        for image in scene["image"].head(SHEET_PER_SCENE)
+    ]
+    chosen += sorted(queue["image"])[:SHEET_UNFOUND]
+    return photos.set_index("image").loc[chosen].reset_index()
+
+
+def cropper(results_root, detector: str):
+    """What the detect stage did to a photo, for one photo in memory (`fishid predict` on a model
+    that chose `crop`): its crop, or the photo itself where no fish was found. The detector, the
+    threshold and the padding are the run's own (results/detect)."""
+    folder = Path(results_root, "detect")
+    run = json.loads((folder / "quality.json").read_text())
+    model = detectors.load_detector(detector, folder / detector)
+
+    def cut(image: Image.Image) -> Image.Image:
+        chosen = crop_table.chosen_box(infer.detect_image(model, image, "", detector), run["threshold"])
+        if chosen is None:
+            return image
+        return crop_table.crop(image, [chosen[c] for c in box_table.COORDINATES], run["padding"])[0]
+
+    return cut
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else str(value)

@@ -1,0 +1,102 @@
+rule train_detector:
+    """Train the detector on the kept photos whose fish boxes are known (the synthetic sources')
+    and that no dataset holds out."""
+    input:
+        clean=layout.CLEAN_TABLE,
+        records=expand(layout.RECORDS, source=config["sources"]),
+        splits=expand(layout.SPLIT, dataset=DATASETS),
+        derived=ancient(DERIVED),
+        cli=after_cleaning(CLI),
+        code=step_code("train-detector"),
+    output:
+        weights=f"{DETECTOR_FOLDER}/weights.pt",
+        meta=f"{DETECTOR_FOLDER}/meta.json",
+    log:
+        "logs/train_detector/{detector}.log",
+    benchmark:
+        "benchmarks/train_detector/{detector}.tsv"
+    # Ahead of the models: the crops wait on it, and started last it ran alone at the demo's end.
+    priority: 1
+    conda:
+        ENV
+    threads: 2
+    resources:
+        gpu=1,
+    params:
+        spec=lambda wc: as_json(
+            {**DETECT["training"], "train_photos": DETECT["train_photos"]}
+        ),
+        folder=lambda wc, output: str(Path(output.weights).parent),
+        synthetic=SYNTHETIC_SOURCES,
+    shell:
+        "python {input.cli} train-detector --clean {input.clean} --derived {input.derived}"
+        " --records {input.records} --splits {input.splits} --synthetic-sources {params.synthetic}"
+        " --detector {wildcards.detector} --spec {params.spec:q} --threads {threads}"
+        " --out {params.folder} 2> {log}"
+
+
+rule detect_fish:
+    """The detector's boxes in every kept photo, a crop of the largest fish of each (with its
+    box, margin and detector: its provenance), the queue of photos without a fish, and the
+    detector's mAP@0.5 on the test photos whose boxes are known."""
+    input:
+        weights=lambda wc: f"{detector_folder()}/weights.pt",
+        meta=lambda wc: f"{detector_folder()}/meta.json",
+        clean=layout.CLEAN_TABLE,
+        records=expand(layout.RECORDS, source=config["sources"]),
+        splits=expand(layout.SPLIT, dataset=DATASETS),
+        derived=ancient(DERIVED),
+        cli=after_cleaning(CLI),
+        code=step_code("detect"),
+    output:
+        boxes="results/detect/boxes.tsv",
+        crops=CROPS,
+        queue="results/detect/no_fish.tsv",
+        quality="results/detect/quality.json",
+        store=directory(CROP_STORE),
+        sheet="results/detect/crops.png",
+    log:
+        "logs/detect_fish.log",
+    benchmark:
+        "benchmarks/detect_fish.tsv"
+    priority: 1
+    conda:
+        ENV
+    threads: 2
+    resources:
+        gpu=1,
+    params:
+        detector=lambda wc: DETECT["detector"],
+        threshold=lambda wc: DETECT["threshold"],
+        padding=lambda wc: DETECT["padding"],
+        folder=lambda wc: detector_folder(),
+        synthetic=SYNTHETIC_SOURCES,
+    shell:
+        "python {input.cli} detect --clean {input.clean} --derived {input.derived}"
+        " --records {input.records} --splits {input.splits} --synthetic-sources {params.synthetic}"
+        " --detector {params.detector} --folder {params.folder} --threshold {params.threshold}"
+        " --padding {params.padding} --threads {threads} --boxes {output.boxes} --crops {output.crops}"
+        " --queue {output.queue} --quality {output.quality} --crop-store {output.store}"
+        " --sheet {output.sheet} 2> {log}"
+
+
+rule cache_crops:
+    """Like cache_images, of each photo's crop (its whole photo where no fish was found)."""
+    input:
+        split=layout.SPLIT,
+        derived=ancient(DERIVED),
+        crops=CROPS,
+        store=CROP_STORE,
+        cli=after_cleaning(CLI),
+        code=step_code("cache"),
+    output:
+        "results/cache/{dataset}/{size}px-crops.pt",
+    log:
+        "logs/cache_crops/{dataset}-{size}px.log",
+    benchmark:
+        "benchmarks/cache_crops/{dataset}-{size}px.tsv"
+    conda:
+        ENV
+    shell:
+        "python {input.cli} cache --split {input.split} --derived {input.derived} --size {wildcards.size}"
+        " --crops {input.crops} --crop-store {input.store} --out {output} 2> {log}"
