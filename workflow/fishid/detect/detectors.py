@@ -11,8 +11,9 @@ wide reef scene and a fish that fills the frame; FCOS gives each level the boxes
 A trained detector is a folder: weights.pt (the state dict, loaded as tensors only) and
 meta.json (the detector's name, its settings, how it trained).
 
-`owlv2` (Hugging Face transformers' OWLv2, prompted "a photo of a fish") is not here yet: the
-environment has no transformers.
+`owlv2` (Hugging Face transformers' OWLv2, prompted "a photo of a fish"), the detector real
+photos need, is not here yet: transformers is not among the pinned requirements (5.25.0 installs
+from PyPI beside them without moving a pin), and its weights cannot be fetched offline.
 """
 
 from __future__ import annotations
