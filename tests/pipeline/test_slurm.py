@@ -26,7 +26,7 @@ import yaml
 from conftest import REPO
 from projectrun import TINY_CONFIG, environment, make_project, planned, snakemake, snakemake_command
 
-GPU_RULES = {"train_model", "pretrain_backbone", "label_issues"}
+GPU_RULES = {"train_model", "pretrain_backbone", "label_issues", "train_detector", "detect_fish"}
 # What the tests add to the profile, for this cluster only: it has no accounting database
 # (so squeue, not sacct, reports job states), and its jobs take seconds, not hours.
 CLUSTER_ARGS = [
@@ -195,11 +195,11 @@ def test_training_jobs_asked_for_a_gpu_and_no_other_job_did(slurm_run):
             assert gpu_request(job) == {"TresPerJob": "gres:gpu:1"} and job["Partition"] == "gpu", job
         else:
             assert gpu_request(job) == {} and job["Partition"] == "cpu", job
-    # SLURM handed the granted GPU to the training processes and the label-error queue's
-    # (CUDA_VISIBLE_DEVICES), and to no other.
+    # SLURM handed the granted GPU to the training processes, the label-error queue's and the
+    # detector's (CUDA_VISIBLE_DEVICES), and to no other.
     for job_id, visible, command in slurm_run["calls"]:
         assert job_id != "none", command
-        on_gpu = re.search(r"fishid_cli.py (train|pretrain|label-issues) ", command) is not None
+        on_gpu = re.search(r"fishid_cli.py (train|pretrain|label-issues|train-detector|detect) ", command) is not None
         assert (visible == "0") if on_gpu else (visible == "unset"), command
 
 

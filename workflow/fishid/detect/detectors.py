@@ -132,7 +132,11 @@ def flipped(image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, tor
 
 
 def train_synthetic(
-    images: Sequence[torch.Tensor], boxes: Sequence[torch.Tensor], settings: dict, progress: Callable | None = None
+    images: Sequence[torch.Tensor],
+    boxes: Sequence[torch.Tensor],
+    settings: dict,
+    progress: Callable | None = None,
+    device: torch.device | None = None,
 ) -> tuple[FCOS, list[dict]]:
     """Train the `synthetic` detector on images (3 x H x W, 0-1) and their true boxes (N x 4,
     pixels; N may be 0): (the model in eval mode, one history row per epoch).
@@ -142,7 +146,8 @@ def train_synthetic(
     s = SYNTHETIC_DEFAULTS | settings
     torch.manual_seed(s["seed"])
     order = random.Random(s["seed"])
-    model = build_synthetic(s)
+    device = device or torch.device("cpu")
+    model = build_synthetic(s).to(device)
     model.train()
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.SGD(parameters, lr=s["lr"], momentum=s["momentum"], weight_decay=s["weight_decay"])
@@ -168,6 +173,8 @@ def train_synthetic(
                     image, truth = flipped(image, truth)
                 batch.append(image)
                 targets.append({"boxes": truth, "labels": torch.ones(len(truth), dtype=torch.int64)})
+            batch = [image.to(device) for image in batch]
+            targets = [{key: value.to(device) for key, value in target.items()} for target in targets]
             loss_parts = model(batch, targets)
             loss = sum(loss_parts.values())
             if not math.isfinite(loss.item()):
@@ -183,7 +190,7 @@ def train_synthetic(
         log.info("detector epoch %s", row)
         if progress:
             progress(row)
-    return model.eval(), history
+    return model.cpu().eval(), history
 
 
 def save_synthetic(model: FCOS, settings: dict, folder, **meta) -> Path:

@@ -29,6 +29,7 @@ def detect(
     """Boxes rows of every photo of `photos` ({image: path}), in the photos' original pixels: the
     file may be a resized copy (the clean stage's derived one) of a photo of `original_sizes[image]`."""
     model.eval()
+    device = next(model.parameters()).device
     names = list(photos)
     rows = []
     for start in range(0, len(names), batch_size):
@@ -37,7 +38,9 @@ def detect(
         for image in chunk:
             with Image.open(photos[image]) as photo:
                 tensors.append(image_tensor(photo))
-        for image, tensor, found in zip(chunk, tensors, model(tensors)):
+        outputs = model([tensor.to(device) for tensor in tensors])
+        for image, tensor, found in zip(chunk, tensors, outputs):
+            found = {key: value.cpu() for key, value in found.items()}
             size = (original_sizes or {}).get(image)
             rows.extend(box_rows(image, found, detector, tensor.shape[-1], tensor.shape[-2], size))
     return pd.DataFrame(rows, columns=BOX_COLUMNS)

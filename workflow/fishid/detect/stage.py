@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from fishid import runtime
 from fishid.detect import boxes as box_table
 from fishid.detect import crops as crop_table
 from fishid.detect import detectors, infer, sheet
@@ -105,8 +106,9 @@ def train(clean_path, derived_root, records_paths, split_paths, synthetic_source
     for row in truth.itertuples():
         photo = by_image.loc[row.image]
         pairs.append(_tensor_and_boxes(photo["path"], row.boxes, (photo["width"], photo["height"])))
-    model, history = kind.train([t for t, _ in pairs], [b for _, b in pairs], settings)
-    kind.save(model, settings, folder, photos=len(pairs), history=history)
+    device = runtime.select_device()
+    model, history = kind.train([t for t, _ in pairs], [b for _, b in pairs], settings, device=device)
+    kind.save(model, settings, folder, photos=len(pairs), device=device.type, history=history)
     log.info("detector %s trained on %d photos", detector, len(pairs))
     return history
 
@@ -146,7 +148,7 @@ def run(
 ) -> dict:
     """Boxes of every kept photo, their crops (content-addressed under `crop_root`) with provenance,
     the queue of photos without a fish, and the detector's score on the test photos whose boxes are known."""
-    model = detectors.load_detector(detector, folder)
+    model = detectors.load_detector(detector, folder).to(runtime.select_device())
     photos = kept_photos(clean_path, derived_root)
     sizes = {row.image: (row.width, row.height) for row in photos.itertuples()}
     paths = dict(zip(photos["image"], photos["path"]))

@@ -283,14 +283,15 @@ def format_image(chain: dict) -> str:
     else:
         why = c["reason"] + (f", duplicate of {c['duplicate_of']}" if c["duplicate_of"] else "")
         lines.append(f"cleaning: DROPPED ({why})")
-    if chain["crop"]:
+    # A chain from before the detect stage (or written by hand) may not say.
+    if chain.get("crop"):
         k = chain["crop"]
         lines.append(
             f"detection: cropped to {DETECT_DIR}/crops/{k['path']} by detector {k['detector']}: box "
             f"({k['x0']}, {k['y0']})-({k['x1']}, {k['y1']}) score {k['score']}, padding {k['padding']}, cut "
             f"({k['crop_x0']}, {k['crop_y0']})-({k['crop_x1']}, {k['crop_y1']}) of the photo"
         )
-    elif chain["no_fish"]:
+    elif chain.get("no_fish"):
         q = chain["no_fish"]
         lines.append(
             f"detection: NO FISH FOUND by detector {q['detector']} (best score {q['best_score'] or 'none'}, "
