@@ -177,7 +177,14 @@ def cmd_open_clip_weights(args):
 
     files = weights.hub_files(args.model, args.cache_dir, allow_download=not args.offline)
     weights.write_hub_record(args.model, files, args.out)
-    logging.info("%s: %s and %s", args.model, files.config, files.weights)
+    logging.info("%s: %s", args.model, ", ".join(str(path) for path in files.files))
+
+
+def cmd_fetch_detector(args):
+    from fishid.detect import detectors
+
+    record = detectors.fetch_detector(args.detector, args.spec, args.out, allow_download=not args.offline)
+    logging.info("detector %s: %s in %s", args.detector, record["snapshot"]["model"], record["snapshot"]["folder"])
 
 
 def cmd_evaluate(args):
@@ -474,6 +481,14 @@ def parser() -> argparse.ArgumentParser:
         threads,
     ]
     command("train-detector", cmd_train_detector, *found_on, spec, out)
+    command(
+        "fetch-detector",
+        cmd_fetch_detector,
+        (["--detector"], {"required": True}),
+        spec,
+        offline,
+        (["--out"], {"required": True, "help": "the detector's folder (its meta.json)"}),
+    )
     command(
         "detect",
         cmd_detect,

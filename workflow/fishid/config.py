@@ -269,11 +269,17 @@ def _cross_references(config: dict, root: Path) -> list[str]:
 
 
 def detect_settings(config: dict) -> dict | None:
-    """The detect section with the schema's defaults filled in; None where there is none."""
+    """The detect section with the schema's defaults filled in, one level down too (detect.owlv2's
+    model, where a config gives only its queries); None where there is none."""
     if "detect" not in config:
         return None
     node = load_schema()["properties"]["detect"]["properties"]
-    return {key: config["detect"].get(key, spec["default"]) for key, spec in node.items()}
+    settings = {}
+    for key, spec in node.items():
+        value = config["detect"].get(key, spec["default"])
+        inner = {name: s["default"] for name, s in spec.get("properties", {}).items() if "default" in s}
+        settings[key] = {**inner, **value} if inner else value
+    return settings
 
 
 def model_settings(config: dict, name: str) -> dict:

@@ -1,11 +1,11 @@
-"""What each model variant (a config's `arch`) and each backbone source needs, and the defaults
-of the settings only some variants read, before any network is built. It imports no PyTorch, so
+"""What each model variant (a config's `arch`), each backbone source and each detector needs, and
+the defaults of the settings only some variants read, before any network is built. It imports no PyTorch, so
 that the configuration checks, the Snakefile and evaluation ask it; fishid.models.registry adds
 how each variant's network is built.
 
 A new variant is a row here (and its network in registry.py): the schema's `arch` enum is
 checked against NEEDS by tests/unit/test_variants.py, as the backbone sources against
-BACKBONE_KINDS.
+BACKBONE_KINDS, and the detectors (fishid.detect.detectors.DETECTORS) against TRAINED_DETECTORS.
 """
 
 from dataclasses import dataclass
@@ -40,6 +40,15 @@ BACKBONE_KINDS = {
     "imagenet": "resnet18",
     "clip_pretrain": "clip",
     "open_clip": "clip",
+}
+
+
+# Each detector (a config's detect.detector): True where the pipeline trains it (rule
+# train_detector), False where it is used as it comes and its files are fetched (rule
+# fetch_detector, with the settings under detect.<name>).
+TRAINED_DETECTORS = {
+    "synthetic": True,
+    "owlv2": False,
 }
 
 

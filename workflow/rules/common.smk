@@ -223,3 +223,17 @@ SYNTHETIC_SOURCES = [
 
 def detector_folder():
     return DETECTOR_FOLDER.format(detector=DETECT["detector"])
+
+
+def detectors_by_training(trained):
+    """The detectors the pipeline trains (rule train_detector), or fetches (fetch_detector)."""
+    names = [n for n, t in variants.TRAINED_DETECTORS.items() if t == trained]
+    return "|".join(map(re.escape, names))
+
+
+def detector_files():
+    """What detect_fish reads of its detector: a trained one's weights and record, or the
+    record of the files fetched for one used as it comes."""
+    trained = variants.TRAINED_DETECTORS[DETECT["detector"]]
+    names = ["weights.pt", "meta.json"] if trained else ["meta.json"]
+    return [f"{detector_folder()}/{name}" for name in names]

@@ -15,6 +15,8 @@ rule train_detector:
         "logs/train_detector/{detector}.log",
     benchmark:
         "benchmarks/train_detector/{detector}.tsv"
+    wildcard_constraints:
+        detector=detectors_by_training(True),
     # Ahead of the models: the crops wait on it, and started last it ran alone at the demo's end.
     priority: 1
     conda:
@@ -35,13 +37,42 @@ rule train_detector:
         " --out {params.folder} 2> {log}"
 
 
+# A download runs where Snakemake runs (a cluster's login node has the network that compute
+# nodes often lack), never as a cluster job.
+localrules:
+    fetch_detector,
+
+
+rule fetch_detector:
+    """A detector used as it comes (detect.detector owlv2): its files, in huggingface_hub's layout
+    under its cache (detect.owlv2.cache, models--org--name/snapshots/<revision>/), found there or
+    downloaded once; the output records its settings and the files with their SHA-256. Offline,
+    missing files stop the run with the model and the folder to put them in."""
+    input:
+        cli=CLI,
+    output:
+        f"{DETECTOR_FOLDER}/meta.json",
+    log:
+        "logs/fetch_detector/{detector}.log",
+    wildcard_constraints:
+        detector=detectors_by_training(False),
+    conda:
+        ENV
+    params:
+        spec=lambda wc: as_json(DETECT[wc.detector]),
+        folder=lambda wc, output: str(Path(output[0]).parent),
+        offline="--offline" if config["offline"] else "",
+    shell:
+        "python {input.cli} fetch-detector --detector {wildcards.detector} --spec {params.spec:q}"
+        " {params.offline} --out {params.folder} 2> {log}"
+
+
 rule detect_fish:
     """The detector's boxes in every kept photo, a crop of the largest fish of each (with its
     box, margin and detector: its provenance), the queue of photos without a fish, and the
     detector's mAP@0.5 on the test photos whose boxes are known."""
     input:
-        weights=lambda wc: f"{detector_folder()}/weights.pt",
-        meta=lambda wc: f"{detector_folder()}/meta.json",
+        detector=lambda wc: detector_files(),
         clean=layout.CLEAN_TABLE,
         records=expand(layout.RECORDS, source=config["sources"]),
         splits=expand(layout.SPLIT, dataset=DATASETS),

@@ -11,9 +11,12 @@ wide reef scene and a fish that fills the frame; FCOS gives each level the boxes
 A trained detector is a folder: weights.pt (the state dict, loaded as tensors only) and
 meta.json (the detector's name, its settings, how it trained).
 
-`owlv2` (Hugging Face transformers' OWLv2, prompted "a photo of a fish"), the detector real
-photos need, is not here yet: transformers is not among the pinned requirements (5.25.0 installs
-from PyPI beside them without moving a pin), and its weights cannot be fetched offline.
+`owlv2`: Hugging Face transformers' OWLv2, prompted "a photo of a fish", the detector real photos
+need, used as it comes (fishid.detect.owlv2). Its folder is a meta.json only, naming the snapshot
+of the model's files in the weights cache that it reads.
+
+Whether the pipeline trains a detector or fetches it is fishid.variants.TRAINED_DETECTORS (the
+Snakefile reads it without importing PyTorch); tests/unit/test_detect_owlv2.py checks it agrees.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from torchvision.models.detection import FCOS
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.fcos import FCOSHead
 
+from fishid.detect import owlv2
 from fishid.models.weights import load_weights
 
 log = logging.getLogger(__name__)
@@ -225,12 +229,14 @@ def read_meta(folder: Path, expected: str) -> dict:
 
 @dataclass(frozen=True)
 class DetectorKind:
-    """How a detector comes to be and is read back. `train` is None for one used as it comes."""
+    """How a detector comes to be and is read back. `train` is None for one used as it comes,
+    whose files `fetch` (its settings, its folder, whether it may download) finds instead."""
 
     load: Callable[[Path], nn.Module]
     train: Callable | None
     save: Callable | None
     description: str
+    fetch: Callable[[dict, Path, bool], dict] | None = None
 
 
 DETECTORS = {
@@ -240,6 +246,13 @@ DETECTORS = {
         save=save_synthetic,
         description="FCOS on a small backbone, trained from scratch on synthetic renders and their known boxes",
     ),
+    "owlv2": DetectorKind(
+        load=owlv2.load,
+        train=None,
+        save=None,
+        fetch=owlv2.fetch,
+        description="Hugging Face transformers' OWLv2, zero-shot, prompted with text queries, used as it comes",
+    ),
 }
 
 
@@ -247,6 +260,17 @@ def detector_kind(name: str) -> DetectorKind:
     if name not in DETECTORS:
         raise ValueError(f"unknown detector {name!r}; known: {', '.join(DETECTORS)}")
     return DETECTORS[name]
+
+
+def fetch_detector(name: str, settings: dict, folder, allow_download: bool) -> dict:
+    """The folder of a detector used as it comes (its meta.json, returned), its files found in
+    the weights cache or downloaded once where allowed."""
+    kind = detector_kind(name)
+    if kind.fetch is None:
+        raise ValueError(
+            f"detector {name!r} is trained by the pipeline (rule train_detector): there is nothing to fetch"
+        )
+    return kind.fetch(settings, Path(folder), allow_download)
 
 
 def load_detector(name: str, folder) -> nn.Module:

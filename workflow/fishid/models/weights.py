@@ -4,10 +4,11 @@ version, so that jobs without network read them from disk.
 - torchvision's ImageNet weights: the file name carries the first hex digits of its SHA-256
   (torch hub's convention), so a cached file is checked before it is used, and a user
   offline is told exactly which file to place where.
-- open_clip models on the Hugging Face Hub (`hf-hub:org/name`, e.g. BioCLIP): the
-  repository's open_clip_config.json and weights file, in huggingface_hub's cache layout
-  (`<cache>/models--org--name/snapshots/<revision>/`), the layout open_clip's own hf-hub
-  loader reads.
+- models on the Hugging Face Hub: the files a library reads (a HubLayout), in huggingface_hub's
+  cache layout (`<cache>/models--org--name/snapshots/<revision>/`): an open_clip model
+  (`hf-hub:org/name`, e.g. BioCLIP), its open_clip_config.json and weights file, the layout
+  open_clip's own hf-hub loader reads; the OWLv2 detector's transformers files
+  (fishid.detect.owlv2).
 """
 
 import json
@@ -90,15 +91,35 @@ OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin
 
 
 @dataclass(frozen=True)
-class HubFiles:
-    """An open_clip model's files in the Hugging Face cache: one snapshot folder."""
+class HubLayout:
+    """The files a library reads from one snapshot of a Hugging Face Hub repository."""
 
-    config: Path
-    weights: Path
+    what: str  # how messages name such a model ("open_clip model")
+    files: tuple[str, ...]  # each one needed
+    # The first of these that the repository has. The last one is the one asked for when a user
+    # fetches the files by hand: open_clip's pickled state dict is older than its safetensors file.
+    weights: tuple[str, ...]
+    # Never read (pickles): where one is all the cache holds, the message says why it was passed over.
+    refused: tuple[str, ...] = ()
+
+
+OPEN_CLIP = HubLayout("open_clip model", (OPEN_CLIP_CONFIG,), OPEN_CLIP_WEIGHTS)
+
+
+@dataclass(frozen=True)
+class HubFiles:
+    """A model's files in the Hugging Face cache, all in one snapshot folder: its layout's
+    files, then its weights."""
+
+    files: tuple[Path, ...]
+
+    @property
+    def weights(self) -> Path:
+        return self.files[-1]
 
     @property
     def folder(self) -> Path:
-        return self.config.parent
+        return self.files[0].parent
 
 
 def hub_repo(model: str) -> str | None:
@@ -111,95 +132,120 @@ def hub_repo_folder(cache_dir, repo: str) -> Path:
     return Path(cache_dir, "models--" + repo.replace("/", "--"))
 
 
-def cached_hub_files(repo: str, cache_dir) -> tuple[Path | None, Path | None]:
-    """The cached (config, weights) of the repository's `main` revision, None where missing.
-    `main` is what refs/main names (a download), or a folder snapshots/main (files put by hand)."""
+def cached_hub_files(repo: str, layout: HubLayout, cache_dir) -> dict[str, Path | None]:
+    """The cached files of the repository's `main` revision (its layout's files, then its
+    weights under the name found), None where missing. `main` is what refs/main names (a
+    download), or a folder snapshots/main (files put by hand)."""
     from huggingface_hub import try_to_load_from_cache
 
     def cached(name):
         hit = try_to_load_from_cache(repo, name, cache_dir=str(cache_dir))
         return Path(hit) if isinstance(hit, str) else None
 
-    config = cached(OPEN_CLIP_CONFIG)
-    weights = next((path for name in OPEN_CLIP_WEIGHTS if (path := cached(name))), None)
-    return config, weights
+    found = {name: cached(name) for name in layout.files}
+    weights = next(((name, path) for name in layout.weights if (path := cached(name))), None)
+    found.update([weights] if weights else [(" or ".join(layout.weights), None)])
+    return found
 
 
-def hub_instructions(model: str, cache_dir) -> str:
-    repo = hub_repo(model)
+def hub_instructions(repo: str, layout: HubLayout, cache_dir) -> str:
     folder = hub_repo_folder(cache_dir, repo)
+    weights = " or ".join(reversed(layout.weights))
+    wanted = " ".join([*layout.files, layout.weights[-1]])
     return (
-        f"put {OPEN_CLIP_CONFIG} and {OPEN_CLIP_WEIGHTS[1]} (or {OPEN_CLIP_WEIGHTS[0]}) from "
-        f"https://huggingface.co/{repo}/tree/main into {folder / 'snapshots' / 'main'}/, or, on a machine "
-        f"with network, run `hf download {repo} {OPEN_CLIP_CONFIG} {OPEN_CLIP_WEIGHTS[1]} --cache-dir "
-        f"{cache_dir}` (or this pipeline with offline: false) and copy the folder {folder} it fills to the same "
-        f"place here"
+        f"put {', '.join(layout.files)} and {weights} from https://huggingface.co/{repo}/tree/main into "
+        f"{folder / 'snapshots' / 'main'}/, or, on a machine with network, run `hf download {repo} {wanted} "
+        f"--cache-dir {cache_dir}` (or this pipeline with offline: false) and copy the folder {folder} it fills "
+        f"to the same place here"
     )
 
 
-def _download_hub_files(repo: str, cache_dir) -> None:
+def _download_hub_files(repo: str, layout: HubLayout, cache_dir) -> None:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
-    hf_hub_download(repo, OPEN_CLIP_CONFIG, cache_dir=str(cache_dir))
-    for name in OPEN_CLIP_WEIGHTS:
+    for name in layout.files:
+        hf_hub_download(repo, name, cache_dir=str(cache_dir))
+    for name in layout.weights:
         try:
             hf_hub_download(repo, name, cache_dir=str(cache_dir))
             return
         except EntryNotFoundError as error:
             # Not in the repository: try the next name. Not reachable: stop.
-            if isinstance(error, LocalEntryNotFoundError) or name == OPEN_CLIP_WEIGHTS[-1]:
+            if isinstance(error, LocalEntryNotFoundError) or name == layout.weights[-1]:
                 raise
 
 
-def hub_files(model: str, cache_dir, allow_download: bool) -> HubFiles:
-    """The config and weights of an `hf-hub:` open_clip model in `cache_dir`, downloaded
-    once if allowed; missing offline, or not downloadable, a WeightsUnavailable that names
-    the model, the folder to put its files in and the files."""
+def _refused_in_cache(repo: str, layout: HubLayout, cache_dir) -> str:
+    from huggingface_hub import try_to_load_from_cache
+
+    there = [
+        name for name in layout.refused if isinstance(try_to_load_from_cache(repo, name, cache_dir=str(cache_dir)), str)
+    ]
+    if not there:
+        return ""
+    return (
+        f"; {' and '.join(there)} {'is' if len(there) == 1 else 'are'} there, but never read: a pickle, which "
+        "loading would run as code"
+    )
+
+
+def hub_snapshot(model: str, repo: str, layout: HubLayout, cache_dir, allow_download: bool) -> HubFiles:
+    """The files of `layout` of Hub repository `repo` ('org/name', which `model` names for the
+    user) in `cache_dir`, downloaded once if allowed; missing offline, or not downloadable, a
+    WeightsUnavailable that names the model, the folder to put its files in and the files."""
     from huggingface_hub import constants
 
-    repo = hub_repo(model)
-    if not repo or repo.count("/") != 1:
-        raise ValueError(f"{model!r} is not an open_clip Hugging Face Hub name (hf-hub:org/name)")
-    config, weights = cached_hub_files(repo, cache_dir)
-    if config and weights:
-        return HubFiles(config, weights)
-    missing = ", ".join(
-        name for name, path in ((OPEN_CLIP_CONFIG, config), (" or ".join(OPEN_CLIP_WEIGHTS), weights)) if not path
-    )
+    if repo.count("/") != 1 or "--" in repo or not all(repo.split("/")):
+        raise ValueError(f"{model!r}: {repo!r} is not a Hugging Face Hub model name (org/name)")
+    found = cached_hub_files(repo, layout, cache_dir)
+    if all(found.values()):
+        return HubFiles(tuple(found.values()))
+    missing = ", ".join(name for name, path in found.items() if not path)
     if not allow_download or constants.HF_HUB_OFFLINE:
         why = "offline: true" if not allow_download else "HF_HUB_OFFLINE is set"
         raise WeightsUnavailable(
-            f"open_clip model {model} is not in the cache {cache_dir} (missing: {missing}) and downloads are "
-            f"off ({why}): {hub_instructions(model, cache_dir)}"
+            f"{layout.what} {model} is not in the cache {cache_dir} (missing: {missing}"
+            f"{_refused_in_cache(repo, layout, cache_dir)}) and downloads are off ({why}): "
+            f"{hub_instructions(repo, layout, cache_dir)}"
         )
     try:
-        _download_hub_files(repo, cache_dir)
+        _download_hub_files(repo, layout, cache_dir)
     except Exception as error:  # huggingface_hub's errors (network, HTTP, missing files) all end here
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise WeightsUnavailable(
-            f"could not download open_clip model {model} into {cache_dir} ({type(error).__name__}: {reason}): "
-            f"{hub_instructions(model, cache_dir)}"
+            f"could not download {layout.what} {model} into {cache_dir} ({type(error).__name__}: {reason}): "
+            f"{hub_instructions(repo, layout, cache_dir)}"
         ) from None
-    config, weights = cached_hub_files(repo, cache_dir)
-    if not (config and weights):
+    found = cached_hub_files(repo, layout, cache_dir)
+    if not all(found.values()):
         raise WeightsUnavailable(
-            f"open_clip model {model} was downloaded but its files are not in {cache_dir}: "
-            f"{hub_instructions(model, cache_dir)}"
+            f"{layout.what} {model} was downloaded but its files are not in {cache_dir}: "
+            f"{hub_instructions(repo, layout, cache_dir)}"
         )
-    return HubFiles(config, weights)
+    return HubFiles(tuple(found.values()))
 
 
-def write_hub_record(model: str, files: HubFiles, out) -> dict:
-    """What a training job will read, with sizes and SHA-256: the weights rule's output."""
-    record = {
+def hub_files(model: str, cache_dir, allow_download: bool) -> HubFiles:
+    """The config and weights of an `hf-hub:` open_clip model in `cache_dir` (hub_snapshot)."""
+    repo = hub_repo(model)
+    if not repo:
+        raise ValueError(f"{model!r} is not an open_clip Hugging Face Hub name (hf-hub:org/name)")
+    return hub_snapshot(model, repo, OPEN_CLIP, cache_dir, allow_download)
+
+
+def hub_record(model: str, files: HubFiles) -> dict:
+    """The snapshot a job will read: its revision, its folder, and each file's size and SHA-256."""
+    return {
         "model": model,
         "revision": files.folder.name,
         "folder": str(files.folder),
-        "files": {
-            path.name: {"bytes": path.stat().st_size, "sha256": sha256_of_file(path)}
-            for path in (files.config, files.weights)
-        },
+        "files": {path.name: {"bytes": path.stat().st_size, "sha256": sha256_of_file(path)} for path in files.files},
     }
+
+
+def write_hub_record(model: str, files: HubFiles, out) -> dict:
+    """hub_record written to `out`: the weights rule's output."""
+    record = hub_record(model, files)
     Path(out).write_text(json.dumps(record, indent=2) + "\n")
     return record
