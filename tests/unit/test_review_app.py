@@ -4,6 +4,7 @@ what it serves, what it refuses, what it writes, and the label-issue ranking it 
 import io
 import json
 import re
+import shutil
 import threading
 from hashlib import sha256
 from pathlib import Path
@@ -14,13 +15,20 @@ import pytest
 import torch
 import yaml
 from conftest import REPO
+from test_detect_detectors import TINY, bright_squares
+from toydata import SETTINGS as TOY_SETTINGS
+from toydata import toy_cache
 
+from fishid import cli
 from fishid.clean import stage as clean
+from fishid.detect import detectors
+from fishid.evaluate import predict
 from fishid.review import decisions
 from fishid.review.app import create_app
 from fishid.review.label_issues import issue_settings, label_issues
 from fishid.sources import synthetic
 from fishid.tables import DOWNLOAD_COLUMNS, RECORD_COLUMNS, read_table, write_table
+from fishid.train import loop as train
 
 SPECIES = ["Amphiprion clarkii", "Amphiprion perideraion"]
 HOSTILE = '<script>alert("rights")</script>'
@@ -169,6 +177,59 @@ def test_an_upload_that_is_not_an_image_is_refused_with_a_message(with_model):
     answer = upload(client, app, "notes.jpg", b"<html>not a photo</html>")
     assert answer.status_code == 400
     assert "notes.jpg: not an image (undecodable" in answer.get_data(as_text=True)
+
+
+@pytest.fixture
+def with_crop_model(project, tmp_path_factory):
+    """A model on crops (`crop: synthetic`) and the run's detector under results/detect, as a
+    run leaves them: a tiny detector that reports every box it finds (any score counts)."""
+    detector = {**TINY, "score_thresh": 0.0}
+    model, _ = detectors.train_synthetic(*bright_squares(6), detector)
+    detectors.save_synthetic(model, detector, project / "results/detect/synthetic")
+    (project / "results/detect/quality.json").write_text(json.dumps({"threshold": 0.0, "padding": 0.1}))
+    toy = toy_cache(tmp_path_factory.mktemp("toy"))
+    weights, history, meta = train.train_model({**TOY_SETTINGS, "epochs": 1, "crop": "synthetic"}, toy, None)
+    folder = project / "results/models/M-crop"
+    folder.mkdir(parents=True)
+    train.save(weights, history, meta, folder / "weights.pt", folder / "history.csv", folder / "meta.json")
+    return project
+
+
+def scores(table: pd.DataFrame) -> np.ndarray:
+    return table.set_index("file").sort_index().filter(like="score:").to_numpy(float)
+
+
+def test_a_crop_models_prediction_on_the_page_is_fishid_predicts(with_crop_model, tmp_path):
+    """The Predict page cuts each photo to its fish as `fishid predict` does (the same function):
+    the same labels and scores, and not those of the same model on the whole photos."""
+    project = with_crop_model
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for path in sorted((project / "resources/images").rglob("*.jpg"))[:4]:
+        shutil.copy(path, photos / path.name)
+    app, client = client_of(project)
+    sent = [(io.BytesIO(p.read_bytes()), p.name) for p in sorted(photos.iterdir())]
+    form = {"csrf": app.config["CSRF_TOKEN"], "model": "M-crop", "photos": sent}
+    answer = client.post("/predict", data=form, content_type="multipart/form-data")
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    key = re.search(r"/predict/([0-9a-f]+)\.json", answer.get_data(as_text=True)).group(1)
+    page = pd.DataFrame(json.loads(client.get(f"/predict/{key}.json").data))
+
+    out = tmp_path / "labels.csv"
+    cli.main(["predict", "--model", "M-crop", str(photos), "--results", str(project / "results"), "--out", str(out)])
+    command = pd.read_csv(out, keep_default_na=False)
+    assert sorted(page["file"]) == sorted(command["file"]) == sorted(p.name for p in photos.iterdir())
+    assert (page["error"] == "").all()
+    by_file = page.set_index("file").loc[command["file"]]
+    assert by_file["predicted"].tolist() == command["predicted"].tolist()
+    assert np.abs(scores(page) - scores(command)).max() < 1e-5  # the command writes 6 decimals
+
+    whole = project / "results/models/M-whole"
+    shutil.copytree(project / "results/models/M-crop", whole)
+    meta = json.loads((whole / "meta.json").read_text())
+    del meta["settings"]["crop"]
+    (whole / "meta.json").write_text(json.dumps(meta))
+    assert np.abs(scores(predict.predict_folder(whole, photos)) - scores(page)).max() > 1e-3
 
 
 def test_two_concurrent_writers_keep_both_decisions(project):

@@ -7,8 +7,8 @@ meta.json that records the settings and the snapshot it read, file by file with 
 reads that snapshot from disk only, and only its safetensors weights: transformers' pickled
 pytorch_model.bin would run code as it loads, and is refused.
 
-OWLv2's processor pads each photo with grey below and to the right into a square before resizing
-it to the model's input, so its boxes are fractions of the square; transformers' post-processing
+OWLv2's processor pads each photo with black below and to the right into a square before
+resizing it to the model's input, so its boxes are fractions of the square; transformers' post-processing
 scales them by the photo's longer side, which, the padding being below and to the right, puts
 them in the photo's own pixels. A box that reaches into the padding is clipped to the photo.
 """
