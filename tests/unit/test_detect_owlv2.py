@@ -53,6 +53,10 @@ def tiny_files(staging) -> dict[str, bytes]:
     vision |= {"image_size": INPUT, "patch_size": 16}
     torch.manual_seed(0)
     model = Owlv2ForObjectDetection(Owlv2Config(text_config=text, vision_config=vision, projection_dim=16))
+    # Random weights put boxes anywhere, often flat; without the box head's last layer each patch
+    # proposes its own square (OWLv2's box bias), as a trained model's boxes sit near their patch.
+    torch.nn.init.zeros_(model.box_head.dense2.weight)
+    torch.nn.init.zeros_(model.box_head.dense2.bias)
     model.save_pretrained(staging)
     Owlv2ImageProcessor(size={"height": INPUT, "width": INPUT}).to_json_file(staging / "preprocessor_config.json")
     files = {name: (staging / name).read_bytes() for name in ("config.json", "model.safetensors")}
@@ -144,7 +148,8 @@ def test_boxes_come_back_in_the_photos_own_pixels(fetched):
     assert list(mine.columns) == boxes.BOX_COLUMNS and set(mine["detector"]) == {"owlv2"}
     assert len(mine) > 0 and mine["score"].between(0, 1).all()
     assert mine["x0"].ge(0).all() and mine["x1"].le(150).all() and mine["y0"].ge(0).all() and mine["y1"].le(50).all()
-    assert (mine["x0"] <= mine["x1"]).all() and (mine["y0"] <= mine["y1"]).all()
+    # Each box holds some of the photo: one that lay all in the padding is dropped, not flattened onto its edge.
+    assert (mine["x0"] < mine["x1"]).all() and (mine["y0"] < mine["y1"]).all()
     # The best box survives suppression in both: the same box, clipped to the wide photo.
     best, expected = mine.iloc[0], theirs.iloc[0]
     assert best["score"] == pytest.approx(expected["score"], abs=1e-5)
@@ -167,6 +172,7 @@ def test_detect_on_files_gives_rows_in_the_original_photos_pixels(fetched, tmp_p
         rows = table[table["image"] == image]
         assert rows["x0"].ge(0).all() and rows["x1"].le(width + 1e-3).all(), image
         assert rows["y0"].ge(0).all() and rows["y1"].le(height + 1e-3).all(), image
+        assert ((rows["x1"] - rows["x0"]) * (rows["y1"] - rows["y0"]) > 0).all(), image
     alone = infer.detect_image(model, Image.open(paths["photo1"]), "photo1", "owlv2")
     scaled = table[table["image"] == "photo1"][boxes.COORDINATES].to_numpy()
     assert np.allclose(scaled, alone[boxes.COORDINATES].to_numpy() * 4, atol=1e-3)

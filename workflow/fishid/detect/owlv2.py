@@ -10,7 +10,8 @@ pytorch_model.bin would run code as it loads, and is refused.
 OWLv2's processor pads each photo with black below and to the right into a square before
 resizing it to the model's input, so its boxes are fractions of the square; transformers' post-processing
 scales them by the photo's longer side, which, the padding being below and to the right, puts
-them in the photo's own pixels. A box that reaches into the padding is clipped to the photo.
+them in the photo's own pixels. A box that reaches into the padding is clipped to the photo; one
+that lies all in the padding is dropped.
 """
 
 from __future__ import annotations
@@ -95,10 +96,13 @@ class Owlv2Detector(nn.Module):
         boxes = found["boxes"].clone()
         boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+        # A box that lay all in the padding is flat once clipped: it holds none of the photo.
+        inside = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        boxes, scores, labels = boxes[inside], found["scores"][inside], found["labels"][inside]
         # A fish found by two queries is one fish: suppression across queries, not per query.
-        keep = batched_nms(boxes, found["scores"], torch.zeros_like(found["labels"]), self.settings["nms_thresh"])
+        keep = batched_nms(boxes, scores, torch.zeros_like(labels), self.settings["nms_thresh"])
         keep = keep[: self.settings["detections_per_img"]]
-        return {"boxes": boxes[keep], "scores": found["scores"][keep], "labels": found["labels"][keep]}
+        return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
 
 
 def fetch(settings: dict, folder, allow_download: bool) -> dict:
