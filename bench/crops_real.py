@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from output import write_results  # noqa: E402
 
 from fishid.clean import stage as clean  # noqa: E402
-from fishid.detect import boxes, crops, detectors, infer, sheet  # noqa: E402
+from fishid.detect import crops, detectors, infer, sheet  # noqa: E402
 from fishid.train import imagecache  # noqa: E402
 from fishid.train import loop as train  # noqa: E402
 
@@ -56,14 +56,10 @@ def cut_all(table: pd.DataFrame, model, name: str, threshold: float, padding: fl
     whole, cut, chosen = [], [], []
     for path in table["path"]:
         image = clean.derive_photo(path, preprocess)
-        found = infer.detect_image(model, image, path.name, name)
-        box = crops.chosen_box(found, threshold)
+        found = crops.cut_to_fish(image, infer.detect_image(model, image, path.name, name), threshold, padding)
         whole.append(image)
-        chosen.append(box)
-        if box is None:
-            cut.append(image)
-        else:
-            cut.append(crops.crop(image, [box[c] for c in boxes.COORDINATES], padding)[0])
+        chosen.append(None if found is None else found[1])
+        cut.append(image if found is None else found[0])
     return whole, cut, chosen
 
 

@@ -1,5 +1,7 @@
 """Load and validate the configuration; resolve each model's full settings."""
 
+import copy
+import functools
 from pathlib import Path
 
 import jsonschema
@@ -35,6 +37,12 @@ def _message(error: jsonschema.ValidationError, schema: dict) -> str:
 
 
 def load_schema() -> dict:
+    """config/schema.yaml, read once per process (a fresh copy each call: callers may change it)."""
+    return copy.deepcopy(_schema())
+
+
+@functools.cache
+def _schema() -> dict:
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
 

@@ -78,6 +78,17 @@ def crop(photo: Image.Image, box, padding: float, original_size: tuple[int, int]
     return photo.convert("RGB").crop(in_photo), cut
 
 
+def cut_to_fish(photo: Image.Image, boxes: pd.DataFrame, threshold: float, padding: float, original_size=None):
+    """(the crop of `photo` to its chosen box of `boxes`, the box row, the cut in original pixels),
+    or None where no box reaches `threshold`: the one place a photo becomes its crop, for the
+    detect stage, `fishid predict` and the review app alike."""
+    chosen = chosen_box(boxes, threshold)
+    if chosen is None:
+        return None
+    piece, cut = crop(photo, [chosen[column] for column in COORDINATES], padding, original_size)
+    return piece, chosen, cut
+
+
 def crop_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=CROP_FORMAT)
@@ -121,13 +132,12 @@ def crop_photos(
     by_image = {image: rows for image, rows in boxes.groupby("image", sort=False)}
     for image, path in photos.items():
         mine = by_image.get(image, boxes.iloc[:0])
-        chosen = chosen_box(mine, threshold)
-        if chosen is None:
+        with Image.open(path) as photo:
+            found = cut_to_fish(photo, mine, threshold, padding, (original_sizes or {}).get(image))
+        if found is None:
             review.append(review_row(image, mine, detector, threshold))
             continue
-        with Image.open(path) as photo:
-            size = (original_sizes or {}).get(image)
-            piece, cut = crop(photo, [chosen[column] for column in COORDINATES], padding, size)
+        piece, chosen, cut = found
         sha256, relative = store.put(crop_root, crop_bytes(piece), CROP_FORMAT)
         crops.append(provenance(image, chosen, padding, cut, sha256, relative))
     return pd.DataFrame(crops, columns=CROP_COLUMNS), pd.DataFrame(review, columns=REVIEW_COLUMNS)

@@ -62,6 +62,12 @@ def known_truth(photos: pd.DataFrame, records: pd.DataFrame, synthetic_sources) 
     return pd.DataFrame(rows, columns=["image", "boxes", "scene"])
 
 
+def truth_of(photos: pd.DataFrame, records_paths, synthetic_sources) -> pd.DataFrame:
+    """known_truth of `photos`, from the sources' records tables."""
+    records = pd.concat([read_table(p, ["record_id", "source", "media_url"]) for p in records_paths])
+    return known_truth(photos, records, synthetic_sources)
+
+
 def held_out(split_paths, role=None) -> set[str]:
     """Photos a dataset holds out (any role but train, or only `role`), over every dataset's split."""
     held = set()
@@ -87,8 +93,7 @@ def train(clean_path, derived_root, records_paths, split_paths, synthetic_source
     if kind.train is None:
         raise ValueError(f"detector {detector!r} is used as it comes: it has nothing to train")
     photos = kept_photos(clean_path, derived_root)
-    records = pd.concat([read_table(p, ["record_id", "source", "media_url"]) for p in records_paths])
-    truth = known_truth(photos, records, synthetic_sources)
+    truth = truth_of(photos, records_paths, synthetic_sources)
     truth = truth[~truth["image"].isin(held_out(split_paths))]
     if truth.empty:
         raise ValueError(
@@ -157,8 +162,7 @@ def run(
     crops, queue = crop_table.crop_photos(found, paths, crop_root, detector, threshold, padding, sizes)
     write_table(crops, out_crops, crop_table.CROP_COLUMNS)
     write_table(queue, out_queue, crop_table.REVIEW_COLUMNS)
-    records = pd.concat([read_table(p, ["record_id", "source", "media_url"]) for p in records_paths])
-    truth = known_truth(photos, records, synthetic_sources)
+    truth = truth_of(photos, records_paths, synthetic_sources)
     truth = truth[truth["image"].isin(held_out(split_paths, QUALITY_SPLIT))]
     scenes = sorted(s for s in truth["scene"].unique() if s)
     result = {
@@ -203,10 +207,9 @@ def cropper(results_root, detector: str):
     model = detectors.load_detector(detector, folder / detector)
 
     def cut(image: Image.Image) -> Image.Image:
-        chosen = crop_table.chosen_box(infer.detect_image(model, image, "", detector), run["threshold"])
-        if chosen is None:
-            return image
-        return crop_table.crop(image, [chosen[c] for c in box_table.COORDINATES], run["padding"])[0]
+        found = infer.detect_image(model, image, "", detector)
+        piece = crop_table.cut_to_fish(image, found, run["threshold"], run["padding"])
+        return image if piece is None else piece[0]
 
     return cut
 

@@ -18,9 +18,12 @@ _SVG_RC = {"svg.hashsalt": "fishid"}
 
 def save(fig, png_path) -> None:
     png_path = Path(png_path)
-    fig.savefig(png_path, dpi=120, bbox_inches="tight", metadata={"Software": "fishid"})
+    # The tight box measured once for both files: bbox_inches="tight" draws the whole figure
+    # once more per file just to measure it (a third of each evaluation job's figure time).
+    box = fig.get_tightbbox().padded(plt.rcParams["savefig.pad_inches"])
+    fig.savefig(png_path, dpi=120, bbox_inches=box, metadata={"Software": "fishid"})
     with plt.rc_context(_SVG_RC):
-        fig.savefig(png_path.with_suffix(".svg"), bbox_inches="tight", metadata=_SVG_METADATA)
+        fig.savefig(png_path.with_suffix(".svg"), bbox_inches=box, metadata=_SVG_METADATA)
     plt.close(fig)
 
 
