@@ -61,3 +61,25 @@ def test_model_settings_override_the_study_defaults(demo):
     settings = model_settings(demo, "RI2")
     assert settings["lr"] == 0.001 and settings["momentum"] == 0.9 and settings["batch_size"] == 16
     assert settings["arch"] == "ri" and settings["epochs"] == demo["models"]["RI2"]["epochs"]
+
+
+def test_every_default_is_filled_from_the_schema_at_every_depth_and_nothing_else_is_added():
+    from fishid.config import with_schema_defaults
+
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config["detect"] = {"detector": "owlv2", "owlv2": {"queries": ["a clownfish"]}}
+    config.pop("review", None)
+    filled = with_schema_defaults(config)
+    # A section left out whose default is an object is filled, and so are its keys' defaults.
+    assert filled["review"]["predict_roots"] == ["."] and filled["review"]["label_issues"]["folds"] == 5
+    # A key given keeps its value; its siblings get theirs, two levels down.
+    assert filled["detect"]["owlv2"] == {
+        "queries": ["a clownfish"],
+        "model": "google/owlv2-base-patch16-ensemble",
+        "cache": "resources/weights/transformers",
+    }
+    assert filled["detect"]["threshold"] == 0.5 and filled["clean"]["relabels"] == "config/relabels.tsv"
+    # A section without a default of its own is not invented.
+    config.pop("detect")
+    assert "detect" not in with_schema_defaults(config)
+    assert set(filled) - set(config) == {"detect", "review"}

@@ -17,7 +17,7 @@ from conftest import REPO
 from PIL import Image
 
 from fishid import cli
-from fishid.config import ConfigError, validate
+from fishid.config import ConfigError, validate, with_schema_defaults
 from fishid.report import figures
 from fishid.report import html as report
 from fishid.report.figure_list import MODEL_FIGURES
@@ -207,11 +207,16 @@ def test_umap_chosen_but_not_installed_names_the_package(monkeypatch):
         figures.embedding_points(embedding_data()["features"], "umap")
 
 
-def test_evaluate_takes_the_map_method_and_defaults_to_tsne():
+def test_the_map_method_defaults_to_tsne_in_the_schema_only_and_evaluate_is_told_it():
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config["report"].pop("embedding_map", None)
+    assert with_schema_defaults(config)["report"]["embedding_map"] == "tsne"
+    assert "embedding_map" not in config["report"]  # a copy is filled, not the caller's
     base = ["evaluate", "--name", "m", "--spec", "{}", "--weights", "w", "--cache", "c", "--split", "s"]
     base += ["--predictions", "p", "--metrics", "j", "--figure-data", "d", "--history", "h", "--figures", "f"]
-    assert cli.parser().parse_args(base).embedding_map == "tsne"
     assert cli.parser().parse_args([*base, "--embedding-map", "umap"]).embedding_map == "umap"
+    with pytest.raises(SystemExit):  # the rule always says which: no second default here
+        cli.parser().parse_args(base)
 
 
 def test_the_schema_accepts_tsne_and_umap_and_refuses_any_other_method():

@@ -549,7 +549,7 @@ def parser() -> argparse.ArgumentParser:
         (["--other-label"], {"default": "", "help": "the dataset's pooled 'other' label, if any"}),
         (["--history"], {"required": True, "help": "the training curves (for the figures)"}),
         (["--figures"], {"required": True, "help": "folder of the model's figures"}),
-        (["--embedding-map"], {"default": "tsne", "help": "tsne or umap (report.embedding_map in the config)"}),
+        (["--embedding-map"], {"required": True, "choices": ["tsne", "umap"], "help": "report.embedding_map"}),
         threads,
     )
     command("plot-dataset", cmd_plot_dataset, (["--name"], {"required": True}), (["--counts"], {"required": True}), out)
@@ -625,7 +625,7 @@ def parser() -> argparse.ArgumentParser:
         (["--predictions"], {"required": True}),
         (["--metrics"], {"required": True}),
         (["--figure-data"], {"required": True, "help": "the evaluation's figure_data.npz (its features)"}),
-        (["--method"], {"default": "tsne", "choices": ["tsne", "umap"]}),
+        (["--method"], {"required": True, "choices": ["tsne", "umap"], "help": "report.embedding_map"}),
         (["--seed"], {"type": int, "default": 0}),
         out,
     )

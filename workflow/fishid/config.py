@@ -46,6 +46,24 @@ def _schema() -> dict:
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
+def with_schema_defaults(config: dict) -> dict:
+    """A copy of `config` with every `default:` of config/schema.yaml filled in: the one place a key
+    left out gets its value, for the Snakefile, the CLI and the review app alike. A default fills a
+    key of an object the configuration has, or of one whose own default (an object) filled it."""
+    return _filled(copy.deepcopy(config), _schema())
+
+
+def _filled(value, node: dict):
+    if not isinstance(value, dict):
+        return value
+    for key, spec in node.get("properties", {}).items():
+        if key not in value and "default" in spec:
+            value[key] = copy.deepcopy(spec["default"])
+        if key in value:
+            value[key] = _filled(value[key], spec)
+    return value
+
+
 def default(*keys: str):
     """The default of a key (`default("clean", "relabels")`), written in config/schema.yaml only."""
     node = load_schema()
@@ -277,17 +295,8 @@ def _cross_references(config: dict, root: Path) -> list[str]:
 
 
 def detect_settings(config: dict) -> dict | None:
-    """The detect section with the schema's defaults filled in, one level down too (detect.owlv2's
-    model, where a config gives only its queries); None where there is none."""
-    if "detect" not in config:
-        return None
-    node = load_schema()["properties"]["detect"]["properties"]
-    settings = {}
-    for key, spec in node.items():
-        value = config["detect"].get(key, spec["default"])
-        inner = {name: s["default"] for name, s in spec.get("properties", {}).items() if "default" in s}
-        settings[key] = {**inner, **value} if inner else value
-    return settings
+    """The detect section with the schema's defaults filled in; None where there is none."""
+    return with_schema_defaults(config).get("detect")
 
 
 def model_settings(config: dict, name: str) -> dict:

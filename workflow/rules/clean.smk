@@ -48,7 +48,7 @@ checkpoint clean_images:
             shard=shard_names(CLEAN_SHARDS) if CLEAN_SHARDS > 1 else [],
         ),
         exclusions=config["clean"]["exclusions"],
-        relabels=config["clean"].get("relabels", "config/relabels.tsv"),
+        relabels=config["clean"]["relabels"],
         cli=CLI,
         code=step_code("clean"),
     output:

@@ -19,6 +19,7 @@ from fishid.config import (
     kind_of,
     model_settings,
     validate,
+    with_schema_defaults,
 )  # noqa: E402
 from fishid.report.figure_list import STEMS  # noqa: E402
 from fishid.review.label_issues import issue_settings  # noqa: E402
@@ -32,6 +33,9 @@ validate(
         " + ".join(map(str, workflow.overwrite_configfiles)) or "config/config.yaml"
     ),
 )
+
+# Every default is filled in here, from config/schema.yaml: rules read complete settings.
+config.update(with_schema_defaults(config))
 
 # Every rule runs its step through this script (an input of each rule), so that jobs use
 # this checkout's package.

@@ -27,7 +27,7 @@ rule evaluate_model:
         spec=lambda wc: as_json(model_spec(wc.model)),
         other_label=lambda wc: other_label(model_spec(wc.model)["dataset"]),
         figures=lambda wc: f"results/figures/{wc.model}",
-        embedding_map=config["report"].get("embedding_map", "tsne"),
+        embedding_map=config["report"]["embedding_map"],
     shell:
         "python {input.cli} evaluate --name {wildcards.model} --spec {params.spec:q} --weights {input.weights}"
         " --cache {input.cache} --split {input.split} --other-label={params.other_label:q} --predictions {output.predictions}"

@@ -52,7 +52,7 @@ rule embedding_map:
     conda:
         ENV
     params:
-        method=config["report"].get("embedding_map", "tsne"),
+        method=config["report"]["embedding_map"],
         seed=config["seed"],
     shell:
         "python {input.cli} embedding-map --predictions {input.predictions} --metrics {input.metrics}"

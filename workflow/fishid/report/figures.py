@@ -205,7 +205,7 @@ def embedding_points(features: np.ndarray, method: str, seed: int = 0) -> np.nda
     raise ValueError(f"unknown embedding map method {method!r} (known: {', '.join(EMBEDDING_METHODS)})")
 
 
-def embedding_map(data, model: str, method: str = "tsne", seed: int = 0):
+def embedding_map(data, model: str, method: str, seed: int = 0):
     """2-D map of the model's embeddings by t-SNE or UMAP, coloured by label."""
     features, labels = data["features"], data["labels"]
     points = embedding_points(features, method, seed)
@@ -263,7 +263,7 @@ def svg_text(fig) -> str:
     return svg[svg.index("<svg") :]
 
 
-def model_figure(stem: str, history: pd.DataFrame, metrics: dict, data, model: str, embedding_method: str = "tsne"):
+def model_figure(stem: str, history: pd.DataFrame, metrics: dict, data, model: str, embedding_method: str):
     """One of fishid.report.figure_list.MODEL_FIGURES, from the model's history, metrics.json and figure data."""
     draw = {
         "curves": lambda: curves(history, model),
@@ -278,7 +278,7 @@ def model_figure(stem: str, history: pd.DataFrame, metrics: dict, data, model: s
     return draw[stem]()
 
 
-def save_model_figures(model: str, history: pd.DataFrame, metrics: dict, data, out_dir, embedding_method: str = "tsne"):
+def save_model_figures(model: str, history: pd.DataFrame, metrics: dict, data, out_dir, embedding_method: str):
     """Every figure of MODEL_FIGURES for one model, as out_dir/<stem>.png and .svg."""
     from fishid.report.figure_list import STEMS
 

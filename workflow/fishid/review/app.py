@@ -80,7 +80,7 @@ def create_app(
     results = {}  # the Predict page's tables by id, for their CSV and JSON export
 
     def config() -> dict:
-        return read_config(root, app.config["CONFIGFILES"])
+        return configuration.with_schema_defaults(read_config(root, app.config["CONFIGFILES"]))
 
     def decision_paths() -> tuple[Path, Path]:
         """Where decisions go; ConfigError (a ValueError) for a relative path that leads out of the project."""
@@ -90,7 +90,7 @@ def create_app(
         )
 
     def predict_roots() -> list[str]:
-        return config().get("review", {}).get("predict_roots", configuration.default("review", "predict_roots"))
+        return config()["review"]["predict_roots"]
 
     def provenance():
         return audit.load(root)
