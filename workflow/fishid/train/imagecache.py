@@ -96,7 +96,9 @@ def save(cache: dict, path) -> None:
 
 
 def load(path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """The cache, its images mapped from the file rather than read: a step reads the pages of the
+    rows it takes (evaluation its held-out photos: 30 MB of a 20,000-photo cache's 246 MB)."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
 
 
 def subset(cache: dict, role: str) -> tuple[torch.Tensor, torch.Tensor]:
