@@ -37,6 +37,21 @@ def models_using(config, datasets, backbones=()):
     )
 
 
+def split_rows(project, sha256) -> set[tuple[str, str]]:
+    """(dataset, split) of every row of every dataset's split table that holds the photo."""
+    tables = [read(p) for p in (project / "results/splits").glob("*.tsv") if p.name.count(".") == 1]
+    rows = pd.concat(tables)
+    return set(map(tuple, rows.loc[rows["sha256"] == sha256, ["dataset", "split"]].values.tolist()))
+
+
+def datasets_holding(project, sha256) -> set[str]:
+    return {dataset for dataset, _ in split_rows(project, sha256)}
+
+
+def backbones_on(config, datasets) -> list[str]:
+    return sorted(name for name, b in config.get("backbones", {}).items() if b["dataset"] in datasets)
+
+
 def audit_json(project, query):
     result = fishid("audit", query, "--root", str(project), "--json")
     assert result.returncode == 0, result.stderr
@@ -109,13 +124,20 @@ def test_audit_of_an_image_follows_it_from_record_to_predictions(tiny_project):
     assert all(r["license"] == "CC0-1.0" and r["media_url"].startswith("synthetic:") for r in chain["records"])
     assert chain["clean"]["kept"] == "True"
     assert {"dataset": "pair", "label": image["label"], "split": "val"} in chain["splits"]
-    assert "RI2" in {m["name"] for m in chain["models"]}
-    # Exactly the models trained on a dataset that holds the photo: one of A. ocellaris is in
-    # trio_other only, so only trio_other's models (the pair's and pool's never saw it).
-    trio = read(tiny_project / "results/splits/trio_other.tsv")
-    ocellaris = audit_json(tiny_project, trio.loc[trio["label"] == "Amphiprion ocellaris", "sha256"].iloc[0])
+    # Exactly the models trained on a dataset that holds the photo, or on a backbone pre-trained
+    # on one. Every photo of pair is in trio_other too (the same two species, a larger cap), so
+    # trio_other's models (its random-backbone control among them) saw it as well.
     config = run_config(tiny_project)
-    assert {s["dataset"] for s in ocellaris["splits"]} == {"trio_other"}
+    held_by = datasets_holding(tiny_project, image["sha256"])
+    assert {"pair", "trio_other"} <= held_by
+    assert {(s["dataset"], s["split"]) for s in chain["splits"]} == split_rows(tiny_project, image["sha256"])
+    assert sorted(m["name"] for m in chain["models"]) == models_using(config, held_by, backbones_on(config, held_by))
+    # One of A. ocellaris is in trio_other only, so only trio_other's models (the pair's and
+    # pool's never saw it).
+    trio = read(tiny_project / "results/splits/trio_other.tsv")
+    only_trio = trio.loc[trio["label"] == "Amphiprion ocellaris", "sha256"].iloc[0]
+    ocellaris = audit_json(tiny_project, only_trio)
+    assert datasets_holding(tiny_project, only_trio) == {s["dataset"] for s in ocellaris["splits"]} == {"trio_other"}
     trio_models = {name for name, spec in config["models"].items() if spec["dataset"] == "trio_other"}
     assert {m["name"] for m in ocellaris["models"]} == trio_models
     ri2 = read(tiny_project / "results/models/RI2/predictions.tsv")

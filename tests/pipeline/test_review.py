@@ -5,15 +5,19 @@ FISHID_REVIEW_SCREENSHOTS=1)."""
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import sys
 import threading
+import time
+import urllib.parse
+import urllib.request
 
 import pandas as pd
 import pytest
 from conftest import REPO
-from projectrun import RUN_CONFIG, planned, run_config, snakemake
+from projectrun import RUN_CONFIG, environment, planned, run_config, snakemake, snakemake_command
 from reportcheck import CHROMIUM, CHROMIUM_ARGS
 from werkzeug.serving import make_server
 
@@ -242,3 +246,94 @@ def test_working_through_the_queue_in_chromium(tiny_project, tmp_path):
         assert page.inner_text("#plan-datasets").startswith("Split again: ")
         browser.close()
     assert errors == []
+
+
+def snakemake_wrote(log: str) -> set[str]:
+    """The files of every job a Snakemake run's log shows: outputs (a directory with what it
+    holds), logs and benchmarks."""
+    fields = re.findall(r"^\s+(?:output|log|benchmark): (.*)$", log, re.MULTILINE)
+    return {path for line in fields for path in line.split(", ")}
+
+
+def written_by(paths: set[str], written: set[str]) -> set[str]:
+    return {p for p in paths if any(p == w or p.startswith(f"{w}/") for w in written)}
+
+
+def listing(project) -> dict[str, tuple[int, int]]:
+    """Every file of the project (size, modification time), less .snakemake/, Snakemake's own
+    state (locks, metadata), which a dry run writes too."""
+    return {
+        str(p.relative_to(project)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in project.rglob("*")
+        if p.is_file() and p.relative_to(project).parts[0] != ".snakemake"
+    }
+
+
+def get(url: str, form: dict | None = None) -> tuple[int, str]:
+    data = urllib.parse.urlencode(form).encode() if form is not None else None
+    with urllib.request.urlopen(url, data=data, timeout=300) as reply:
+        return reply.status, reply.read().decode()
+
+
+def wait_for(path, text: str, process, timeout=120):
+    """Until `text` is in the file `path` (a job started, in a Snakemake log), or the process ended."""
+    deadline = time.monotonic() + timeout
+    while text not in path.read_text() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def test_the_review_app_beside_a_running_snakemake_writes_only_decisions(tiny_project, tmp_path):
+    """README: the app is safe to keep open while Snakemake runs. `fishid review` on a copy of
+    the tiny run while Snakemake splits every dataset again (and caches one): its pages answer
+    while the jobs run, a decision lands in config/exclusions.tsv, and nothing else in the
+    project is written but the files of the jobs Snakemake ran."""
+    project = tmp_path / "project"
+    shutil.copytree(tiny_project, project, symlinks=True)  # modification times kept
+    clean = read_table(project / "results/clean/images.tsv")
+    photo = clean.loc[clean["kept"] == "True", "sha256"].iloc[0]
+    pages = ["/", "/queue", "/queues", "/models", "/models/RI2", f"/image/{photo}", "/pending", "/export.csv"]
+    targets = [f"results/splits/{name}.tsv" for name in run_config(project)["datasets"]]
+    targets.append(next(str(p.relative_to(project)) for p in project.glob("results/cache/pool/*px.pt")))
+    before = listing(project)
+    app = subprocess.Popen(
+        [sys.executable, str(REPO / "workflow/fishid_cli.py"), "review", "--root", str(project), "--port", "0"]
+        + ["--configfile", str(RUN_CONFIG)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    log_path = tmp_path / "snakemake.log"
+    try:
+        url = re.search(r"(http://127\.0\.0\.1:\d+)/", app.stdout.readline()).group(1)
+        with log_path.open("w") as log_file:
+            run = subprocess.Popen(
+                snakemake_command(project, *targets, "--forcerun", "split_dataset", "--cores", "1"),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=environment(),
+            )
+        try:
+            # Once the first job has started: Snakemake has planned, and writes the project.
+            wait_for(log_path, "rule split_dataset:", run)
+            replies = [get(url + page) for page in pages]
+            still_running = run.poll() is None
+            csrf = re.search(r'name="csrf" value="([^"]+)"', replies[pages.index(f"/image/{photo}")][1]).group(1)
+            form = {"sha256": photo, "action": "exclude", "reason": "blurred (test)", "csrf": csrf}
+            replies += [get(f"{url}/decide", form), *(get(url + page) for page in pages)]
+            run.wait(timeout=300)
+        finally:
+            run.kill()
+    finally:
+        app.kill()
+        app.wait()
+    log = log_path.read_text()
+    assert run.returncode == 0, log[-3000:]
+    assert still_running, "the Snakemake run ended before the app's pages were asked: give it more to do"
+    assert [status for status, _ in replies] == [200] * (2 * len(pages) + 1)
+    ran = snakemake_wrote(log)
+    assert set(targets) <= ran and "results/clean/images.tsv" not in ran
+    after = listing(project)
+    changed = {path for path in before.keys() | after.keys() if before.get(path) != after.get(path)}
+    assert set(targets) <= changed  # the run did write
+    assert changed - written_by(changed, ran) == {"config/exclusions.tsv"}, sorted(changed - written_by(changed, ran))
+    assert read_table(project / "config/exclusions.tsv").values.tolist()[-1] == [photo, "blurred (test)"]

@@ -47,6 +47,8 @@ CLUSTER_MODELS = ["RI2", "TL3o"]
 
 # Every `python` the jobs run passes through this stand-in first: it notes the SLURM job and
 # the GPU SLURM granted, and makes RI2's first training attempt fail like a lost node would.
+# Before a step that writes a meta.json (training, pre-training) runs, it asks PyTorch, in the
+# job itself, whether CUDA is usable there, and notes the answer with the job's log (its stderr).
 PYTHON_SHIM = """#!/bin/bash
 echo "${{SLURM_JOB_ID:-none}} ${{CUDA_VISIBLE_DEVICES-unset}} $*" >> {calls}
 case " $* " in
@@ -56,6 +58,11 @@ case " $* " in
       echo "injected fault: first attempt at RI2's training fails" >&2
       exit 1
     fi;;
+esac
+case " $* " in
+  *" --meta "*)
+    seen="$({python} -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")' 2>/dev/null)"
+    echo "${{SLURM_JOB_ID:-none}} ${{seen:-unknown}} $(readlink /proc/$$/fd/2) $*" >> {devices};;
 esac
 exec {python} "$@"
 """
@@ -130,8 +137,9 @@ class ClusterRun:
         shim_dir = root / "bin"
         shim_dir.mkdir()
         self.calls, self.marker = root / "python-calls.txt", root / "fault-injected"
+        self.devices = root / "devices-seen.txt"
         (shim_dir / "python").write_text(
-            PYTHON_SHIM.format(calls=self.calls, marker=self.marker, python=sys.executable)
+            PYTHON_SHIM.format(calls=self.calls, marker=self.marker, devices=self.devices, python=sys.executable)
         )
         (shim_dir / "python").chmod(0o755)
         env = environment()
@@ -174,6 +182,7 @@ def slurm_run(tmp_path_factory, tiny_project):
         "expected": run.expected,
         "jobs": slurm_jobs(run.project, run.last_job_before),
         "calls": [line.split(" ", 2) for line in run.calls.read_text().splitlines()],
+        "devices": [line.split(" ", 3) for line in run.devices.read_text().splitlines()],
         "marker": run.marker,
         "local": tiny_project,
     }
@@ -203,15 +212,23 @@ def test_training_jobs_asked_for_a_gpu_and_no_other_job_did(slurm_run):
         assert (visible == "0") if on_gpu else (visible == "unset"), command
 
 
-def test_training_ran_where_the_machine_allows_and_said_so(slurm_run):
+def test_training_ran_where_its_job_allowed_and_said_so(slurm_run):
     """The cluster's GPU is declared in gres.conf; where CUDA cannot use it, training falls back
-    to the CPU and says so in its log."""
+    to the CPU and says so in its log. What each job could use is asked inside the job (the
+    python shim), never of the machine running pytest: the job's meta.json and log agree with it."""
     project = slurm_run["project"]
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    for log in [*(project / "logs/train_model").glob("*.log"), *(project / "logs/pretrain_backbone").glob("*.log")]:
-        assert ("CUDA is not usable here: training on the CPU" in log.read_text()) == (device == "cpu"), log
-    for meta in (project / "results/models").glob("*/meta.json"):
-        assert json.loads(meta.read_text())["device"] == device
+    granted = {job_id: visible for job_id, visible, _ in slurm_run["calls"]}
+    written = []
+    for job_id, seen, log, command in slurm_run["devices"]:
+        meta = project / re.search(r" --meta (\S+)", f" {command}").group(1)
+        assert seen in ("cuda", "cpu") and granted[job_id] == "0", (job_id, seen, command)
+        assert json.loads(meta.read_text())["device"] == seen, meta
+        assert ("CUDA is not usable here: training on the CPU" in Path(log).read_text()) == (seen == "cpu"), log
+        written.append(meta)
+    # Every model and backbone was trained in one job that was asked (RI2 by its retry only).
+    assert sorted(written) == sorted(
+        [*project.glob("results/models/*/meta.json"), *project.glob("results/backbones/*/meta.json")]
+    )
 
 
 def test_a_job_that_failed_once_was_retried_and_the_run_completed(slurm_run):
@@ -237,7 +254,7 @@ def test_the_cluster_run_gives_the_local_runs_numbers(slurm_run):
     """A run from nothing in another folder, through another executor, with the same seeds
     and threads per job: the data's tables and every model's numbers are the same as the local
     run's."""
-    if torch.cuda.is_available():
+    if any(seen == "cuda" for _, seen, _, _ in slurm_run["devices"]):
         pytest.skip("on CUDA, float16 autocast and cuDNN's kernel choice change the last digits: CPU-only check")
     cluster, local = slurm_run["project"], slurm_run["local"]
     for table in ["results/clean/images.tsv", *(f"results/splits/{name}.tsv" for name in ("pair", "trio_other"))]:
