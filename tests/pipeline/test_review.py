@@ -284,7 +284,7 @@ def wait_for(path, text: str, process, timeout=120):
 
 def test_the_review_app_beside_a_running_snakemake_writes_only_decisions(tiny_project, tmp_path):
     """README: the app is safe to keep open while Snakemake runs. `fishid review` on a copy of
-    the tiny run while Snakemake splits every dataset again (and caches one): its pages answer
+    the tiny run while Snakemake splits every dataset again (and caches it): its pages answer
     while the jobs run, a decision lands in config/exclusions.tsv, and nothing else in the
     project is written but the files of the jobs Snakemake ran."""
     project = tmp_path / "project"
@@ -293,7 +293,8 @@ def test_the_review_app_beside_a_running_snakemake_writes_only_decisions(tiny_pr
     photo = clean.loc[clean["kept"] == "True", "sha256"].iloc[0]
     pages = ["/", "/queue", "/queues", "/models", "/models/RI2", f"/image/{photo}", "/pending", "/export.csv"]
     targets = [f"results/splits/{name}.tsv" for name in run_config(project)["datasets"]]
-    targets.append(next(str(p.relative_to(project)) for p in project.glob("results/cache/pool/*px.pt")))
+    # Every image cache too: enough work that the run is still going while the app answers.
+    targets += sorted(str(p.relative_to(project)) for p in project.glob("results/cache/*/*px.pt"))
     before = listing(project)
     app = subprocess.Popen(
         [sys.executable, str(REPO / "workflow/fishid_cli.py"), "review", "--root", str(project), "--port", "0"]
