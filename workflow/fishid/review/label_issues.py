@@ -12,8 +12,8 @@ Out-of-sample class probabilities come from k-fold cross-validation (stratified,
 Where the configuration has a detect section (and `crops` is on, the default), the model reads
 each photo's crop, as a model with `crop:` does (the whole photo where no fish was found): on
 whole photos a fish a dozen pixels long in a wide reef scene is invisible at 64 px, and such
-photos filled the top of the demo's queue (half of its wide scenes under 0.1 self-confidence,
-a quarter on crops; cross-validated accuracy 0.59 -> 0.69). Near duplicates are still found on
+photos filled the top of the demo's queue (51 % of its wide scenes under 0.1 self-confidence,
+23 % on crops; cross-validated accuracy 0.59 -> 0.69). Near duplicates are still found on
 whole photos: cleaning's perceptual hashes, which they are compared with, are of whole photos.
 
 cleanlab's Datalab then reads the probabilities and the features: label issues (confident

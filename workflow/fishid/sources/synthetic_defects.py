@@ -17,8 +17,8 @@ record says so: its params (in its media_url) hold `"defect": kind` (and `"copy_
 - same_occurrence: several photos of one fish, one occurrence id -> kept, in one group
 - excluded: ordinary photos whose record ids config/exclusions.tsv lists -> excluded by user
 - too_small: a fifth of the configured size -> too small
-- mislabelled: a photo of one species filed under another (the params' `drawn_as` says which it shows)
-  -> kept: the likely-label-error queue (rule label_issues) must rank it near the top
+- mislabelled: a photo of one species filed under another (the params' `drawn_as` says which it shows),
+  drawn without nuisances -> kept: the likely-label-error queue (rule label_issues) must rank it near the top
 
 Pictures other than photos (styles drawing, stamp, greyscale) and the served bytes of every
 record (JPEG at its quality, PNG, truncated, HTML, a near copy) are made here.
