@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 from conftest import REPO
+from PIL import Image
 from projectrun import DRY_RUN, make_project
 
 from fishid.download import fetch
@@ -165,15 +166,40 @@ def test_the_backbone_path_reads_the_weights_file(synthetic_project, tmp_path):
     weights = tmp_path / "weights.pt"
     torch.manual_seed(0)
     torch.save({"model": registry.backbone_resnet18().state_dict()}, weights)
-    config = {**DEMO, "review": {"label_issues": {"backbone": "pool"}}}
+    config = {**DEMO, "review": {"label_issues": {"backbone": "pool", "crops": False}}}
     settings = label_issues.issue_settings(config)
     assert settings["backbone"] == "pool" and settings["image_size"] == DEMO["backbones"]["pool"]["image_size"]
-    assert "network" not in settings
+    assert "network" not in settings and not settings["crops"]
     ranked, summary = label_issues.label_issues(clean, root / "derived", settings, weights, seed=1)
     check_table_and_summary(ranked, summary, clean)
-    assert summary["backbone"] == "pool"
+    assert summary["backbone"] == "pool" and summary["cropped"] == 0
     with pytest.raises(ValueError, match="its weights file is missing"):
         label_issues.label_issues(clean, root / "derived", settings, None)
+
+
+def test_with_a_detect_section_the_model_reads_each_photos_crop(synthetic_project, tmp_path):
+    """The demo has a detect section: the queue reads the crops table's crop of each photo that
+    has one (here three photos, cut in half), the whole photo of the others."""
+    _, clean, root = synthetic_project
+    weights = tmp_path / "weights.pt"
+    torch.manual_seed(0)
+    torch.save({"model": registry.backbone_resnet18().state_dict()}, weights)
+    settings = label_issues.issue_settings({**DEMO, "review": {"label_issues": {"backbone": "pool"}}})
+    assert settings["crops"]
+    assert not label_issues.issue_settings({**DEMO, "detect": None, "review": {}})["crops"]
+    kept = label_issues.labelled_photos(clean).head(3)
+    rows = []
+    for sha, derived in zip(kept["sha256"], kept["derived_path"]):
+        with Image.open(root / "derived" / derived) as photo:
+            photo.crop((0, 0, photo.width // 2, photo.height)).save(tmp_path / f"{sha}.png")
+        rows.append({"image": sha, "path": f"{sha}.png"})
+    pd.DataFrame(rows).to_csv(tmp_path / "crops.tsv", sep="\t", index=False)
+    crops = (tmp_path / "crops.tsv", tmp_path)
+    ranked, summary = label_issues.label_issues(clean, root / "derived", settings, weights, seed=1, crops=crops)
+    check_table_and_summary(ranked, summary, clean)
+    assert summary["cropped"] == 3
+    with pytest.raises(ValueError, match="crops table was not given"):
+        label_issues.label_issues(clean, root / "derived", settings, weights, seed=1)
 
 
 def test_the_backbone_setting_is_resolved_and_a_wrong_one_named():

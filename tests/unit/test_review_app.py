@@ -298,9 +298,10 @@ def test_planted_label_errors_rank_at_the_top(tmp_path):
     for i in planted:
         table.loc[i, "taxon"] = rng.choice([s for s in species if s != table.loc[i, "taxon"]])
     # The demo's settings without its backbone: the small network trained per fold, in one
-    # thread as rule label_issues runs it (a second one only waits on busy cores).
+    # thread as rule label_issues runs it (a second one only waits on busy cores), on whole
+    # photos (these have no detector's crops).
     demo = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    settings = issue_settings({**demo, "review": {"label_issues": {"backbone": "none"}}})
+    settings = issue_settings({**demo, "review": {"label_issues": {"backbone": "none", "crops": False}}})
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

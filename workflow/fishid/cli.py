@@ -309,8 +309,9 @@ def cmd_label_issues(args):
     torch.set_num_threads(args.threads)
     # BLAS too (scikit-learn's regression): more threads than the job's cores only wait on each other.
     with threadpool_limits(args.threads):
+        crops = (args.crops, args.crop_store) if args.crops else None
         table, summary = label_issues.label_issues(
-            read_table(args.clean), args.derived, args.spec, args.backbone, args.seed
+            read_table(args.clean), args.derived, args.spec, args.backbone, args.seed, crops
         )
     write_table(table, args.out, label_issues.ISSUE_COLUMNS)
     write_text_atomic(args.summary, json.dumps(summary, indent=2) + "\n")
@@ -614,6 +615,8 @@ def parser() -> argparse.ArgumentParser:
         (["--derived"], {"required": True}),
         (["--spec"], {"type": _spec, "required": True, "help": "review.label_issues settings (resolved) as JSON"}),
         (["--backbone"], {"default": None, "help": "the backbone's weights file (spec backbone other than none)"}),
+        (["--crops"], {"default": None, "help": "the detect stage's crops table (spec crops: true)"}),
+        (["--crop-store"], {"default": None, "help": "the folder the crops table's paths are in"}),
         (["--seed"], {"type": int, "default": 0}),
         threads,
         out,

@@ -225,6 +225,11 @@ SYNTHETIC_SOURCES = [
 ]
 
 
+def label_issues_crops():
+    """The crops table and folder the queue reads ([] where it reads whole photos)."""
+    return [CROPS, CROP_STORE] if LABEL_ISSUES["crops"] else []
+
+
 def detector_folder():
     return DETECTOR_FOLDER.format(detector=DETECT["detector"])
 

@@ -7,6 +7,7 @@ rule label_issues:
         clean=layout.CLEAN_TABLE,
         derived=DERIVED,
         backbone=label_issues_backbone(),
+        crops=label_issues_crops(),
         cli=CLI,
         code=step_code("label-issues"),
     output:
@@ -27,10 +28,15 @@ rule label_issues:
         backbone=lambda wc, input: (
             f"--backbone {input.backbone}" if input.backbone else ""
         ),
+        crops=lambda wc, input: (
+            f"--crops {input.crops[0]} --crop-store {input.crops[1]}"
+            if input.crops
+            else ""
+        ),
         seed=config["seed"],
     shell:
         "python {input.cli} label-issues --clean {input.clean} --derived {input.derived}"
-        " --spec {params.spec:q} {params.backbone} --seed {params.seed} --threads {threads}"
+        " --spec {params.spec:q} {params.backbone} {params.crops} --seed {params.seed} --threads {threads}"
         " --out {output.table} --summary {output.summary} 2> {log}"
 
 

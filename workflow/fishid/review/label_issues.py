@@ -9,6 +9,13 @@ Out-of-sample class probabilities come from k-fold cross-validation (stratified,
 - (b) where it names none, the study's CNN (arch `ri`, small) trained per fold for a few epochs
   by fishid.train.loop; one more fit on every photo gives the features.
 
+Where the configuration has a detect section (and `crops` is on, the default), the model reads
+each photo's crop, as a model with `crop:` does (the whole photo where no fish was found): on
+whole photos a fish a dozen pixels long in a wide reef scene is invisible at 64 px, and such
+photos filled the top of the demo's queue (51 % of its wide scenes under 0.1 self-confidence,
+23 % on crops; cross-validated accuracy 0.59 -> 0.69). Near duplicates are still found on
+whole photos: cleaning's perceptual hashes, which they are compared with, are of whole photos.
+
 cleanlab's Datalab then reads the probabilities and the features: label issues (confident
 learning), outliers and near duplicates; HDBSCAN (scikit-learn) clusters the features.
 
@@ -88,6 +95,7 @@ def issue_settings(config: dict) -> dict:
     else:
         size = configuration.backbone_settings(config, settings["backbone"])["image_size"]
     settings["image_size"] = settings["image_size"] or size
+    settings["crops"] = bool(settings["crops"] and config.get("detect"))
     return settings
 
 
@@ -115,6 +123,15 @@ def load_images(derived_root, paths, size: int):
     from fishid.train import imagecache
 
     return imagecache.load_squares([Path(derived_root, p) for p in paths], size)
+
+
+def load_crops(photos: pd.DataFrame, derived_root, crops, size: int):
+    """Each photo's crop (crops: (the detect stage's crops table, its folder)), its whole photo
+    where no fish was found, as a model on crops reads them: ((N, 3, size, size), crops used)."""
+    from fishid.train import imagecache
+
+    paths, used = imagecache.cropped_paths(photos, derived_root, *crops)
+    return imagecache.load_squares(paths, size), used
 
 
 def channel_stats(images):
@@ -182,12 +199,13 @@ def fit_network(settings: dict, train_x, train_y, val_x, val_y, classes):
     return model, data, device
 
 
-def network_probabilities(images, labels: np.ndarray, classes, folds: int, settings: dict, seed: int):
-    """(out-of-sample probabilities of the labelled photos, features of every photo): each
-    fold's photos scored by a network trained on the others; the features are what the last
-    layer sees in one more network trained on every labelled photo (outliers, near duplicates
-    and clusters need one space for all). `images` may hold more photos after the labelled
-    ones (cleaning's dropped copies): they get features only."""
+def network_probabilities(images, labels: np.ndarray, classes, folds: int, settings: dict, seed: int, also=None):
+    """(out-of-sample probabilities of the labelled photos, features of `images`, features of
+    `also`): each fold's photos scored by a network trained on the others; the features are what
+    the last layer sees in one more network trained on every labelled photo (outliers, near
+    duplicates and clusters need one space for all). `images` may hold more photos after the
+    labelled ones (cleaning's dropped copies): they get features only; so do `also` (whole
+    photos where `images` are crops; None: none)."""
     import torch
     from sklearn.model_selection import StratifiedKFold
 
@@ -205,8 +223,10 @@ def network_probabilities(images, labels: np.ndarray, classes, folds: int, setti
         probabilities[held_out.numpy()] = torch.softmax(logits, 1).numpy()
         log.info("fold %d of %d: %d photos scored", number, folds, len(held_out))
     model, data, device = fit_network(settings, images[:n], y, images[:0], y[:0], classes)
-    features = predict_logits(loop.EmbeddingOfImages(model), loop.plain_inputs(images, data), device)
-    return probabilities, features.numpy()
+    embedding = loop.EmbeddingOfImages(model)
+    features = predict_logits(embedding, loop.plain_inputs(images, data), device).numpy()
+    others = None if also is None else predict_logits(embedding, loop.plain_inputs(also, data), device).numpy()
+    return probabilities, features, others
 
 
 # --- issues ---------------------------------------------------------------------------------
@@ -276,9 +296,33 @@ def empty(settings: dict, reason: str) -> tuple[pd.DataFrame, dict]:
     return pd.DataFrame(columns=ISSUE_COLUMNS), {"photos": 0, "backbone": settings["backbone"], "note": reason}
 
 
-def label_issues(clean: pd.DataFrame, derived_root, settings: dict, backbone_path=None, seed: int = 0):
+def model_outputs(settings: dict, images, seen, labels, classes, folds: int, seed: int, backbone_path):
+    """(out-of-sample probabilities, features of what the model read, features of the whole
+    photos): `images` are the whole photos (the labelled ones, then cleaning's dropped copies),
+    `seen` the labelled photos' crops (None: the model reads the whole photos)."""
+    n = len(labels)
+    if settings["backbone"] == "none":
+        probabilities, features, whole = network_probabilities(
+            images if seen is None else seen,
+            labels,
+            classes,
+            folds,
+            settings["network"],
+            seed,
+            also=None if seen is None else images,
+        )
+        return probabilities, features, features if seen is None else whole
+    if backbone_path is None:
+        raise ValueError(f"review.label_issues.backbone {settings['backbone']!r}: its weights file is missing")
+    whole = backbone_features(images, backbone_path)
+    features = whole[:n] if seen is None else backbone_features(seen, backbone_path)
+    return linear_probabilities(features[:n], labels, folds, seed), features, whole
+
+
+def label_issues(clean: pd.DataFrame, derived_root, settings: dict, backbone_path=None, seed: int = 0, crops=None):
     """(per-photo table, summary) for the kept, labelled photos of the cleaning table, least
-    self-confident first. `settings`: issue_settings of the configuration."""
+    self-confident first. `settings`: issue_settings of the configuration; `crops`: (the detect
+    stage's crops table, the folder its paths are in), which settings["crops"] needs."""
     start = time.perf_counter()
     kept = labelled_photos(clean)
     classes = sorted(set(kept["taxon"]))
@@ -287,21 +331,21 @@ def label_issues(clean: pd.DataFrame, derived_root, settings: dict, backbone_pat
     # Cleaning's dropped copies get features too: Datalab's near duplicates are compared with them.
     everything = pd.concat([kept, phash_copies(clean, kept)], ignore_index=True)
     images = load_images(derived_root, everything["derived_path"], settings["image_size"])
+    seen, cropped = None, 0
+    if settings["crops"]:
+        if crops is None:
+            raise ValueError("review.label_issues.crops: the detect stage's crops table was not given")
+        seen, cropped = load_crops(kept, derived_root, crops, settings["image_size"])
     labels = np.array([classes.index(t) for t in kept["taxon"]])
     folds = int(min(settings["folds"], np.bincount(labels).min()))
     loaded = time.perf_counter()
-    if settings["backbone"] == "none":
-        probabilities, features = network_probabilities(images, labels, classes, folds, settings["network"], seed)
-    else:
-        if backbone_path is None:
-            raise ValueError(f"review.label_issues.backbone {settings['backbone']!r}: its weights file is missing")
-        features = backbone_features(images, backbone_path)
-        probabilities = linear_probabilities(features[: len(kept)], labels, folds, seed)
+    probabilities, features, whole = model_outputs(settings, images, seen, labels, classes, folds, seed, backbone_path)
     scored = time.perf_counter()
-    duplicates = datalab_near_duplicates(features)
+    duplicates = datalab_near_duplicates(whole)
     pairs = {"datalab": pairs_of(duplicates), "phash": phash_pairs(list(everything["sha256"]), clean)}
     table = issue_table(kept, classes, labels, probabilities, features, settings, everything, duplicates, pairs)
     summary = summarise(table, settings, folds, classes, probabilities, labels, pairs)
+    summary["cropped"] = cropped
     summary["seconds"] = {
         "images": round(loaded - start, 2),
         "probabilities": round(scored - loaded, 2),
