@@ -89,11 +89,17 @@ def test_no_model_solves_the_four_species_test_set(demo):
             assert metrics(project, name)["accuracy"] < 1.0, name
 
 
-def test_resnet18_from_scratch_beats_the_studys_network_at_the_same_image_size(demo):
+def test_resnet18_from_scratch_and_the_studys_network_are_not_told_apart_at_the_same_image_size(demo):
+    """The README: at the demo's 64 px the two are a couple of photos apart, either way (this test
+    once asserted that R18-scratch4 won, by 2 photos; the planted mislabelled photos turned that
+    round). Each accuracy lies inside the other's 95 % interval: a run that separates them must
+    say so in the README."""
     project, config = demo
     scratch, ri = config["models"]["R18-scratch4"], config["models"]["RI4"]
     assert scratch["image_size"] == ri["image_size"] and scratch["dataset"] == ri["dataset"]
-    assert metrics(project, "R18-scratch4")["accuracy"] > metrics(project, "RI4")["accuracy"]
+    a, b = metrics(project, "R18-scratch4"), metrics(project, "RI4")
+    assert b["accuracy_ci95"][0] <= a["accuracy"] <= b["accuracy_ci95"][1]
+    assert a["accuracy_ci95"][0] <= b["accuracy"] <= a["accuracy_ci95"][1]
 
 
 def test_the_report_renders_in_headless_chromium(demo):
