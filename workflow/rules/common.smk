@@ -15,6 +15,7 @@ from fishid import codedeps, layout, variants  # noqa: E402
 from fishid.clean.stage import per_image_settings, settings_with_defaults  # noqa: E402
 from fishid.config import (
     backbone_settings,
+    detect_settings,
     kind_of,
     model_settings,
     validate,
@@ -213,7 +214,7 @@ def label_issues_backbone():
 
 
 # The detect stage (detect.smk), where the configuration has a `detect` section.
-DETECT = config.get("detect")  # defaults filled in above (with_schema_defaults)
+DETECT = detect_settings(config)
 DETECTOR_FOLDER = "results/detect/{detector}"
 CROPS = "results/detect/crops.tsv"
 CROP_STORE = "results/detect/crops"
