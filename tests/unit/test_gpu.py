@@ -46,3 +46,35 @@ def test_training_on_cuda_runs_float16_autocast_with_a_gradient_scaler_and_meta_
     # The weights come back as float32 on the CPU, as CPU runs save them.
     assert all(v.device.type == "cpu" for v in result[0]["model"].values())
     assert {v.dtype for v in result[0]["model"].values() if v.is_floating_point()} == {torch.float32}
+
+
+@pytest.mark.parametrize(
+    "arch, more",
+    [
+        ("ri", {}),
+        ("resnet18", {"backbone": "random"}),
+        ("tl", {"backbone": "random"}),
+        ("siamese", {"backbone": "random", "freeze_backbone": False}),
+    ],
+)
+def test_each_recipe_trains_on_cuda_from_images_placed_on_the_gpu(tmp_path, monkeypatch, arch, more):
+    placed = []
+    on_device = train.on_device
+
+    def noted_on_device(data, device, *args, **kwargs):
+        placed.append(on_device(data, device, *args, **kwargs))
+        return placed[-1]
+
+    monkeypatch.setattr(train, "on_device", noted_on_device)
+    settings = {**SETTINGS, "arch": arch, "epochs": 2, **more}
+    weights, history, meta = train.train_model(settings, toy_cache(tmp_path))
+    assert meta["device"] == "cuda"
+    assert len(placed) == 1 and placed[0].train_x.is_cuda and placed[0].val_x.is_cuda
+    assert history["train_loss"].notna().all() and history["val_acc"].between(0, 1).all()
+    assert all(v.device.type == "cpu" for v in weights["model"].values())
+
+
+def test_images_over_their_share_of_gpu_memory_stay_in_host_memory(tmp_path):
+    data = train.training_data(toy_cache(tmp_path))
+    kept = train.on_device(data, torch.device("cuda"), share=0.0)
+    assert kept is data and not kept.train_x.is_cuda

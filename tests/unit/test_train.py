@@ -219,3 +219,19 @@ def test_training_mode_features_never_pass_a_batch_of_one_image(monkeypatch):
     )
     assert features.shape == (1, 5, 512) and torch.isfinite(features).all()
     assert not encoder.training
+
+
+def test_on_the_cpu_training_images_stay_where_they_are(tmp_path):
+    data = train.training_data(make_toy_cache(tmp_path))
+    assert train.on_device(data, torch.device("cpu")) is data
+
+
+def test_a_feature_constant_over_the_training_set_is_centred_not_blown_up():
+    from fishid.models.heads import FeatureScaler
+
+    features = torch.tensor([[1.0, 0.0], [3.0, 0.0], [5.0, 0.0]])
+    scaler = FeatureScaler(2).fit(features)
+    # A photo that lights the channel no training photo lit keeps a value of its own scale.
+    out = scaler(torch.tensor([[3.0, 0.25]]))
+    assert torch.allclose(out, torch.tensor([[0.0, 0.25]]))
+    assert torch.isfinite(scaler(torch.tensor([[3.0, 0.25]])).half()).all()

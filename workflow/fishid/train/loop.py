@@ -69,6 +69,21 @@ def training_data(cache: dict, exclude_label: str = "") -> Data:
     return Data(train_x, train_y, val_x, val_y, classes, cache["mean"], cache["std"])
 
 
+def on_device(data: Data, device: torch.device, share: float = 0.25) -> Data:
+    """`data` with its images on a CUDA `device` where they take under `share` of its free
+    memory: batches are then cut and flipped there, not on the CPU and copied one by one. On an
+    H200, ResNet-18 at 224 px and batch 16 spent half of each epoch getting batches from host
+    memory and 8 % from the GPU's (893 against 1,592 photos/s, bench/results/gpu_epoch.md)."""
+    if device.type != "cuda":
+        return data
+    size = data.train_x.nbytes + data.val_x.nbytes
+    free, _ = torch.cuda.mem_get_info(device)
+    if size > share * free:
+        log.info("images (%.1f GB) stay in host memory: over %.0f %% of the GPU's free memory", size / 1e9, share * 100)
+        return data
+    return replace(data, train_x=data.train_x.to(device), val_x=data.val_x.to(device))
+
+
 def make_optimizer(parameters, settings):
     if settings["optimizer"] == "adamw":
         return torch.optim.AdamW(parameters, lr=settings["lr"], weight_decay=settings["weight_decay"])
@@ -525,7 +540,7 @@ def train_model(
     device = select_device()
     threshold_label = other_label or "other"
     threshold_mode = settings["open_set"] == "threshold"
-    data = training_data(cache, other_label if threshold_mode else "")
+    data = on_device(training_data(cache, other_label if threshold_mode else ""), device)
     start = time.perf_counter()
     backbone = load_backbone(variant, settings, backbone_path, backbone_spec, allow_download)
     architecture = None
@@ -582,7 +597,7 @@ def pretrain_backbone(settings: dict, cache: dict) -> tuple[dict, pd.DataFrame, 
 def pretrain_clip(settings: dict, cache: dict) -> tuple[dict, pd.DataFrame, dict]:
     torch.manual_seed(settings["seed"])
     device = select_device()
-    data = training_data(cache)
+    data = on_device(training_data(cache), device)
     start = time.perf_counter()
     model, config = clip_models.new_pretraining_model(settings, data.classes)
     model = model.to(device)
