@@ -62,18 +62,66 @@ def test_a_bad_source_is_named(source, message):
         config.validate(demo)
 
 
-def test_every_source_kind_the_schema_allows_has_an_adapter_and_a_citation():
+def schema_kinds() -> tuple[list[str], list[tuple[str, str]]]:
+    """The schema's enum of source kinds, and its allOf branches as (kind, the $defs entry it refers to)."""
+    schema = yaml.safe_load(config.SCHEMA_PATH.read_text())
+    entry = schema["properties"]["sources"]["additionalProperties"]
+    branches = [(b["if"]["properties"]["kind"]["const"], b["then"]["$ref"]) for b in entry["allOf"]]
+    return entry["properties"]["kind"]["enum"], branches
+
+
+def test_the_registry_of_source_kinds_is_the_schemas_enum_and_each_kind_has_its_branch():
+    from fishid.sources.kinds import KINDS
+
+    enum, branches = schema_kinds()
+    assert list(KINDS) == enum
+    assert branches == [(name, f"#/$defs/source_{name}") for name in KINDS]
+
+
+def test_each_kind_is_declared_once_in_its_own_module_and_every_declaration_is_registered():
+    import ast
+    import importlib
+
+    from fishid.sources.base import SourceKind
+    from fishid.sources.kinds import KINDS
+
+    for name, declared in KINDS.items():
+        assert isinstance(declared, SourceKind) and declared.name == name
+        assert importlib.import_module(declared.module).KIND is declared, name
+    # A module that declares a KIND but is not in the registry would be a kind no source can use.
+    folder = REPO / "workflow" / "fishid" / "sources"
+    declaring = {
+        f"fishid.sources.{path.stem}"
+        for path in folder.glob("*.py")
+        if any(
+            isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "KIND" for t in node.targets)
+            for node in ast.parse(path.read_text()).body
+        )
+    }
+    assert declaring == {declared.module for declared in KINDS.values()}
+
+
+def test_every_source_kind_the_schema_allows_has_a_citation_and_an_unknown_kind_is_an_error():
     from datetime import date
 
     from fishid.report.citation import source_citation
-    from fishid.sources.base import ADAPTERS
+    from fishid.sources import base
 
-    schema = yaml.safe_load(config.SCHEMA_PATH.read_text())
-    kinds = schema["properties"]["sources"]["additionalProperties"]["properties"]["kind"]["enum"]
-    assert list(kinds) == list(ADAPTERS)
+    kinds, _ = schema_kinds()
     spec = {"path": "photos", "patterns": "species.tsv"}
     citations = {kind: source_citation(kind, spec, {}, date(2026, 1, 2))[0] for kind in kinds}
     assert [kind for kind, text in citations.items() if text.startswith("Synthetic")] == ["synthetic"], citations
     assert all(citations.values()), citations
-    with pytest.raises(ValueError, match="no citation for source kind 'inaturalist'"):
+    with pytest.raises(ValueError, match="unknown source kind 'inaturalist'"):
         source_citation("inaturalist", spec, {}, date(2026, 1, 2))
+    for call in (base.local_inputs, base.list_source):
+        with pytest.raises(ValueError, match="unknown source kind 'inaturalist'"):
+            call("web", {"kind": "inaturalist"})
+
+
+def test_the_fetch_stage_serves_every_kinds_own_url_scheme():
+    from fishid.download import fetch
+    from fishid.sources.kinds import BY_SCHEME
+
+    assert fetch.SERVED == BY_SCHEME and set(BY_SCHEME) == {"synthetic"}
+    assert not set(BY_SCHEME) & {"http", "https", "file"}

@@ -26,6 +26,7 @@ import yaml
 
 from fishid import config, web
 from fishid.sources import gbif
+from fishid.sources.kinds import kind
 from fishid.tables import HIGHER_RANKS
 from fishid.text import escape_text
 
@@ -404,8 +405,7 @@ def configuration(found: Survey, template: dict, api: str, download: dict) -> st
 
 
 def report_title(name: str, sources: list[dict]) -> str:
-    kinds = {"gbif": "GBIF", "gbif_download": "GBIF", "fishbase": "FishBase", "fishpix": "FishPix"}
-    shown = list(dict.fromkeys(kinds[spec["kind"]] for spec in sources))
+    shown = list(dict.fromkeys(kind(spec["kind"]).title for spec in sources))
     return f"{name} species from " + (" and ".join([", ".join(shown[:-1]), shown[-1]]) if shown[1:] else shown[0])
 
 

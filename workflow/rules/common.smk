@@ -23,7 +23,7 @@ from fishid.config import (
 )  # noqa: E402
 from fishid.report.figure_list import STEMS  # noqa: E402
 from fishid.review.label_issues import issue_settings  # noqa: E402
-from fishid.sources.base import ADAPTERS  # noqa: E402
+from fishid.sources.base import source_kind  # noqa: E402
 from fishid.split import scope  # noqa: E402
 from fishid.tables import read_table  # noqa: E402
 
@@ -83,8 +83,8 @@ def step_code(step):
 
 
 def source_code(spec, name):
-    """The listing's files: those of `fishid list` but only its own kind's adapter."""
-    adapter = ADAPTERS[kind_of(name, spec)][0]
+    """The listing's files: those of `fishid list` but only its own kind's module."""
+    adapter = source_kind(name, spec).module
     return sorted(
         {*step_code("list"), *map(str, codedeps.closure(PACKAGE_DIR, [adapter]))}
     )

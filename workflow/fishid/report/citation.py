@@ -16,15 +16,13 @@ from datetime import date
 
 import pandas as pd
 
+from fishid.config import kind_of
 from fishid.report.attribution import neutralise, stored_records, used_images
-from fishid.sources import gbif_request
+from fishid.sources.base import day_of
+from fishid.sources.gbif import REGISTER_URL
+from fishid.sources.kinds import kind
 
-GBIF_KINDS = ("gbif", "gbif_download")
-REGISTER_URL = "https://www.gbif.org/derived-dataset/register"
 DERIVED_COLUMNS = ["datasetKey", "count"]
-FISHPIX_URL = "https://fishpix.kahaku.go.jp/"
-# Who runs FishPix (its photo numbers are the Kanagawa museum's KPM-NR); a source's rights_holder overrides it.
-FISHPIX_HOLDERS = "Kanagawa Prefectural Museum of Natural History and National Museum of Nature and Science"
 RIGHTS_HOLDERS_SHOWN = 10
 # Inline markup of CommonMark and GitHub's markdown; line-start markup cannot occur, since
 # every value is put on one line after text of ours.
@@ -43,84 +41,18 @@ def used_records(records: pd.DataFrame, downloads: pd.DataFrame, splits: pd.Data
 
 def derived_dataset(used: pd.DataFrame, kinds: dict) -> pd.DataFrame:
     """The derived-dataset form's rows: per GBIF datasetKey, the images of it a dataset uses
-    (an image whose records came from two datasets counts for both)."""
-    gbif = used[used["source"].map(kinds).isin(GBIF_KINDS) & (used["dataset_key"] != "")]
+    (an image whose records came from two datasets counts for both). `kinds`: each source's kind."""
+    gbif_sources = {source for source, name in kinds.items() if kind(name).gbif_datasets}
+    gbif = used[used["source"].isin(gbif_sources) & (used["dataset_key"] != "")]
     counts = gbif.groupby("dataset_key")["sha256"].nunique()
     table = pd.DataFrame({"datasetKey": counts.index, "count": counts.values}, columns=DERIVED_COLUMNS)
     table = table.sort_values(["count", "datasetKey"], ascending=[False, True], ignore_index=True)
     return table.map(neutralise)
 
 
-def _day(text: str) -> date | None:
-    try:
-        return date.fromisoformat(str(text)[:10])
-    except ValueError:
-        return None
-
-
-def _gbif_date(day: date) -> str:
-    return f"{day.day} {day:%B %Y}"
-
-
-def _gbif_download(facts: dict, listed: date) -> tuple[str, str]:
-    """(citation, note) of a gbif_download source from what is recorded of its download."""
-    when = _gbif_date(_day(facts.get("created", "")) or listed)
-    if facts.get("doi"):
-        return f"GBIF.org ({when}) GBIF Occurrence Download https://doi.org/{facts['doi']}", ""
-    if facts.get("key"):
-        page = f"https://www.gbif.org/occurrence/download/{facts['key']}"
-        return (
-            f"GBIF.org ({when}) GBIF Occurrence Download {facts['key']} ({page})",
-            f"no DOI is recorded for it: cite the DOI its page ({page}) shows",
-        )
-    return _unregistered(listed)
-
-
-def _unregistered(listed: date) -> tuple[str, str]:
-    return (
-        f"GBIF.org ({_gbif_date(listed)}) GBIF Occurrence Data",
-        f"this data has no DOI: register a derived dataset at {REGISTER_URL} with derived_dataset.tsv "
-        "(the datasets and counts the form asks for) and cite the DOI it gives",
-    )
-
-
-def _config_says(spec: dict) -> str:
-    """What the source's configuration says of the photos' rights ("" for nothing)."""
-    parts = [f"{label} {spec[key]}" for key, label in (("rights_holder", "©"), ("creator", "by")) if spec.get(key)]
-    if spec.get("licence"):
-        parts.append(f"licence {spec['licence']}")
-    return ", ".join(parts)
-
-
-def _config_note(spec: dict) -> str:
-    return f"the configuration says: {_config_says(spec)}" if _config_says(spec) else ""
-
-
-def source_citation(kind: str, spec: dict, facts: dict, listed: date) -> tuple[str, str]:
-    """(citation, note) of one source, as its terms ask."""
-    if kind == "gbif_download":
-        return _gbif_download(facts, listed)
-    if kind == "gbif":
-        return _unregistered(listed)
-    if kind == "fishbase":
-        return (
-            f"Froese, R. and D. Pauly. Editors. {listed.year}. FishBase. World Wide Web electronic publication. "
-            f"www.fishbase.org, version ({listed:%m/%Y}).",
-            _config_note(spec),
-        )
-    if kind == "fishpix":
-        return (
-            f"FishPix, image database of fishes, {spec.get('rights_holder') or FISHPIX_HOLDERS}, Japan. "
-            f"{spec.get('base_url', FISHPIX_URL)} (accessed {listed.isoformat()}).",
-            _config_note(spec),
-        )
-    if kind == "folder":
-        rights = _config_says(spec) or "the configuration names no rights holder or licence"
-        return f"Photos from {spec['path']}: {rights}.", ""
-    if kind == "synthetic":
-        return f"Synthetic photos rendered by fishid from {spec.get('patterns', '')} (CC0-1.0).", ""
-    # A kind added to fishid.sources.base.ADAPTERS without its citation must not pass as synthetic.
-    raise ValueError(f"no citation for source kind {kind!r}: add it to fishid.report.citation.source_citation")
+def source_citation(kind_name: str, spec: dict, facts: dict, listed: date) -> tuple[str, str]:
+    """(citation, note) of one source, as its terms ask (its kind's `cite`); ValueError for an unknown kind."""
+    return kind(kind_name).cite(spec, facts, listed)
 
 
 def citations(sources: dict, facts: dict, used: pd.DataFrame) -> list[dict]:
@@ -129,14 +61,14 @@ def citations(sources: dict, facts: dict, used: pd.DataFrame) -> list[dict]:
     entries = []
     for name, spec in sources.items():
         mine = used[used["source"] == name]
-        listed = max((d for d in map(_day, mine["listed_at"]) if d), default=date.today())
-        text, note = source_citation(spec.get("kind", name), spec, facts.get(name, {}), listed)
+        listed = max((d for d in map(day_of, mine["listed_at"]) if d), default=date.today())
+        text, note = source_citation(kind_of(name, spec), spec, facts.get(name, {}), listed)
         holders = mine[mine["rights_holder"] != ""].groupby("rights_holder")["sha256"].nunique()
         holders = holders.sort_values(ascending=False, kind="stable")
         entries.append(
             {
                 "source": name,
-                "kind": spec.get("kind", name),
+                "kind": kind_of(name, spec),
                 "images": int(mine["sha256"].nunique()),
                 "citation": text,
                 "note": note,
@@ -151,12 +83,12 @@ def view(sources: dict, records: pd.DataFrame, downloads: pd.DataFrame, splits: 
     """What the report's provenance section shows, as plain text: the images the datasets
     use, the citations (one per source), the derived-dataset rows and the form's address."""
     used = used_records(records, downloads, splits)
+    kinds = {name: kind_of(name, spec) for name, spec in sources.items()}
     facts = {
-        name: gbif_request.download_of(name, spec)
+        name: kind(kinds[name]).download_facts(name, spec)
         for name, spec in sources.items()
-        if spec.get("kind", name) == "gbif_download"
+        if kind(kinds[name]).download_facts
     }
-    kinds = {name: spec.get("kind", name) for name, spec in sources.items()}
     derived = derived_dataset(used, kinds)
     return {
         "images": int(used["sha256"].nunique()),

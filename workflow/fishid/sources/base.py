@@ -8,13 +8,20 @@ without its occurrence) is a problem, named with its reason in its taxon's note 
 "" when it has none): one bad record never stops the listing. A source that lists
 nothing at all is an error. Records that come without ranks get them here, whatever
 their kind, by GBIF name matching (fishid.sources.taxonomy); a name left without is a note.
+
+What a kind is (how it lists, whether it needs the web, its local inputs, how it is cited, the
+bytes of its own URL scheme) is declared once, as the `KIND` (a SourceKind) of its own module;
+fishid.sources.kinds is the registry of those declarations, which this module, the download
+stage and the citation ask.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -28,7 +35,6 @@ if TYPE_CHECKING:  # imported where used: it imports the GBIF adapter, which imp
 
 log = logging.getLogger(__name__)
 SUMMARY_COLUMNS = ["taxon", "records", "note"]
-NETWORK_KINDS = {"gbif", "fishbase", "fishpix"}
 FOLDER_KEY = "folder:"  # the dataset key of a folder source's records (fishid.download.fetch.folder_root)
 
 
@@ -53,46 +59,79 @@ class Context:
     taxonomy: taxonomy.Settings | None = None
 
 
-# Each kind's adapter, imported on demand (a synthetic-only run never imports pygbif or
-# BeautifulSoup): its module and its listing function, (spec, Context) -> Listing. The
-# listing rule's code inputs are this module's imports and its own kind's adapter's.
-ADAPTERS = {
-    "synthetic": ("fishid.sources.synthetic", "source_listing"),
-    "gbif": ("fishid.sources.gbif", "list_records"),
-    "gbif_download": ("fishid.sources.dwca", "list_records"),
-    "fishbase": ("fishid.sources.fishbase", "list_records"),
-    "fishpix": ("fishid.sources.fishpix", "list_records"),
-    "folder": ("fishid.sources.folder", "list_records"),
-}
+def no_local_inputs(spec: dict) -> list[str]:
+    return []
+
+
+@dataclass(frozen=True)
+class SourceKind:
+    """What one kind of source is: declared once, as `KIND` in the kind's own module, and
+    registered in fishid.sources.kinds. The module of `list_records` is the kind's module."""
+
+    name: str  # the `kind` of a source's configuration entry (the schema's enum)
+    list_records: Callable[[dict, Context], Listing]  # (source spec, context) -> its listing
+    # (source spec, facts of its download, the day it was listed) -> (citation, note), as its terms ask
+    cite: Callable[[dict, dict, date], tuple[str, str]]
+    title: str  # how a report title names where the photos come from
+    network: bool = False  # lists from the web: refused where the configuration says offline
+    local_inputs: Callable[[dict], list[str]] = no_local_inputs  # files it lists from (an edit lists again)
+    gbif_datasets: bool = False  # its records' dataset keys are GBIF datasetKeys (derived_dataset.tsv)
+    download_facts: Callable[[str, dict], dict] | None = None  # (name, spec) -> what its citation's facts are
+    scheme: str = ""  # the media URL scheme whose bytes it makes itself (served_bytes), if any
+    served_bytes: Callable[[str], bytes] | None = None
+    local_files: bool = False  # its records read local files, under the `folder:` dataset key (FOLDER_KEY)
+
+    @property
+    def module(self) -> str:
+        """The kind's module: the listing rule's code inputs are its imports (Snakefile's source_code)."""
+        return self.list_records.__module__
+
+
+def source_kind(name: str, spec: dict) -> SourceKind:
+    """The kind of source `name`, from the registry; ValueError naming the known kinds where unknown.
+
+    The registry is imported by name, on demand: the listing step's code inputs are this module's
+    imports and its own kind's module's (fishid.codedeps, Snakefile's source_code), not every kind's.
+    """
+    return importlib.import_module("fishid.sources.kinds").kind(kind_of(name, spec))
 
 
 def local_inputs(name: str, spec: dict) -> list[str]:
     """The local files a source lists from (editing them lists it again)."""
-    kind = kind_of(name, spec)
-    if kind == "synthetic":
-        return [spec["patterns"]]
-    if kind in ("gbif_download", "folder") and spec.get("path"):
-        return [spec["path"]]
-    return []
+    return source_kind(name, spec).local_inputs(spec)
 
 
-def _adapter(kind: str):
-    if kind not in ADAPTERS:
-        raise ValueError(f"unknown source kind {kind!r} (known: {', '.join(ADAPTERS)})")
-    module, function = ADAPTERS[kind]
-    return getattr(importlib.import_module(module), function)
+def day_of(text) -> date | None:
+    """The day an ISO date or timestamp names, or None."""
+    try:
+        return date.fromisoformat(str(text)[:10])
+    except ValueError:
+        return None
+
+
+def config_says(spec: dict) -> str:
+    """What a source's configuration says of the photos' rights ("" for nothing), for its citation."""
+    parts = [f"{label} {spec[key]}" for key, label in (("rights_holder", "©"), ("creator", "by")) if spec.get(key)]
+    if spec.get("licence"):
+        parts.append(f"licence {spec['licence']}")
+    return ", ".join(parts)
+
+
+def config_note(spec: dict) -> str:
+    return f"the configuration says: {config_says(spec)}" if config_says(spec) else ""
 
 
 def list_source(name: str, spec: dict, context: Context | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(records table, per-taxon summary) of source `name`; raises ValueError naming what to fix."""
     context = context or Context(name)
-    kind = kind_of(name, spec)
-    if context.offline and kind in NETWORK_KINDS:
+    source = source_kind(name, spec)
+    kind = source.name
+    if context.offline and source.network:
         raise ValueError(
             f"sources.{name}: kind {kind} lists from the web, but the configuration says offline: true; "
             "set offline: false (or use a gbif_download or folder source)"
         )
-    listing = _adapter(kind)(spec, context)
+    listing = source.list_records(spec, context)
     notes = noted(listing.notes, listing.problems)
     if not listing.records:
         raise ValueError(
@@ -106,7 +145,7 @@ def list_source(name: str, spec: dict, context: Context | None = None) -> tuple[
     records = pd.DataFrame(listing.records).reindex(columns=RECORD_COLUMNS, fill_value="").fillna("").astype(str)
     records["source"] = name
     records["listed_at"] = web.utc_now()
-    if kind != "folder":
+    if not source.local_files:
         # Only a folder source's records may read local files, and the fetch stage tells
         # them by their `folder:` dataset key: no other source may claim one.
         claimed = records["dataset_key"].astype(str).str.startswith(FOLDER_KEY)

@@ -16,12 +16,13 @@ import logging
 import re
 import zipfile
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path, PurePosixPath
 
 from fishid import licences
 from fishid.sources import gbif_request
-from fishid.sources.base import Context, Listing
-from fishid.sources.gbif import canonical, occurrence_ranks
+from fishid.sources.base import Context, Listing, SourceKind, day_of
+from fishid.sources.gbif import canonical, gbif_date, occurrence_ranks, unregistered
 from fishid.tables import readable
 
 log = logging.getLogger(__name__)
@@ -183,3 +184,33 @@ def list_records(spec: dict, context: Context) -> Listing:
             listing.notes[name] = f"no photo of {name} in {archive}"
     log.info("%s: %d photos of %d occurrences", archive, len(records), len({r["occurrence_id"] for r in records}))
     return listing
+
+
+def local_inputs(spec: dict) -> list[str]:
+    return [spec["path"]] if spec.get("path") else []
+
+
+def cite(spec: dict, facts: dict, listed: date) -> tuple[str, str]:
+    """(citation, note) of a gbif_download source from what is recorded of its download
+    (gbif_request.download_of): its DOI, else its key, else none (a derived dataset then)."""
+    when = gbif_date(day_of(facts.get("created", "")) or listed)
+    if facts.get("doi"):
+        return f"GBIF.org ({when}) GBIF Occurrence Download https://doi.org/{facts['doi']}", ""
+    if facts.get("key"):
+        page = f"https://www.gbif.org/occurrence/download/{facts['key']}"
+        return (
+            f"GBIF.org ({when}) GBIF Occurrence Download {facts['key']} ({page})",
+            f"no DOI is recorded for it: cite the DOI its page ({page}) shows",
+        )
+    return unregistered(listed)
+
+
+KIND = SourceKind(
+    "gbif_download",
+    list_records,
+    cite,
+    title="GBIF",
+    local_inputs=local_inputs,
+    gbif_datasets=True,
+    download_facts=gbif_request.download_of,
+)

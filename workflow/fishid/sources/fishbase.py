@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from datetime import date
 from pathlib import PurePosixPath
 from urllib.parse import parse_qs, urlencode, urljoin, urlparse
 
 from bs4 import BeautifulSoup
 from tqdm import tqdm
 
-from fishid.sources.base import Context, Listing
+from fishid.sources.base import Context, Listing, SourceKind, config_note
 from fishid.web import FetchFailure
 
 log = logging.getLogger(__name__)
@@ -140,3 +141,15 @@ def list_records(spec: dict, context: Context) -> Listing:
                 }
             )
     return Listing(records, notes)
+
+
+def cite(spec: dict, facts: dict, listed: date) -> tuple[str, str]:
+    """FishBase's own form of citation, with what the configuration says of the photos' rights."""
+    return (
+        f"Froese, R. and D. Pauly. Editors. {listed.year}. FishBase. World Wide Web electronic publication. "
+        f"www.fishbase.org, version ({listed:%m/%Y}).",
+        config_note(spec),
+    )
+
+
+KIND = SourceKind("fishbase", list_records, cite, title="FishBase", network=True)

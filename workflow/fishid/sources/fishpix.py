@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from datetime import date
 from pathlib import PurePosixPath
 from urllib.parse import urlencode, urljoin, urlparse
 
 from bs4 import BeautifulSoup
 from tqdm import tqdm
 
-from fishid.sources.base import Context, Listing
+from fishid.sources.base import Context, Listing, SourceKind, config_note
 from fishid.web import FetchFailure
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,9 @@ SELECTORS = {
     # A table cell holding this label is followed by the photographer's name.
     "photographer_label": re.compile(r"photograph(er|ed by)", re.IGNORECASE),
 }
+BASE_URL = "https://fishpix.kahaku.go.jp/"
+# Who runs FishPix (its photo numbers are the Kanagawa museum's KPM-NR); a source's rights_holder overrides it.
+HOLDERS = "Kanagawa Prefectural Museum of Natural History and National Museum of Nature and Science"
 NAME = re.compile(r"^([A-Z][a-z]+)\s+([a-z-]+\.?)")
 
 
@@ -73,7 +77,7 @@ def parse_detail(html: bytes, url: str) -> dict | None:
 
 
 def list_records(spec: dict, context: Context) -> Listing:
-    base = spec.get("base_url", "https://fishpix.kahaku.go.jp/")
+    base = spec.get("base_url", BASE_URL)
     genus = spec["genus"]
     start, last = int(spec.get("start", 1)), int(spec.get("start", 1)) + int(spec.get("max_pages", 5000))
     records, seen = [], set()
@@ -109,3 +113,14 @@ def list_records(spec: dict, context: Context) -> Listing:
             log.warning("fishpix: stopped at max_pages (%d) before the last page of %s", last - start, genus)
     notes = {} if records else {genus: f"no photo at {detail_url(base, genus, start)}"}
     return Listing(records, notes)
+
+
+def cite(spec: dict, facts: dict, listed: date) -> tuple[str, str]:
+    return (
+        f"FishPix, image database of fishes, {spec.get('rights_holder') or HOLDERS}, Japan. "
+        f"{spec.get('base_url', BASE_URL)} (accessed {listed.isoformat()}).",
+        config_note(spec),
+    )
+
+
+KIND = SourceKind("fishpix", list_records, cite, title="FishPix", network=True)

@@ -9,9 +9,10 @@ folder names are not scientific names.
 from __future__ import annotations
 
 import logging
+from datetime import date
 from pathlib import Path
 
-from fishid.sources.base import Context, Listing
+from fishid.sources.base import FOLDER_KEY, Context, Listing, SourceKind, config_says
 from fishid.tables import readable
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def list_records(spec: dict, context: Context) -> Listing:
                     "creator": spec.get("creator", ""),
                     "occurrence_id": f"{context.name}:{relative}",
                     "basis_of_record": "",
-                    "dataset_key": f"folder:{readable(real_root.name)}",
+                    "dataset_key": f"{FOLDER_KEY}{readable(real_root.name)}",
                     "source_split": split,
                 }
             )
@@ -86,3 +87,16 @@ def list_records(spec: dict, context: Context) -> Listing:
     if unknown:
         raise ValueError(f"sources.{context.name}.labels: no folder named {', '.join(sorted(unknown))} in {root}")
     return Listing(records, notes)
+
+
+def local_inputs(spec: dict) -> list[str]:
+    return [spec["path"]] if spec.get("path") else []
+
+
+def cite(spec: dict, facts: dict, listed: date) -> tuple[str, str]:
+    """What the configuration says of the folder's photos."""
+    rights = config_says(spec) or "the configuration names no rights holder or licence"
+    return f"Photos from {spec['path']}: {rights}.", ""
+
+
+KIND = SourceKind("folder", list_records, cite, title="a folder", local_inputs=local_inputs, local_files=True)

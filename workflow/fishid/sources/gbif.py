@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 import sys
+from datetime import date
 
 from tqdm import tqdm
 
 from fishid import licences
-from fishid.sources.base import Context, Listing
+from fishid.sources.base import Context, Listing, SourceKind
 from fishid.sources.gbif_api import GBIF_ROOT, api_root, asking, canonical
 from fishid.tables import HIGHER_RANKS, RANKS
 
@@ -196,3 +197,28 @@ def _search(occurrences, query, spec, page_size, max_records, client, timeout, c
     finally:
         if bar is not None:
             bar.close()
+
+
+REGISTER_URL = "https://www.gbif.org/derived-dataset/register"
+
+
+def gbif_date(day: date) -> str:
+    """A day as GBIF's citations write it (2 January 2026)."""
+    return f"{day.day} {day:%B %Y}"
+
+
+def unregistered(listed: date) -> tuple[str, str]:
+    """(citation, note) of GBIF data that came without a DOI: a derived dataset must be registered."""
+    return (
+        f"GBIF.org ({gbif_date(listed)}) GBIF Occurrence Data",
+        f"this data has no DOI: register a derived dataset at {REGISTER_URL} with derived_dataset.tsv "
+        "(the datasets and counts the form asks for) and cite the DOI it gives",
+    )
+
+
+def cite(spec: dict, facts: dict, listed: date) -> tuple[str, str]:
+    """The search API's data has no DOI."""
+    return unregistered(listed)
+
+
+KIND = SourceKind("gbif", list_records, cite, title="GBIF", network=True, gbif_datasets=True)

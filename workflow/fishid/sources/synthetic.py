@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from PIL import Image
 
 from fishid.sources import synthetic_defects as defects_module
 from fishid.sources import synthetic_scene as scene
+from fishid.sources.base import Listing, SourceKind
 from fishid.sources.synthetic_render import (  # noqa: F401  (the module's public names, as before the split)
     BACKGROUNDS,
     MAX_SIDE,
@@ -237,10 +239,8 @@ def served_bytes(media_url: str) -> bytes:
     return defects_module.serve(pattern, params, size)
 
 
-def source_listing(spec: dict, context):
-    """The synthetic source's listing, as every source kind gives it (fishid.sources.base.ADAPTERS)."""
-    from fishid.sources.base import Listing
-
+def source_listing(spec: dict, context) -> Listing:
+    """The synthetic source's listing, as every source kind gives it (SourceKind.list_records)."""
     size = tuple(spec.get("size", (160, 120)))
     check_size(size, f"sources.{context.name}.size")
     realism = scene.check_realism(spec)
@@ -252,3 +252,22 @@ def source_listing(spec: dict, context):
             for key in ("record_id", "occurrence_id"):
                 record[key] = context.name + record[key].removeprefix("synthetic")
     return Listing(records)
+
+
+def local_inputs(spec: dict) -> list[str]:
+    return [spec["patterns"]]
+
+
+def cite(spec: dict, facts: dict, listed: date) -> tuple[str, str]:
+    return f"Synthetic photos rendered by fishid from {spec.get('patterns', '')} (CC0-1.0).", ""
+
+
+KIND = SourceKind(
+    "synthetic",
+    source_listing,
+    cite,
+    title="synthetic photos",
+    local_inputs=local_inputs,
+    scheme="synthetic",
+    served_bytes=served_bytes,
+)
