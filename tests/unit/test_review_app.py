@@ -21,6 +21,7 @@ from toydata import toy_cache
 
 from fishid import cli
 from fishid.clean import stage as clean
+from fishid.config import with_schema_defaults
 from fishid.detect import detectors
 from fishid.evaluate import predict
 from fishid.review import decisions
@@ -301,7 +302,9 @@ def test_planted_label_errors_rank_at_the_top(tmp_path):
     # thread as rule label_issues runs it (a second one only waits on busy cores), on whole
     # photos (these have no detector's crops).
     demo = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    settings = issue_settings({**demo, "review": {"label_issues": {"backbone": "none", "crops": False}}})
+    settings = issue_settings(
+        with_schema_defaults({**demo, "review": {"label_issues": {"backbone": "none", "crops": False}}})
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
