@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 from conftest import REPO
-from test_detect_detectors import TINY, bright_squares
+from test_detect_detectors import TINY_SETTINGS, bright_squares
 from toydata import SETTINGS as TOY_SETTINGS
 from toydata import toy_cache
 
@@ -184,7 +184,7 @@ def test_an_upload_that_is_not_an_image_is_refused_with_a_message(with_model):
 def with_crop_model(project, tmp_path_factory):
     """A model on crops (`crop: synthetic`) and the run's detector under results/detect, as a
     run leaves them: a tiny detector that reports every box it finds (any score counts)."""
-    detector = {**TINY, "score_thresh": 0.0}
+    detector = {**TINY_SETTINGS, "score_thresh": 0.0}
     model, _ = detectors.train_synthetic(*bright_squares(6), detector)
     detectors.save_synthetic(model, detector, project / "results/detect/synthetic")
     (project / "results/detect/quality.json").write_text(json.dumps({"threshold": 0.0, "padding": 0.1}))
