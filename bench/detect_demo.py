@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from output import write_results  # noqa: E402
 
+from fishid.config import section_with_defaults  # noqa: E402
 from fishid.detect import boxes as scoring  # noqa: E402
 from fishid.detect import detectors, infer  # noqa: E402
 from fishid.sources import synthetic, synthetic_boxes, synthetic_render, synthetic_scene  # noqa: E402
@@ -93,6 +94,7 @@ def scores(photos, found) -> dict:
 
 def run(name: str, settings: dict, train, test) -> dict:
     cpu_started, started = time.process_time(), time.perf_counter()
+    settings = section_with_defaults(settings, "detect", "training")  # as the rule hands them
     model, history = detectors.train_synthetic([p[2] for p in train], [p[3] for p in train], settings)
     seconds = time.perf_counter() - started
     cpu_seconds = time.process_time() - cpu_started
@@ -120,7 +122,7 @@ def markdown(results, train_count, test_count, threads) -> str:
         f"{threads} thread(s). mAP@0.5: all-point interpolated average precision of the class fish; mean IoU: "
         f"each true fish's best box of score >= {CROP_THRESHOLD}; 'no box': held-out photos without a box at that "
         "score (the crop stage would send them to review). Defaults: "
-        f"`{json.dumps(detectors.SYNTHETIC_DEFAULTS)}`.",
+        f"`{json.dumps(detectors.synthetic_settings(section_with_defaults({}, 'detect', 'training')))}`.",
         "",
         "| settings | train s (CPU s) | mAP@0.5 | mean IoU | no box "
         "| wide: photos | wide mAP@0.5 | wide mean IoU | wide no box |",

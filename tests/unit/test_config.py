@@ -83,3 +83,18 @@ def test_every_default_is_filled_from_the_schema_at_every_depth_and_nothing_else
     config.pop("detect")
     assert "detect" not in with_schema_defaults(config)
     assert set(filled) - set(config) == {"detect", "review"}
+
+
+def test_a_section_handed_alone_gets_the_schemas_defaults_of_that_section():
+    """As a step's CLI command or a test hands it one section: what it gives is kept."""
+    from fishid.config import section_with_defaults
+
+    given = {"epochs": 2, "widths": [4, 8]}
+    assert section_with_defaults(given, "detect", "training") == {
+        "epochs": 2,
+        "widths": [4, 8],
+        "batch_size": 8,
+        "lr": 0.01,
+        "seed": 0,
+    }
+    assert given == {"epochs": 2, "widths": [4, 8]}

@@ -8,10 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
+from fishid.config import section_with_defaults
 from fishid.detect import boxes, detectors, infer
 
 torch.set_num_threads(1)
 TINY = {"widths": [4, 8, 32, 32], "head_convs": 1, "epochs": 2, "batch_size": 2, "warmup_steps": 2}
+# As the rule hands them: detect.training with the schema's defaults (lr, seed) filled in.
+TINY_SETTINGS = section_with_defaults(TINY, "detect", "training")
 
 
 def bright_squares(count: int, seed: int = 0):
@@ -32,8 +35,8 @@ def bright_squares(count: int, seed: int = 0):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     images, truth = bright_squares(6)
-    model, history = detectors.train_synthetic(images, truth, TINY)
-    folder = detectors.save_synthetic(model, TINY, tmp_path_factory.mktemp("detector"), trained_on=len(images))
+    model, history = detectors.train_synthetic(images, truth, TINY_SETTINGS)
+    folder = detectors.save_synthetic(model, TINY_SETTINGS, tmp_path_factory.mktemp("detector"), trained_on=len(images))
     return model, history, folder, images
 
 
@@ -41,7 +44,7 @@ def test_training_is_seeded_and_logged(trained):
     model, history, _, images = trained
     assert [row["epoch"] for row in history] == [1, 2]
     assert {"classification", "bbox_regression", "bbox_ctrness"} <= set(history[0])
-    again, _ = detectors.train_synthetic(*bright_squares(6), TINY)
+    again, _ = detectors.train_synthetic(*bright_squares(6), TINY_SETTINGS)
     for ours, theirs in zip(model.state_dict().values(), again.state_dict().values()):
         assert torch.equal(ours, theirs)
 
@@ -50,7 +53,7 @@ def test_a_saved_detector_loads_and_predicts_the_same(trained):
     model, _, folder, images = trained
     meta = json.loads((folder / detectors.META).read_text())
     assert meta["detector"] == "synthetic" and meta["trained_on"] == 7
-    assert meta["settings"] == detectors.SYNTHETIC_DEFAULTS | TINY
+    assert meta["settings"] == detectors.SYNTHETIC_DEFAULTS | {"lr": 0.01, "seed": 0} | TINY  # the schema's defaults
     loaded = detectors.load_detector("synthetic", folder)
     with torch.no_grad():
         ours, theirs = model(images[:2]), loaded(images[:2])
@@ -96,3 +99,10 @@ def test_box_rows_scale_to_the_original():
     found = {"boxes": torch.tensor([[10.0, 20.0, 30.0, 40.0]]), "scores": torch.tensor([0.75])}
     (row,) = infer.box_rows("img", found, "synthetic", 160, 120, original_size=(320, 180))
     assert (row["x0"], row["y0"], row["x1"], row["y1"], row["score"]) == (20.0, 30.0, 60.0, 60.0, 0.75)
+
+
+def test_settings_without_the_schemas_defaults_are_refused_by_name():
+    """The defaults of detect.training are the schema's alone: a caller that did not fill them in
+    is told which are missing, not trained with a copy of them."""
+    with pytest.raises(ValueError, match="without lr, seed: hand detect.training with the defaults"):
+        detectors.train_synthetic(*bright_squares(2), TINY)

@@ -19,6 +19,7 @@ from conftest import REPO
 from PIL import Image
 from projectrun import DRY_RUN, make_project
 
+from fishid.config import with_schema_defaults
 from fishid.download import fetch
 from fishid.models import registry
 from fishid.review import label_issues
@@ -52,7 +53,7 @@ def study_settings(network: dict | None = SMALL_NETWORK) -> dict:
     weights cannot be had offline), with `network` over the default network (None: as it is)."""
     config = yaml.safe_load(bench.STUDY.read_text())
     config["review"] = {"label_issues": {"backbone": "none", **({"network": network} if network else {})}}
-    return label_issues.issue_settings(config)
+    return label_issues.issue_settings(with_schema_defaults(config))
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +168,7 @@ def test_the_backbone_path_reads_the_weights_file(synthetic_project, tmp_path):
     torch.manual_seed(0)
     torch.save({"model": registry.backbone_resnet18().state_dict()}, weights)
     config = {**DEMO, "review": {"label_issues": {"backbone": "pool", "crops": False}}}
-    settings = label_issues.issue_settings(config)
+    settings = label_issues.issue_settings(with_schema_defaults(config))
     assert settings["backbone"] == "pool" and settings["image_size"] == DEMO["backbones"]["pool"]["image_size"]
     assert "network" not in settings and not settings["crops"]
     ranked, summary = label_issues.label_issues(clean, root / "derived", settings, weights, seed=1)
@@ -184,9 +185,10 @@ def test_with_a_detect_section_the_model_reads_each_photos_crop(synthetic_projec
     weights = tmp_path / "weights.pt"
     torch.manual_seed(0)
     torch.save({"model": registry.backbone_resnet18().state_dict()}, weights)
-    settings = label_issues.issue_settings({**DEMO, "review": {"label_issues": {"backbone": "pool"}}})
+    config = with_schema_defaults({**DEMO, "review": {"label_issues": {"backbone": "pool"}}})
+    settings = label_issues.issue_settings(config)
     assert settings["crops"]
-    assert not label_issues.issue_settings({**DEMO, "detect": None, "review": {}})["crops"]
+    assert not label_issues.issue_settings(with_schema_defaults({**DEMO, "detect": None, "review": {}}))["crops"]
     kept = label_issues.labelled_photos(clean).head(3)
     rows = []
     for sha, derived in zip(kept["sha256"], kept["derived_path"]):
@@ -209,7 +211,7 @@ def test_the_backbone_setting_is_resolved_and_a_wrong_one_named():
     assert label_issues.chosen_backbone("pool", backbones) == "pool"
     with pytest.raises(ValueError, match=r"review.label_issues.backbone: 'clip' is not a ResNet-18 backbone"):
         label_issues.chosen_backbone("clip", backbones)
-    defaults = label_issues.issue_settings({**DEMO, "review": {}})
+    defaults = label_issues.issue_settings(with_schema_defaults({**DEMO, "review": {}}))
     assert defaults["backbone"] == "pool" and defaults["folds"] == 5 and defaults["flag_below"] == 0.1
 
 

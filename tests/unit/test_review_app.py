@@ -15,12 +15,13 @@ import pytest
 import torch
 import yaml
 from conftest import REPO
-from test_detect_detectors import TINY, bright_squares
+from test_detect_detectors import TINY_SETTINGS, bright_squares
 from toydata import SETTINGS as TOY_SETTINGS
 from toydata import toy_cache
 
 from fishid import cli
 from fishid.clean import stage as clean
+from fishid.config import with_schema_defaults
 from fishid.detect import detectors
 from fishid.evaluate import predict
 from fishid.review import decisions
@@ -183,7 +184,7 @@ def test_an_upload_that_is_not_an_image_is_refused_with_a_message(with_model):
 def with_crop_model(project, tmp_path_factory):
     """A model on crops (`crop: synthetic`) and the run's detector under results/detect, as a
     run leaves them: a tiny detector that reports every box it finds (any score counts)."""
-    detector = {**TINY, "score_thresh": 0.0}
+    detector = {**TINY_SETTINGS, "score_thresh": 0.0}
     model, _ = detectors.train_synthetic(*bright_squares(6), detector)
     detectors.save_synthetic(model, detector, project / "results/detect/synthetic")
     (project / "results/detect/quality.json").write_text(json.dumps({"threshold": 0.0, "padding": 0.1}))
@@ -301,7 +302,9 @@ def test_planted_label_errors_rank_at_the_top(tmp_path):
     # thread as rule label_issues runs it (a second one only waits on busy cores), on whole
     # photos (these have no detector's crops).
     demo = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    settings = issue_settings({**demo, "review": {"label_issues": {"backbone": "none", "crops": False}}})
+    settings = issue_settings(
+        with_schema_defaults({**demo, "review": {"label_issues": {"backbone": "none", "crops": False}}})
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

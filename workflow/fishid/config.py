@@ -53,6 +53,16 @@ def with_schema_defaults(config: dict) -> dict:
     return _filled(copy.deepcopy(config), _schema())
 
 
+def section_with_defaults(settings: dict, *keys: str) -> dict:
+    """A copy of `settings`, the section of a configuration at `keys` (("detect", "training")), with
+    the schema's defaults of that section filled in as with_schema_defaults fills them: for a step
+    handed one section alone (by its CLI command, or a test), which may leave keys out."""
+    node = _schema()
+    for key in keys:
+        node = node["properties"][key]
+    return _filled(copy.deepcopy(settings), node)
+
+
 def _filled(value, node: dict):
     if not isinstance(value, dict):
         return value

@@ -15,7 +15,6 @@ from fishid import codedeps, layout, variants  # noqa: E402
 from fishid.clean.stage import per_image_settings, settings_with_defaults  # noqa: E402
 from fishid.config import (
     backbone_settings,
-    detect_settings,
     kind_of,
     model_settings,
     validate,
@@ -213,8 +212,9 @@ def label_issues_backbone():
     return [] if name == "none" else backbone_file({"arch": "tl", "backbone": name})
 
 
-# The detect stage (detect.smk), where the configuration has a `detect` section.
-DETECT = detect_settings(config)
+# The detect stage (detect.smk), where the configuration has a `detect` section (its defaults
+# filled in above, with every other section's); None where it has none.
+DETECT = config.get("detect")
 DETECTOR_FOLDER = "results/detect/{detector}"
 CROPS = "results/detect/crops.tsv"
 CROP_STORE = "results/detect/crops"

@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 WEIGHTS = "weights.pt"
 META = "meta.json"
 
+# The `synthetic` detector's settings that a configuration does not set. Those it sets
+# (CONFIGURED: detect.training's) have their defaults in config/schema.yaml only, filled in by
+# fishid.config before the rule hands them over.
+CONFIGURED = ("epochs", "batch_size", "lr", "seed")
 SYNTHETIC_DEFAULTS = {
     # Channels of the backbone's four stride-2 stages. Twice as wide scored about the same on the
     # demo's photos (bench/results/detect_demo.md) at twice the training time.
@@ -53,20 +57,25 @@ SYNTHETIC_DEFAULTS = {
     "head_convs": 2,  # torchvision's FCOS head has 4 per branch: at 64 channels 2 suffice and halve its cost
     "min_size": 120,  # the model resizes each photo to this short side (at most max_size long)
     "max_size": 160,
-    # About 41 CPU-seconds on the demo's 480 training photos (one thread); 8 epochs lost a tenth of
-    # the mAP@0.5, and more on the small fish of wide scenes (bench/results/detect_demo.md).
-    "epochs": 16,
-    "batch_size": 8,
-    "lr": 0.01,
     "momentum": 0.9,
     "weight_decay": 1e-4,
     "warmup_steps": 50,
     "flip": True,
-    "seed": 0,
     "score_thresh": 0.05,  # boxes below this score are not reported at all
     "nms_thresh": 0.5,
     "detections_per_img": 10,
 }
+
+
+def synthetic_settings(settings: dict) -> dict:
+    """The `synthetic` detector's full settings: `settings` (detect.training, its defaults filled
+    in: fishid.config.section_with_defaults) over SYNTHETIC_DEFAULTS."""
+    if missing := [key for key in CONFIGURED if key not in settings]:
+        raise ValueError(
+            f"detector settings without {', '.join(missing)}: hand detect.training with the defaults of "
+            "config/schema.yaml filled in (fishid.config.with_schema_defaults or section_with_defaults)"
+        )
+    return SYNTHETIC_DEFAULTS | settings
 
 
 class SmallBackbone(nn.Module):
@@ -147,7 +156,7 @@ def train_synthetic(
 
     torchvision's detection reference loop, cut down: SGD with momentum, a linear warm-up, then
     a cosine decay of the learning rate, random horizontal flips; seeded."""
-    s = SYNTHETIC_DEFAULTS | settings
+    s = synthetic_settings(settings)
     torch.manual_seed(s["seed"])
     order = random.Random(s["seed"])
     device = device or torch.device("cpu")
@@ -202,7 +211,7 @@ def save_synthetic(model: FCOS, settings: dict, folder, **meta) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), folder / WEIGHTS)
-    record = {"detector": "synthetic", "settings": SYNTHETIC_DEFAULTS | settings, **meta}
+    record = {"detector": "synthetic", "settings": synthetic_settings(settings), **meta}
     (folder / META).write_text(json.dumps(record, indent=2) + "\n")
     return folder
 

@@ -101,11 +101,10 @@ def train(clean_path, derived_root, records_paths, split_paths, synthetic_source
             "such kept photo is held out by a dataset (or there is none): add a synthetic source, or use a "
             "detector that needs no training"
         )
-    settings = dict(settings)
+    settings = dict(settings)  # detect.training with its defaults (the rule's), and train_photos
     cap = settings.pop("train_photos")
     if len(truth) > cap:
-        seed = settings.get("seed", detectors.SYNTHETIC_DEFAULTS["seed"])
-        truth = truth.sample(n=cap, random_state=seed).sort_values("image")
+        truth = truth.sample(n=cap, random_state=settings["seed"]).sort_values("image")
     by_image = photos.set_index("image")
     pairs = []
     for row in truth.itertuples():

@@ -62,10 +62,6 @@ ISSUE_COLUMNS = [
 # --- settings -----------------------------------------------------------------------------
 
 
-def _schema_node() -> dict:
-    return configuration.load_schema()["properties"]["review"]["properties"]["label_issues"]["properties"]
-
-
 def chosen_backbone(name: str, backbones: dict) -> str:
     """The backbone whose features the queue reads: `name`, or for `auto` the first ResNet-18
     backbone of the configuration; "none" (a network per fold) where there is none."""
@@ -82,11 +78,11 @@ def chosen_backbone(name: str, backbones: dict) -> str:
 
 
 def issue_settings(config: dict) -> dict:
-    """What the rule hands `fishid label-issues`: review.label_issues with the defaults of
-    config/schema.yaml, the backbone resolved, and the settings of only what runs (the
-    network's when there is no backbone), so that editing anything else reruns nothing."""
-    given = config.get("review", {}).get("label_issues", {})
-    settings = {key: given.get(key, node.get("default")) for key, node in _schema_node().items()}
+    """What the rule hands `fishid label-issues`: review.label_issues of `config`, a configuration
+    whose defaults are filled in (fishid.config.with_schema_defaults, the one place they come
+    from), with the backbone resolved and the settings of only what runs (the network's when
+    there is no backbone), so that editing anything else reruns nothing."""
+    settings = dict(config["review"]["label_issues"])
     settings["backbone"] = chosen_backbone(settings["backbone"], config.get("backbones", {}))
     network = settings.pop("network")
     if settings["backbone"] == "none":
