@@ -235,3 +235,26 @@ def test_a_feature_constant_over_the_training_set_is_centred_not_blown_up():
     out = scaler(torch.tensor([[3.0, 0.25]]))
     assert torch.allclose(out, torch.tensor([[0.0, 0.25]]))
     assert torch.isfinite(scaler(torch.tensor([[3.0, 0.25]])).half()).all()
+
+
+def test_the_cache_holds_each_photo_as_decoded_and_its_training_statistics(tmp_path):
+    from PIL import Image
+
+    from fishid.train import imagecache
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(5):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    images = imagecache.load_squares(paths, 16)
+    expected = np.stack([imagecache.load_square(p, 16) for p in paths]).transpose(0, 3, 1, 2)
+    assert images.dtype == torch.uint8 and np.array_equal(images.numpy(), expected)
+    # Statistics over the training rows only, chunk by chunk, equal the direct computation.
+    train = torch.tensor([True, False, True, True, False])
+    pixels = images[train].double().div(255)
+    mean, std = imagecache.channel_stats(images, train)
+    assert torch.allclose(mean.double(), pixels.mean(dim=(0, 2, 3)), atol=1e-6)
+    assert torch.allclose(std.double(), pixels.std(dim=(0, 2, 3)), atol=1e-6)
+    assert torch.allclose(imagecache.channel_stats(images, torch.tensor([0, 2, 3]))[1], std)
