@@ -235,3 +235,19 @@ def test_the_rule_reads_the_backbone_weights_and_declares_a_gpu(tmp_path):
     assert json.loads(job.split("--spec '", 1)[1].split("'", 1)[0])["backbone"] == "pool"
     without = planned_label_issues(project, "--config", "review={'label_issues': {'backbone': 'none'}}")
     assert "results/backbones" not in without.split("output:")[0] and "--backbone" not in without
+
+
+def test_past_the_sample_clusters_agree_with_hdbscan_on_every_photo_and_leave_far_ones_out():
+    from sklearn.metrics import adjusted_rand_score
+
+    from fishid.review import label_issues
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 8)) * 20
+    blobs = np.concatenate([c + rng.normal(size=(200, 8)) for c in centres])
+    far = rng.normal(size=(5, 8)) * 20 + 200
+    features = np.concatenate([blobs, far])
+    whole = label_issues.clusters(features, 10)
+    sampled = label_issues.clusters(features, 10, sample=150)
+    assert len(set(whole[:600])) == 3 and adjusted_rand_score(whole[:600], sampled[:600]) > 0.95
+    assert (sampled[600:] == -1).all()

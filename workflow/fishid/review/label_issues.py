@@ -263,16 +263,41 @@ def phash_pairs(shas: list[str], clean: pd.DataFrame) -> set[frozenset]:
     return pairs
 
 
-def clusters(features: np.ndarray, min_cluster_size: int) -> np.ndarray:
+# scikit-learn's HDBSCAN builds its spanning tree by Prim over every pair of photos (time grows
+# with the square of their number). Past this many, it clusters a random sample of them.
+CLUSTER_SAMPLE = 10_000
+
+
+def clusters(features: np.ndarray, min_cluster_size: int, sample: int = CLUSTER_SAMPLE, seed: int = 0) -> np.ndarray:
     """HDBSCAN's cluster of each photo (-1: in none) over the standardised features, reduced to
-    32 principal components first (densities mean little in hundreds of dimensions)."""
+    32 principal components first (densities mean little in hundreds of dimensions). Over
+    `sample` photos, HDBSCAN clusters a random `sample` of them and every other photo joins the
+    cluster of its nearest sampled photo if it lies within the largest core distance of that
+    cluster's sampled photos (the sparsest density HDBSCAN took into it), else none: linear in
+    the photos past the sample."""
     from sklearn.cluster import HDBSCAN
     from sklearn.decomposition import PCA
+    from sklearn.neighbors import NearestNeighbors
     from sklearn.preprocessing import StandardScaler
 
     x = StandardScaler().fit_transform(features)
     x = PCA(int(min(32, len(x) - 1, x.shape[1])), random_state=0).fit_transform(x)
-    return HDBSCAN(min_cluster_size=min_cluster_size, copy=True).fit_predict(x)
+    if len(x) <= sample:
+        return HDBSCAN(min_cluster_size=min_cluster_size, copy=True).fit_predict(x)
+    chosen = np.sort(np.random.default_rng(seed).choice(len(x), sample, replace=False))
+    found = HDBSCAN(min_cluster_size=min_cluster_size, copy=True).fit_predict(x[chosen])
+    index = NearestNeighbors().fit(x[chosen])
+    # HDBSCAN's core distance: to the min_samples-th nearest point, the point itself counted.
+    core = index.kneighbors(x[chosen], n_neighbors=min_cluster_size)[0][:, -1]
+    reach = pd.Series(core[found >= 0]).groupby(found[found >= 0]).max()
+    labels = np.full(len(x), -1)
+    labels[chosen] = found
+    rest = np.setdiff1d(np.arange(len(x)), chosen)
+    distance, nearest = (a[:, 0] for a in index.kneighbors(x[rest], n_neighbors=1))
+    cluster = found[nearest]
+    within = (cluster >= 0) & (distance <= reach.reindex(cluster).to_numpy())
+    labels[rest] = np.where(within, cluster, -1)
+    return labels
 
 
 def flags(table: pd.DataFrame, flag_below: float, max_share: float) -> pd.Series:
