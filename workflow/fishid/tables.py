@@ -111,6 +111,16 @@ def read_table(path, columns=None) -> pd.DataFrame:
     return table
 
 
+def read_if_there(read, path, default=None):
+    """`read(path)`, or `default` where the file is not there. Not a check, then a read: a
+    running Snakemake removes a job's old outputs before the job writes them again, so a file
+    seen a moment ago can be gone when opened (`fishid review` beside a run answered 500)."""
+    try:
+        return read(path)
+    except FileNotFoundError:
+        return default
+
+
 def write_table(table: pd.DataFrame, path, columns=None) -> None:
     """Write atomically: a killed job never leaves a half-written table behind."""
     if columns is not None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from fishid.report.attribution import stored_records
-from fishid.tables import LEAK, read_table
+from fishid.tables import LEAK, read_if_there, read_table
 from fishid.text import escape_text
 
 MISTAKES_SHOWN = 20
@@ -38,13 +38,19 @@ class Provenance:
     no_fish: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
+# A table listed a moment ago may be gone when read (a running Snakemake removes a job's old
+# outputs first): it counts as not made yet (tables.read_if_there).
+def _table_if_there(path) -> pd.DataFrame | None:
+    return read_if_there(read_table, path)
+
+
 def _concat(paths) -> pd.DataFrame:
-    tables = [read_table(p) for p in sorted(paths)]
+    tables = [t for t in map(_table_if_there, sorted(paths)) if t is not None]
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 
 
 def _json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
+    return read_if_there(lambda p: json.loads(p.read_text()), path, {})
 
 
 def load(root=".") -> Provenance:
@@ -58,21 +64,21 @@ def load(root=".") -> Provenance:
             "or `fishid restore` a snapshot, then audit from the project folder (or pass --root)"
         )
     splits_dir = root / "results/splits"
-    split_files = [p for p in splits_dir.glob("*.tsv") if p.name.count(".") == 1]
-    clean_path = root / "results/clean/images.tsv"
+    splits = _concat(p for p in splits_dir.glob("*.tsv") if p.name.count(".") == 1)
+    clean = _table_if_there(root / "results/clean/images.tsv")
     models, predictions = {}, []
     for meta_path in sorted((root / "results/models").glob("*/meta.json")):
         folder = meta_path.parent
         models[folder.name] = {**_json(meta_path), "metrics": _json(folder / "metrics.json")}
-        if (folder / "predictions.tsv").exists():
-            predictions.append(read_table(folder / "predictions.tsv"))
+        predictions.append(_table_if_there(folder / "predictions.tsv"))
+    predictions = [t for t in predictions if t is not None]
     backbones = {p.parent.name: _json(p) for p in sorted((root / "results/backbones").glob("*/meta.json"))}
     return Provenance(
         root=root,
         records=_concat(record_files),
         downloads=_concat(p for p in (root / "resources/downloads").glob("*.tsv") if p.name.count(".") == 1),
-        clean=read_table(clean_path) if clean_path.exists() else pd.DataFrame(columns=["sha256", "kept", "taxon"]),
-        splits=_concat(split_files) if split_files else pd.DataFrame(columns=["dataset", "sha256", "label", "split"]),
+        clean=clean if clean is not None else pd.DataFrame(columns=["sha256", "kept", "taxon"]),
+        splits=splits if len(splits.columns) else pd.DataFrame(columns=["dataset", "sha256", "label", "split"]),
         decisions=_concat(splits_dir.glob("*.decisions.tsv")),
         models=models,
         backbones=backbones,
@@ -83,7 +89,8 @@ def load(root=".") -> Provenance:
 
 
 def _optional(path: Path) -> pd.DataFrame:
-    return read_table(path) if path.exists() else pd.DataFrame(columns=["image"])
+    table = _table_if_there(path)
+    return table if table is not None else pd.DataFrame(columns=["image"])
 
 
 def _grouped(table: pd.DataFrame, columns: list[str]) -> dict[str, int]:

@@ -12,7 +12,7 @@ from fishid.report.attribution import stored_records
 from fishid.review import embedding_map
 from fishid.review.files import image_url
 from fishid.review.label_issues import ISSUE_COLUMNS
-from fishid.tables import read_table
+from fishid.tables import read_if_there, read_table
 
 PAGE_SIZE = 200  # thumbnails per page: a browser stays quick, the page links reach the rest
 LABEL_ISSUES = "results/review/label_issues.tsv"
@@ -126,13 +126,13 @@ def grouped(table: pd.DataFrame) -> list[dict]:
 
 def label_issues(root) -> pd.DataFrame:
     path = Path(root, LABEL_ISSUES)
-    return read_table(path, ISSUE_COLUMNS) if path.exists() else pd.DataFrame(columns=ISSUE_COLUMNS)
+    return read_if_there(lambda p: read_table(p, ISSUE_COLUMNS), path, pd.DataFrame(columns=ISSUE_COLUMNS))
 
 
 def issue_summary(root) -> dict:
     """Rule label_issues' summary (counts of flags, outliers, clusters), {} before it ran."""
     path = Path(root, LABEL_ISSUES_SUMMARY)
-    return json.loads(path.read_text()) if path.exists() else {}
+    return read_if_there(lambda p: json.loads(p.read_text()), path, {})
 
 
 def joined(by_sha: pd.DataFrame, issues: pd.DataFrame) -> list[dict]:
@@ -234,7 +234,8 @@ def score_text(value) -> str:
 def embedding_map_of(root, name: str) -> dict | None:
     """The model's map as rule embedding_map wrote it, laid out for the page; None before the rule ran."""
     path = Path(root, embedding_map.path_of(name))
-    return embedding_map.laid_out(json.loads(path.read_text())) if path.exists() else None
+    drawn = read_if_there(lambda p: json.loads(p.read_text()), path)
+    return embedding_map.laid_out(drawn) if drawn is not None else None
 
 
 def species_of_config(config: dict, table: pd.DataFrame) -> list[str]:
