@@ -72,8 +72,8 @@ def training_data(cache: dict, exclude_label: str = "") -> Data:
 def on_device(data: Data, device: torch.device, share: float = 0.25) -> Data:
     """`data` with its images on a CUDA `device` where they take under `share` of its free
     memory: batches are then cut and flipped there, not on the CPU and copied one by one. On an
-    H200, ResNet-18 at 224 px and batch 16 spent half of each epoch getting batches from host
-    memory and 8 % from the GPU's (893 against 1,592 photos/s, bench/results/gpu_epoch.md)."""
+    H200, ResNet-18 at 224 px and batch 16 spent 37 % of each epoch getting batches from host
+    memory and 8 % from the GPU's (1,060 against 1,807 photos/s, bench/results/gpu_epoch.md)."""
     if device.type != "cuda":
         return data
     size = data.train_x.nbytes + data.val_x.nbytes
