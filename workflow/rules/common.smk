@@ -5,6 +5,8 @@ import re
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 # Relative to the working directory (the project's folder), as every other input is: the
 # rules' code inputs stay the same files when the project folder is moved (or copied with
 # its modification times), so that it plans nothing.
@@ -20,6 +22,7 @@ from fishid.config import (
     validate,
     with_schema_defaults,
 )  # noqa: E402
+from fishid.detect import scope as detect_scope  # noqa: E402
 from fishid.report.figure_list import STEMS  # noqa: E402
 from fishid.review.label_issues import issue_settings  # noqa: E402
 from fishid.sources.base import source_kind  # noqa: E402
@@ -102,14 +105,49 @@ def _clean_table(path, modified):
     return read_table(path)
 
 
-def dataset_rows(wildcards):
-    """The digest of the dataset's rows of the clean table (fishid.split.scope), read once the
-    cleaning checkpoint is done."""
+def cleaned():
+    """The clean table, read once the cleaning checkpoint is done (and again when it changes)."""
     table = checkpoints.clean_images.get().output.table
-    return scope.digest(
-        _clean_table(table, os.stat(table).st_mtime_ns),
-        config["datasets"][wildcards.dataset],
+    return _clean_table(table, os.stat(table).st_mtime_ns)
+
+
+def dataset_rows(wildcards):
+    """The digest of the dataset's rows of the clean table (fishid.split.scope)."""
+    return scope.digest(cleaned(), config["datasets"][wildcards.dataset])
+
+
+# Rules train_detector and detect_fish make every dataset's split themselves from the clean table
+# (fishid.detect.scope), and take no split table as input: a job downstream of a split that
+# reruns, through inputs that are all ancient, is never checked for its own reasons (its
+# params) by Snakemake's planning (dag.py's masked jobs), so a decision would not retrain the
+# detector even where its photos change. The datasets' settings are a param of theirs too: a
+# change to them reruns both, as it did when they read the splits.
+DATASET_SPECS = as_json(config["datasets"])
+
+
+@functools.cache
+def _dataset_splits(clean_key):
+    return detect_scope.dataset_splits(_clean_table(*clean_key), config["datasets"])
+
+
+def fresh_splits():
+    """Every dataset's split as rule split_dataset makes it from the clean table: the tables on
+    disk may be those that this run replaces (fishid.detect.scope)."""
+    table = checkpoints.clean_images.get().output.table
+    return _dataset_splits((table, os.stat(table).st_mtime_ns))
+
+
+@functools.cache
+def _source_records(files):
+    return pd.concat(
+        [read_table(path, ["record_id", "source", "media_url"]) for path, _ in files]
     )
+
+
+def source_records():
+    """The sources' records (record_id, source, media_url): where known boxes come from."""
+    paths = expand(layout.RECORDS, source=config["sources"])
+    return _source_records(tuple((p, os.stat(p).st_mtime_ns) for p in paths))
 
 
 def after_cleaning(path):
@@ -246,3 +284,23 @@ def detector_files():
     trained = variants.TRAINED_DETECTORS[DETECT["detector"]]
     names = ["weights.pt", "meta.json"] if trained else ["meta.json"]
     return [f"{detector_folder()}/{name}" for name in names]
+
+
+def detector_rows(wildcards):
+    """The digest of the photos the detector trains on (fishid.detect.scope.training_rows): a
+    decision reruns rule train_detector only where they change."""
+    return detect_scope.training_digest(
+        cleaned(),
+        source_records(),
+        fresh_splits(),
+        SYNTHETIC_SOURCES,
+        DETECT["train_photos"],
+        DETECT["training"]["seed"],
+    )
+
+
+def detection_rows(wildcards):
+    """The digest of the photos rule detect_fish looks at and scores on (fishid.detect.scope)."""
+    return detect_scope.detection_digest(
+        cleaned(), source_records(), fresh_splits(), SYNTHETIC_SOURCES
+    )
