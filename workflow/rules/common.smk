@@ -5,8 +5,6 @@ import re
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 # Relative to the working directory (the project's folder), as every other input is: the
 # rules' code inputs stay the same files when the project folder is moved (or copied with
 # its modification times), so that it plans nothing.
@@ -17,8 +15,8 @@ from fishid import codedeps, layout, variants  # noqa: E402
 from fishid.clean.stage import per_image_settings, settings_with_defaults  # noqa: E402
 from fishid.config import (
     backbone_settings,
-    kind_of,
     model_settings,
+    synthetic_sources,
     validate,
     with_schema_defaults,
 )  # noqa: E402
@@ -105,15 +103,14 @@ def _clean_table(path, modified):
     return read_table(path)
 
 
-def cleaned():
-    """The clean table, read once the cleaning checkpoint is done (and again when it changes)."""
-    table = checkpoints.clean_images.get().output.table
-    return _clean_table(table, os.stat(table).st_mtime_ns)
-
-
 def dataset_rows(wildcards):
-    """The digest of the dataset's rows of the clean table (fishid.split.scope)."""
-    return scope.digest(cleaned(), config["datasets"][wildcards.dataset])
+    """The digest of the dataset's rows of the clean table (fishid.split.scope), read once the
+    cleaning checkpoint is done."""
+    table = checkpoints.clean_images.get().output.table
+    return scope.digest(
+        _clean_table(table, os.stat(table).st_mtime_ns),
+        config["datasets"][wildcards.dataset],
+    )
 
 
 # Rules train_detector and detect_fish make every dataset's split themselves from the clean table
@@ -126,28 +123,31 @@ DATASET_SPECS = as_json(config["datasets"])
 
 
 @functools.cache
-def _dataset_splits(clean_key):
-    return detect_scope.dataset_splits(_clean_table(*clean_key), config["datasets"])
-
-
-def fresh_splits():
-    """Every dataset's split as rule split_dataset makes it from the clean table: the tables on
-    disk may be those that this run replaces (fishid.detect.scope)."""
-    table = checkpoints.clean_images.get().output.table
-    return _dataset_splits((table, os.stat(table).st_mtime_ns))
-
-
-@functools.cache
-def _source_records(files):
-    return pd.concat(
-        [read_table(path, ["record_id", "source", "media_url"]) for path, _ in files]
+def _detect_digests(clean_key, records_key):
+    return detect_scope.rule_digests(
+        _clean_table(*clean_key),
+        detect_scope.read_records([path for path, _ in records_key]),
+        config["datasets"],
+        DETECT,
+        SYNTHETIC_SOURCES,
     )
 
 
-def source_records():
-    """The sources' records (record_id, source, media_url): where known boxes come from."""
-    paths = expand(layout.RECORDS, source=config["sources"])
-    return _source_records(tuple((p, os.stat(p).st_mtime_ns) for p in paths))
+def detect_rows(rule):
+    """A params function: the digest of the photos `rule` (train_detector, detect_fish) reads
+    (fishid.detect.scope), with every dataset's split made from the clean table, once the
+    cleaning checkpoint is done: the split tables on disk may be those this run replaces.
+    """
+
+    def rows(wildcards):
+        table = checkpoints.clean_images.get().output.table
+        records = expand(layout.RECORDS, source=config["sources"])
+        return _detect_digests(
+            (table, os.stat(table).st_mtime_ns),
+            tuple((path, os.stat(path).st_mtime_ns) for path in records),
+        )[rule]
+
+    return rows
 
 
 def after_cleaning(path):
@@ -256,11 +256,7 @@ DETECT = config.get("detect")
 DETECTOR_FOLDER = "results/detect/{detector}"
 CROPS = "results/detect/crops.tsv"
 CROP_STORE = "results/detect/crops"
-SYNTHETIC_SOURCES = [
-    name
-    for name, spec in config["sources"].items()
-    if kind_of(name, spec) == "synthetic"
-]
+SYNTHETIC_SOURCES = synthetic_sources(config["sources"])
 
 
 def label_issues_crops():
@@ -284,23 +280,3 @@ def detector_files():
     trained = variants.TRAINED_DETECTORS[DETECT["detector"]]
     names = ["weights.pt", "meta.json"] if trained else ["meta.json"]
     return [f"{detector_folder()}/{name}" for name in names]
-
-
-def detector_rows(wildcards):
-    """The digest of the photos the detector trains on (fishid.detect.scope.training_rows): a
-    decision reruns rule train_detector only where they change."""
-    return detect_scope.training_digest(
-        cleaned(),
-        source_records(),
-        fresh_splits(),
-        SYNTHETIC_SOURCES,
-        DETECT["train_photos"],
-        DETECT["training"]["seed"],
-    )
-
-
-def detection_rows(wildcards):
-    """The digest of the photos rule detect_fish looks at and scores on (fishid.detect.scope)."""
-    return detect_scope.detection_digest(
-        cleaned(), source_records(), fresh_splits(), SYNTHETIC_SOURCES
-    )

@@ -31,7 +31,7 @@ rule train_detector:
         ),
         folder=lambda wc, output: str(Path(output.weights).parent),
         synthetic=SYNTHETIC_SOURCES,
-        rows=detector_rows,
+        rows=detect_rows("train_detector"),
         datasets=DATASET_SPECS,
     shell:
         "python {input.cli} train-detector --clean {input.clean} --derived {input.derived}"
@@ -106,7 +106,7 @@ rule detect_fish:
         padding=lambda wc: DETECT["padding"],
         folder=lambda wc: detector_folder(),
         synthetic=SYNTHETIC_SOURCES,
-        rows=detection_rows,
+        rows=detect_rows("detect_fish"),
         datasets=DATASET_SPECS,
     shell:
         "python {input.cli} detect --clean {input.clean} --derived {input.derived}"

@@ -19,11 +19,19 @@ from collections.abc import Iterable
 import pandas as pd
 
 from fishid.split.stage import split_dataset
+from fishid.tables import read_table
+from fishid.variants import TRAINED_DETECTORS
 
 QUALITY_SPLIT = "test"
+# What the detect stage reads of the sources' records: where a photo's known boxes come from.
+RECORD_READ = ["record_id", "source", "media_url"]
 # What the detect stage reads of each kept photo: which it is, the derived copy it opens (its
 # path in the derived folder, so that a moved project digests the same) and its original size.
 PHOTO_COLUMNS = ["image", "derived_path", "width", "height"]
+
+
+def read_records(paths) -> pd.DataFrame:
+    return pd.concat([read_table(path, RECORD_READ) for path in paths])
 
 
 def kept_rows(clean: pd.DataFrame) -> pd.DataFrame:
@@ -101,3 +109,15 @@ def detection_digest(clean, records, splits, synthetic_sources) -> str:
     """Rule detect_fish's rows: every kept photo it looks at, and the test photos it is scored on
     (quality_rows); `splits`: dataset_splits of `clean`."""
     return digest(kept_rows(clean)[PHOTO_COLUMNS], quality_rows(clean, records, splits, synthetic_sources))
+
+
+def rule_digests(clean, records, datasets: dict, detect: dict, synthetic_sources) -> dict[str, str]:
+    """Each detect rule's params `rows` (rule -> digest) for the clean table `clean`: detect_fish's,
+    and train_detector's where the pipeline trains the detector. `detect`: the detect settings,
+    defaults filled in; `datasets`: every dataset's settings (their splits are made here)."""
+    splits = dataset_splits(clean, datasets)
+    digests = {"detect_fish": detection_digest(clean, records, splits, synthetic_sources)}
+    if TRAINED_DETECTORS[detect["detector"]]:
+        most, seed = detect["train_photos"], detect["training"]["seed"]
+        digests["train_detector"] = training_digest(clean, records, splits, synthetic_sources, most, seed)
+    return digests

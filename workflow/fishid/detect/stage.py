@@ -62,10 +62,6 @@ def known_truth(photos: pd.DataFrame, records: pd.DataFrame, synthetic_sources) 
     return with_boxes(scope.known_sources(photos, records, synthetic_sources))
 
 
-def read_records(records_paths) -> pd.DataFrame:
-    return pd.concat([read_table(p, ["record_id", "source", "media_url"]) for p in records_paths])
-
-
 def _tensor_and_boxes(path, boxes, original_size):
     with Image.open(path) as photo:
         tensor = infer.image_tensor(photo)
@@ -85,7 +81,9 @@ def train(clean_path, derived_root, records_paths, datasets, synthetic_sources, 
     cap = settings.pop("train_photos")
     clean = read_table(clean_path, CLEAN_COLUMNS)
     splits = scope.dataset_splits(clean, datasets)
-    rows = scope.training_rows(clean, read_records(records_paths), splits, synthetic_sources, cap, settings["seed"])
+    rows = scope.training_rows(
+        clean, scope.read_records(records_paths), splits, synthetic_sources, cap, settings["seed"]
+    )
     if rows.empty:
         raise ValueError(
             f"detector {detector!r} learns from photos with known boxes (a synthetic source's), and every "
@@ -150,7 +148,7 @@ def run(
     write_table(queue, out_queue, crop_table.REVIEW_COLUMNS)
     clean = read_table(clean_path, CLEAN_COLUMNS)
     splits = scope.dataset_splits(clean, datasets)
-    truth = with_boxes(scope.quality_rows(clean, read_records(records_paths), splits, synthetic_sources))
+    truth = with_boxes(scope.quality_rows(clean, scope.read_records(records_paths), splits, synthetic_sources))
     scenes = sorted(s for s in truth["scene"].unique() if s)
     result = {
         "detector": detector,

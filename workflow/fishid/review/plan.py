@@ -15,18 +15,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
-
-from fishid import layout, variants
+from fishid import layout
 from fishid.clean.stage import table_from_cache
-from fishid.config import kind_of, project_path, user_tables, with_schema_defaults
+from fishid.config import project_path, synthetic_sources, user_tables, with_schema_defaults
 from fishid.detect import scope as detect_scope
 from fishid.split import scope
 from fishid.tables import CLEAN_COLUMNS, read_table, table_text
 
 # Rules that read the clean table but rerun only when their rows of it change (their params).
 GATED_RULES = ("train_detector", "detect_fish")
-RECORD_READ = ["record_id", "source", "media_url"]
 
 
 def dry_run_command(root, configfiles=(), extra=()) -> list[str]:
@@ -95,22 +92,14 @@ def changed_datasets(root, config: dict) -> list[str] | None:
 
 
 def detect_digests(root, config: dict, clean) -> dict[str, str]:
-    """The digest of each rule of the detect stage that reruns when its rows change (rule ->
-    its params `rows`, as workflow/rules/common.smk computes them); {} without a detect stage."""
+    """The params `rows` of each detect rule for the clean table `clean` (fishid.detect.scope, as
+    workflow/rules/common.smk computes them); {} without a detect stage."""
     config = with_schema_defaults(config)
-    detect = config.get("detect")
-    if not detect:
+    if not config.get("detect"):
         return {}
-    records = pd.concat(
-        [read_table(Path(root, layout.RECORDS.format(source=s)), RECORD_READ) for s in config["sources"]]
-    )
-    synthetic = [name for name, spec in config["sources"].items() if kind_of(name, spec) == "synthetic"]
-    splits = detect_scope.dataset_splits(clean, config["datasets"])
-    digests = {"detect_fish": detect_scope.detection_digest(clean, records, splits, synthetic)}
-    if variants.TRAINED_DETECTORS[detect["detector"]]:
-        most, seed = detect["train_photos"], detect["training"]["seed"]
-        digests["train_detector"] = detect_scope.training_digest(clean, records, splits, synthetic, most, seed)
-    return digests
+    records = detect_scope.read_records([Path(root, layout.RECORDS.format(source=s)) for s in config["sources"]])
+    synthetic = synthetic_sources(config["sources"])
+    return detect_scope.rule_digests(clean, records, config["datasets"], config["detect"], synthetic)
 
 
 def changed_rules(root, config: dict, before, after) -> list[str]:
