@@ -3,8 +3,9 @@ rule train_detector:
     and that no dataset holds out."""
     input:
         # ancient: a new clean table reruns it only where the photos it trains on differ
-        # (params rows); it makes the splits it needs itself (see DATASET_SPECS).
-        clean=ancient(layout.CLEAN_TABLE),
+        # (params rows); it makes the splits it needs itself (see DATASET_SPECS). Through the
+        # checkpoint, as split_dataset's: while cleaning is to run, a dry run lists it.
+        clean=lambda wc: ancient(checkpoints.clean_images.get().output.table),
         records=expand(layout.RECORDS, source=config["sources"]),
         derived=ancient(DERIVED),
         cli=after_cleaning(CLI),
@@ -78,7 +79,8 @@ rule detect_fish:
         detector=lambda wc: detector_files(),
         # ancient: a new clean table reruns it only where the photos it looks at (or is scored
         # on) differ (params rows); it makes the splits it needs itself (see DATASET_SPECS).
-        clean=ancient(layout.CLEAN_TABLE),
+        # Through the checkpoint, as split_dataset's: while cleaning is to run, a dry run lists it.
+        clean=lambda wc: ancient(checkpoints.clean_images.get().output.table),
         records=expand(layout.RECORDS, source=config["sources"]),
         derived=ancient(DERIVED),
         cli=after_cleaning(CLI),

@@ -137,8 +137,7 @@ def _true_jobs(root, configfiles, plain: dict, datasets: list[str], rules: list[
         if layout.CLEAN_TABLE in inputs and _rule(job) not in GATED_RULES
         for path in outputs
     }
-    # By name: while cleaning is to run, the plain plan leaves out the gated rules (their
-    # inputs are older than their outputs, and their rows wait for the checkpoint).
+    # By name: the plain plan lists them whenever cleaning is to run (the most a run could do).
     forced = [layout.SPLIT.format(dataset=d) for d in datasets] + sorted(readers) + sorted(rules)
     if not forced:
         return cleaning, ""
