@@ -9,6 +9,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from dryruns import edited
 from projectrun import (
@@ -23,7 +24,9 @@ from projectrun import (
     snakemake,
 )
 
-from fishid import codedeps
+from fishid import codedeps, layout
+from fishid.config import kind_of, model_settings, with_schema_defaults
+from fishid.detect import scope as detect_scope
 from fishid.review import plan as review_plan
 from fishid.tables import read_table
 
@@ -109,34 +112,65 @@ def files_of(folder: Path) -> dict[str, tuple[int, str]]:
     }
 
 
-def test_an_exclusion_resplits_only_the_datasets_holding_the_photo(tiny_project, tmp_path):
-    """One photo of A. ocellaris (a class of trio_other only) excluded: the review app's plan,
-    then the real run, split trio_other again and retrain its models, and nothing of pair and
-    pool (their splits, caches, backbones and models) is written again."""
+def detect_rows(project: Path, config: dict) -> tuple[str, str]:
+    """Digests of the photos the detector trains on and of those detect_fish reads (and scores on),
+    from the tables the run wrote: its split tables, not the splits the Snakefile makes itself."""
+    config = with_schema_defaults(config)
+    clean = read_table(project / layout.CLEAN_TABLE)
+    records = pd.concat([read_table(project / layout.RECORDS.format(source=s)) for s in config["sources"]])
+    splits = [read_table(project / layout.SPLIT.format(dataset=d)) for d in config["datasets"]]
+    synthetic = [name for name, spec in config["sources"].items() if kind_of(name, spec) == "synthetic"]
+    detect = config["detect"]
+    training = detect_scope.training_rows(
+        clean, records, splits, synthetic, detect["train_photos"], detect["training"]["seed"]
+    )
+    looked_at = detect_scope.kept_rows(clean)[detect_scope.PHOTO_COLUMNS]
+    scored_on = detect_scope.quality_rows(clean, records, splits, synthetic)
+    return detect_scope.digest(training), detect_scope.digest(looked_at, scored_on)
+
+
+def decide_and_run(tiny_project, tmp_path, taxon: str, decision) -> dict:
+    """In a copy of the tiny project, one kept photo of `taxon` decided on (`decision(project,
+    photo)` writes the line), planned by the review app, then run: what each did, the photo, and
+    whether the photos the detector trains on (looks at) changed, read from the tables the run wrote."""
     project = tmp_path / "project"
     shutil.copytree(tiny_project, project, symlinks=True)  # modification times kept
     config = config_of(project)
     clean = read_table(project / "results/clean/images.tsv")
-    photo = clean.loc[(clean["taxon"] == "Amphiprion ocellaris") & (clean["kept"] == "True"), "sha256"].iloc[0]
+    photo = clean.loc[(clean["taxon"] == taxon) & (clean["kept"] == "True"), "sha256"].iloc[0]
     before = files_of(project / "results")
-    with open(project / "config/exclusions.tsv", "a") as table:
-        table.write(f"{photo}\tblurred (test)\n")
-
+    rows_before = detect_rows(project, config)
+    decision(project, photo)
     plan = review_plan.planned(project, [RUN_CONFIG], config)
-    trio_models = sorted(m for m, spec in config["models"].items() if spec["dataset"] == "trio_other")
-    # The detector learns from every kept photo that no dataset holds out, so one photo fewer
-    # retrains it, finds the fish again and retrains every model on crops, whatever its dataset.
-    crop_models = sorted(m for m, spec in config["models"].items() if "crop" in spec)
-    detection = {
-        "train_detector[detector=synthetic]",
-        "detect_fish",
-        *(
-            f"cache_crops[dataset={spec['dataset']}, size={spec['image_size']}]"
-            for spec in map(config["models"].get, crop_models)
-        ),
-        *(f"{rule}[model={m}]" for m in crop_models for rule in ("train_model", "evaluate_model")),
+    result = snakemake(project, "--profile", str(project / "profiles/local"))
+    assert result.returncode == 0, result.stderr[-5000:]
+    retrained, redetected = (b != a for b, a in zip(rows_before, detect_rows(project, config)))
+    print(f"the detector's training photos changed: {retrained}; the photos it looks at: {redetected}")
+    after = files_of(project / "results")
+    return {
+        "project": project,
+        "config": config,
+        "photo": photo,
+        "plan": plan,
+        "ran": set(review_plan.jobs_of(result.stderr)),
+        "rewritten": {path for path in before if after.get(path) != before[path]},
+        "retrained": retrained,
+        "redetected": redetected or retrained,
     }
-    assert crop_models and not set(crop_models) & set(trio_models)
+
+
+def expected_after_decision(outcome: dict, datasets: list[str]) -> tuple[set[str], list[str]]:
+    """The jobs a decision that changes `datasets` reruns (their splits, caches and models, the
+    detector where its photos changed, what else reads the clean table), and the models retrained."""
+    config = outcome["config"]
+    models = sorted(m for m, spec in config["models"].items() if spec["dataset"] in datasets)
+    # New boxes (a retrained detector, or other photos) rebuild every crop cache and its models.
+    if outcome["redetected"]:
+        models = sorted({*models, *(m for m, spec in config["models"].items() if "crop" in spec)})
+    caches = {
+        f"cache_{'crops' if 'crop' in spec else 'images'}[dataset={spec['dataset']}, size={spec['image_size']}]"
+        for spec in (model_settings(config, m) for m in models)
+    }
     expected = {
         "clean_images",
         "label_issues",
@@ -144,29 +178,75 @@ def test_an_exclusion_resplits_only_the_datasets_holding_the_photo(tiny_project,
         "citation",
         "report",
         "all",
-        "split_dataset[dataset=trio_other]",
-        "cache_images[dataset=trio_other, size=32]",
-        *(f"{rule}[model={m}]" for m in trio_models for rule in ("train_model", "evaluate_model")),
-        *detection,
+        *(f"split_dataset[dataset={d}]" for d in datasets),
+        *caches,
+        *(f"{rule}[model={m}]" for m in models for rule in ("train_model", "evaluate_model")),
+        *(["train_detector[detector=synthetic]"] if outcome["retrained"] else []),
+        *(["detect_fish"] if outcome["redetected"] else []),
     }
-    assert plan["ok"] and plan["datasets"] == ["trio_other"]
-    assert set(plan["jobs"]) == expected, sorted(set(plan["jobs"]) ^ expected)
+    return expected, models
 
-    result = snakemake(project, "--profile", str(project / "profiles/local"))
-    assert result.returncode == 0, result.stderr[-5000:]
-    assert set(review_plan.jobs_of(result.stderr)) == expected
-    after = files_of(project / "results")
-    rewritten = {path for path in before if after.get(path) != before[path]}
-    others = ("splits/pair", "splits/pool", "cache/pair", "cache/pool", "backbones/")
-    other_models = [f"models/{m}/" for m in config["models"] if m not in trio_models + crop_models]
-    rewritten_others = [p for p in rewritten if p.startswith(others) or any(p.startswith(m) for m in other_models)]
-    assert [p for p in rewritten_others if not p.endswith("px-crops.pt")] == []
-    assert {"splits/trio_other.tsv", "splits/trio_other.decisions.tsv", "clean/images.tsv"} <= rewritten
-    assert {f"models/{m}/weights.pt" for m in trio_models} <= rewritten
-    decisions = read_table(project / "results/splits/trio_other.decisions.tsv")
-    assert decisions.loc[decisions["sha256"] == photo, "reason"].str.contains("blurred (test)", regex=False).all()
-    assert photo not in set(read_table(project / "results/splits/trio_other.tsv")["sha256"])
-    assert planned_jobs(project) == {}
+
+def assert_only(outcome: dict, datasets: list[str]):
+    """The plan and the run are the expected jobs, and of the other datasets nothing (split,
+    cache, backbone, model) is written again; the detector's files only where it retrained."""
+    expected, models = expected_after_decision(outcome, datasets)
+    plan, rewritten = outcome["plan"], outcome["rewritten"]
+    assert plan["ok"] and plan["datasets"] == datasets
+    assert set(plan["jobs"]) == expected, sorted(set(plan["jobs"]) ^ expected)
+    assert outcome["ran"] == expected, sorted(outcome["ran"] ^ expected)
+    assert ("detect/synthetic/weights.pt" in rewritten) == outcome["retrained"]
+    assert ("detect/boxes.tsv" in rewritten) == outcome["redetected"]
+    others = tuple(
+        f"{kind}/{d}" for d in outcome["config"]["datasets"] if d not in datasets for kind in ("splits", "cache")
+    )
+    rewritten_others = [
+        p
+        for p in rewritten
+        if p.startswith((*others, "backbones/")) or (p.startswith("models/") and p.split("/")[1] not in models)
+    ]
+    crop_caches = [p for p in rewritten_others if p.endswith("px-crops.pt")]
+    assert [p for p in rewritten_others if p not in crop_caches] == [] and (not crop_caches or outcome["redetected"])
+    assert {f"splits/{d}.tsv" for d in datasets} | {"clean/images.tsv"} <= rewritten
+    assert {f"models/{m}/weights.pt" for m in models} <= rewritten
+    assert planned_jobs(outcome["project"]) == {}
+
+
+def test_an_exclusion_resplits_only_the_datasets_holding_the_photo(tiny_project, tmp_path):
+    """One photo of A. ocellaris (a class of trio_other only) excluded: the review app's plan,
+    then the real run, split trio_other again and retrain its models, and nothing of pair and
+    pool (their splits, caches, backbones and models) is written again. The detector retrains
+    (and the fish are found again) only where the photos it trains on (looks at) changed."""
+
+    def exclude(project, photo):
+        with open(project / "config/exclusions.tsv", "a") as table:
+            table.write(f"{photo}\tblurred (test)\n")
+
+    outcome = decide_and_run(tiny_project, tmp_path, "Amphiprion ocellaris", exclude)
+    assert_only(outcome, ["trio_other"])
+    # The photo leaves the kept photos: the fish are found again.
+    assert outcome["redetected"]
+    decisions = read_table(outcome["project"] / "results/splits/trio_other.decisions.tsv")
+    assert (
+        decisions.loc[decisions["sha256"] == outcome["photo"], "reason"]
+        .str.contains("blurred (test)", regex=False)
+        .all()
+    )
+    assert outcome["photo"] not in set(read_table(outcome["project"] / "results/splits/trio_other.tsv")["sha256"])
+
+
+def test_a_relabel_within_the_other_pool_leaves_the_detector_and_the_crops(tiny_project, tmp_path):
+    """A. polymnus relabelled A. sandaracinos: both are pooled into trio_other's "other", so its
+    split is made again (its rows changed) but no photo changes role: the detector, its boxes,
+    the crop caches and the models on crops are not touched."""
+
+    def relabel(project, photo):
+        with open(project / "config/relabels.tsv", "a") as table:
+            table.write(f"{photo}\tAmphiprion sandaracinos\tlooks like it (test)\t2026-01-01\n")
+
+    outcome = decide_and_run(tiny_project, tmp_path, "Amphiprion polymnus", relabel)
+    assert not outcome["retrained"] and not outcome["redetected"]
+    assert_only(outcome, ["trio_other"])
 
 
 def test_an_edit_to_the_training_code_reruns_the_training_rules_and_downstream(tiny_project, job_graphs):

@@ -4,9 +4,8 @@ from, and how its score is counted."""
 import pandas as pd
 from test_detect_synthetic_boxes import demo_records
 
-from fishid.detect import stage
+from fishid.detect import scope, stage
 from fishid.sources import synthetic_boxes
-from fishid.tables import write_table
 
 
 def photos_of(records) -> pd.DataFrame:
@@ -32,15 +31,13 @@ def test_only_a_synthetic_source_has_known_boxes():
     assert first["scene"]
 
 
-def test_held_out_photos_are_those_any_dataset_holds_out(tmp_path):
-    for name, rows in {
-        "a": [("p1", "train"), ("p2", "val"), ("p3", "test")],
-        "b": [("p1", "test"), ("p4", "train")],
-    }.items():
-        write_table(pd.DataFrame(rows, columns=["sha256", "split"]), tmp_path / f"{name}.tsv")
-    paths = [tmp_path / "a.tsv", tmp_path / "b.tsv"]
-    assert stage.held_out(paths) == {"p1", "p2", "p3"}
-    assert stage.held_out(paths, "test") == {"p1", "p3"}
+def test_held_out_photos_are_those_any_dataset_holds_out():
+    splits = [
+        pd.DataFrame([(s, r) for s, r in rows], columns=["sha256", "split"])
+        for rows in ([("p1", "train"), ("p2", "val"), ("p3", "test")], [("p1", "test"), ("p4", "train")])
+    ]
+    assert scope.held_out(splits) == {"p1", "p2", "p3"}
+    assert scope.held_out(splits, "test") == {"p1", "p3"}
 
 
 def test_quality_counts_by_hand():
@@ -67,3 +64,37 @@ def test_quality_counts_by_hand():
         "mean_iou": round(1 / 3, 4),
         "photos_without_box": 1,
     }
+
+
+def clean_of(records) -> pd.DataFrame:
+    """A clean table's columns the detect stage reads, every photo kept."""
+    return pd.DataFrame(
+        {
+            "sha256": [f"img{i}" for i in range(len(records))],
+            "kept": "True",
+            "width": "160",
+            "height": "120",
+            "derived_path": [f"d/img{i}.jpg" for i in range(len(records))],
+            "record_ids": [r["record_id"] for r in records],
+        }
+    )
+
+
+def test_the_detector_trains_on_the_kept_photos_with_boxes_that_no_split_holds_out():
+    """Its rows (and their digest, rule train_detector's params) change with a held-out photo or
+    a photo's exclusion, and not with what it does not read (a label)."""
+    records = pd.DataFrame(demo_records(count=2))[["record_id", "source", "media_url"]].head(6)
+    clean = clean_of(records.to_dict("records"))
+    splits = [pd.DataFrame({"sha256": ["img0", "img1"], "split": ["val", "train"]})]
+    rows = scope.training_rows(clean, records, splits, ["synthetic"], most=10, seed=0)
+    assert list(rows["image"]) == ["img1", "img2", "img3", "img4", "img5"]
+    assert list(rows.columns) == [*scope.PHOTO_COLUMNS, "url"]
+    digest = scope.digest(rows)
+    relabelled = clean.assign(taxon="Amphiprion ocellaris")
+    assert scope.digest(scope.training_rows(relabelled, records, splits, ["synthetic"], 10, 0)) == digest
+    excluded = clean.assign(kept=["True"] * 5 + ["False"])
+    assert scope.digest(scope.training_rows(excluded, records, splits, ["synthetic"], 10, 0)) != digest
+    held = [splits[0].assign(split="test")]
+    assert scope.digest(scope.training_rows(clean, records, held, ["synthetic"], 10, 0)) != digest
+    sample = scope.training_rows(clean, records, splits, ["synthetic"], most=3, seed=0)
+    assert len(sample) == 3 and list(sample["image"]) == sorted(sample["image"])

@@ -111,7 +111,14 @@ def cmd_train_detector(args):
 
     torch.set_num_threads(args.threads)
     detect.train(
-        args.clean, args.derived, args.records, args.splits, args.synthetic_sources, args.detector, args.spec, args.out
+        args.clean,
+        args.derived,
+        args.records,
+        args.datasets,
+        args.synthetic_sources,
+        args.detector,
+        args.spec,
+        args.out,
     )
 
 
@@ -125,7 +132,7 @@ def cmd_detect(args):
         args.clean,
         args.derived,
         args.records,
-        args.splits,
+        args.datasets,
         args.synthetic_sources,
         args.detector,
         args.folder,
@@ -476,7 +483,15 @@ def parser() -> argparse.ArgumentParser:
         (["--clean"], {"required": True}),
         (["--derived"], {"required": True}),
         (["--records"], {"nargs": "+", "required": True}),
-        (["--splits"], {"nargs": "+", "required": True, "help": "every dataset's split (held-out photos)"}),
+        (
+            ["--datasets"],
+            {
+                "type": _spec,
+                "required": True,
+                "help": "every dataset's settings, as JSON: the held-out photos are "
+                "those of the splits made from the clean table",
+            },
+        ),
         (["--synthetic-sources"], {"nargs": "*", "default": [], "help": "the sources whose boxes are known"}),
         (["--detector"], {"required": True}),
         threads,

@@ -17,6 +17,11 @@ def kind_of(name: str, spec: dict) -> str:
     return spec.get("kind", name)
 
 
+def synthetic_sources(sources: dict) -> list[str]:
+    """The sources of kind synthetic: the photos whose fish boxes are known."""
+    return [name for name, spec in sources.items() if kind_of(name, spec) == "synthetic"]
+
+
 class ConfigError(ValueError):
     pass
 

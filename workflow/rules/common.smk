@@ -15,11 +15,12 @@ from fishid import codedeps, layout, variants  # noqa: E402
 from fishid.clean.stage import per_image_settings, settings_with_defaults  # noqa: E402
 from fishid.config import (
     backbone_settings,
-    kind_of,
     model_settings,
+    synthetic_sources,
     validate,
     with_schema_defaults,
 )  # noqa: E402
+from fishid.detect import scope as detect_scope  # noqa: E402
 from fishid.report.figure_list import STEMS  # noqa: E402
 from fishid.review.label_issues import issue_settings  # noqa: E402
 from fishid.sources.base import source_kind  # noqa: E402
@@ -110,6 +111,43 @@ def dataset_rows(wildcards):
         _clean_table(table, os.stat(table).st_mtime_ns),
         config["datasets"][wildcards.dataset],
     )
+
+
+# Rules train_detector and detect_fish make every dataset's split themselves from the clean table
+# (fishid.detect.scope), and take no split table as input: a job downstream of a split that
+# reruns, through inputs that are all ancient, is never checked for its own reasons (its
+# params) by Snakemake's planning (dag.py's masked jobs), so a decision would not retrain the
+# detector even where its photos change. The datasets' settings are a param of theirs too: a
+# change to them reruns both, as it did when they read the splits.
+DATASET_SPECS = as_json(config["datasets"])
+
+
+@functools.cache
+def _detect_digests(clean_key, records_key):
+    return detect_scope.rule_digests(
+        _clean_table(*clean_key),
+        detect_scope.read_records([path for path, _ in records_key]),
+        config["datasets"],
+        DETECT,
+        SYNTHETIC_SOURCES,
+    )
+
+
+def detect_rows(rule):
+    """A params function: the digest of the photos `rule` (train_detector, detect_fish) reads
+    (fishid.detect.scope), with every dataset's split made from the clean table, once the
+    cleaning checkpoint is done: the split tables on disk may be those this run replaces.
+    """
+
+    def rows(wildcards):
+        table = checkpoints.clean_images.get().output.table
+        records = expand(layout.RECORDS, source=config["sources"])
+        return _detect_digests(
+            (table, os.stat(table).st_mtime_ns),
+            tuple((path, os.stat(path).st_mtime_ns) for path in records),
+        )[rule]
+
+    return rows
 
 
 def after_cleaning(path):
@@ -218,11 +256,7 @@ DETECT = config.get("detect")
 DETECTOR_FOLDER = "results/detect/{detector}"
 CROPS = "results/detect/crops.tsv"
 CROP_STORE = "results/detect/crops"
-SYNTHETIC_SOURCES = [
-    name
-    for name, spec in config["sources"].items()
-    if kind_of(name, spec) == "synthetic"
-]
+SYNTHETIC_SOURCES = synthetic_sources(config["sources"])
 
 
 def label_issues_crops():

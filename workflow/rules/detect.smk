@@ -2,9 +2,11 @@ rule train_detector:
     """Train the detector on the kept photos whose fish boxes are known (the synthetic sources')
     and that no dataset holds out."""
     input:
-        clean=layout.CLEAN_TABLE,
+        # ancient: a new clean table reruns it only where the photos it trains on differ
+        # (params rows); it makes the splits it needs itself (see DATASET_SPECS). Through the
+        # checkpoint, as split_dataset's: while cleaning is to run, a dry run lists it.
+        clean=lambda wc: ancient(checkpoints.clean_images.get().output.table),
         records=expand(layout.RECORDS, source=config["sources"]),
-        splits=expand(layout.SPLIT, dataset=DATASETS),
         derived=ancient(DERIVED),
         cli=after_cleaning(CLI),
         code=step_code("train-detector"),
@@ -30,9 +32,11 @@ rule train_detector:
         ),
         folder=lambda wc, output: str(Path(output.weights).parent),
         synthetic=SYNTHETIC_SOURCES,
+        rows=detect_rows("train_detector"),
+        datasets=DATASET_SPECS,
     shell:
         "python {input.cli} train-detector --clean {input.clean} --derived {input.derived}"
-        " --records {input.records} --splits {input.splits} --synthetic-sources {params.synthetic}"
+        " --records {input.records} --datasets {params.datasets:q} --synthetic-sources {params.synthetic}"
         " --detector {wildcards.detector} --spec {params.spec:q} --threads {threads}"
         " --out {params.folder} 2> {log}"
 
@@ -73,9 +77,11 @@ rule detect_fish:
     detector's mAP@0.5 on the test photos whose boxes are known."""
     input:
         detector=lambda wc: detector_files(),
-        clean=layout.CLEAN_TABLE,
+        # ancient: a new clean table reruns it only where the photos it looks at (or is scored
+        # on) differ (params rows); it makes the splits it needs itself (see DATASET_SPECS).
+        # Through the checkpoint, as split_dataset's: while cleaning is to run, a dry run lists it.
+        clean=lambda wc: ancient(checkpoints.clean_images.get().output.table),
         records=expand(layout.RECORDS, source=config["sources"]),
-        splits=expand(layout.SPLIT, dataset=DATASETS),
         derived=ancient(DERIVED),
         cli=after_cleaning(CLI),
         code=step_code("detect"),
@@ -102,9 +108,11 @@ rule detect_fish:
         padding=lambda wc: DETECT["padding"],
         folder=lambda wc: detector_folder(),
         synthetic=SYNTHETIC_SOURCES,
+        rows=detect_rows("detect_fish"),
+        datasets=DATASET_SPECS,
     shell:
         "python {input.cli} detect --clean {input.clean} --derived {input.derived}"
-        " --records {input.records} --splits {input.splits} --synthetic-sources {params.synthetic}"
+        " --records {input.records} --datasets {params.datasets:q} --synthetic-sources {params.synthetic}"
         " --detector {params.detector} --folder {params.folder} --threshold {params.threshold}"
         " --padding {params.padding} --threads {threads} --boxes {output.boxes} --crops {output.crops}"
         " --queue {output.queue} --quality {output.quality} --crop-store {output.store}"

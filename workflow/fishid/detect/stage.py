@@ -7,7 +7,9 @@ carries no box, whatever its `media_url` says.
 
 The detector never learns from a photo that any dataset holds out (validation or test), so
 its score on the test photos, and the crops that models are evaluated on, are of photos it
-has not seen.
+has not seen. Which photos a dataset holds out comes from its split made here from the clean
+table (fishid.detect.scope), not from the split tables: the detect rules do not wait for the
+splits, and rerun only when the photos they read change.
 """
 
 from __future__ import annotations
@@ -24,58 +26,40 @@ from PIL import Image
 from fishid import runtime
 from fishid.detect import boxes as box_table
 from fishid.detect import crops as crop_table
-from fishid.detect import detectors, infer, sheet
+from fishid.detect import detectors, infer, scope, sheet
 from fishid.sources import synthetic_boxes
 from fishid.sources.synthetic_render import decode_url
-from fishid.tables import read_table, write_table
+from fishid.tables import CLEAN_COLUMNS, read_table, write_table
 
 log = logging.getLogger(__name__)
 
-QUALITY_SPLIT = "test"
+QUALITY_SPLIT = scope.QUALITY_SPLIT
+# What the stage reads of the clean table.
+CLEAN_READ = ["sha256", "kept", "width", "height", "derived_path", "record_ids"]
 
 
 def kept_photos(clean_path, derived_root) -> pd.DataFrame:
     """The kept photos: image (SHA-256), path (the derived copy), width and height (the original's)."""
-    clean = read_table(clean_path, ["sha256", "kept", "width", "height", "derived_path", "record_ids"])
-    kept = clean[clean["kept"] == "True"]
+    kept = scope.kept_rows(read_table(clean_path, CLEAN_READ))
+    paths = [str(Path(derived_root, p)) for p in kept["derived_path"]]
+    return kept.drop(columns="derived_path").assign(path=paths)[["image", "path", "width", "height", "record_ids"]]
+
+
+def with_boxes(known: pd.DataFrame) -> pd.DataFrame:
+    """Per row of scope.known_sources: its true boxes (original pixels) and its scene."""
     return pd.DataFrame(
         {
-            "image": kept["sha256"],
-            "path": [str(Path(derived_root, p)) for p in kept["derived_path"]],
-            "width": kept["width"].astype(int),
-            "height": kept["height"].astype(int),
-            "record_ids": kept["record_ids"],
-        }
-    ).reset_index(drop=True)
+            "image": known["image"].to_numpy(),
+            "boxes": [synthetic_boxes.fish_boxes(url) for url in known["url"]],
+            "scene": [decode_url(url)[1].get("scene", "") for url in known["url"]],
+        },
+        columns=["image", "boxes", "scene"],
+    )
 
 
 def known_truth(photos: pd.DataFrame, records: pd.DataFrame, synthetic_sources) -> pd.DataFrame:
     """Per photo of a synthetic source: its true boxes (original pixels) and its scene."""
-    urls = records[records["source"].isin(list(synthetic_sources))].set_index("record_id")["media_url"]
-    rows = []
-    for photo in photos.itertuples():
-        url = next((urls[r] for r in photo.record_ids.split(",") if r in urls.index), None)
-        if url is None:
-            continue
-        _, params, _ = decode_url(url)
-        rows.append({"image": photo.image, "boxes": synthetic_boxes.fish_boxes(url), "scene": params.get("scene", "")})
-    return pd.DataFrame(rows, columns=["image", "boxes", "scene"])
-
-
-def truth_of(photos: pd.DataFrame, records_paths, synthetic_sources) -> pd.DataFrame:
-    """known_truth of `photos`, from the sources' records tables."""
-    records = pd.concat([read_table(p, ["record_id", "source", "media_url"]) for p in records_paths])
-    return known_truth(photos, records, synthetic_sources)
-
-
-def held_out(split_paths, role=None) -> set[str]:
-    """Photos a dataset holds out (any role but train, or only `role`), over every dataset's split."""
-    held = set()
-    for path in split_paths:
-        split = read_table(path, ["sha256", "split"])
-        chosen = split["split"] != "train" if role is None else split["split"] == role
-        held.update(split.loc[chosen, "sha256"])
-    return held
+    return with_boxes(scope.known_sources(photos, records, synthetic_sources))
 
 
 def _tensor_and_boxes(path, boxes, original_size):
@@ -86,30 +70,30 @@ def _tensor_and_boxes(path, boxes, original_size):
     return tensor, scaled.reshape(-1, 4)
 
 
-def train(clean_path, derived_root, records_paths, split_paths, synthetic_sources, detector, settings, folder):
+def train(clean_path, derived_root, records_paths, datasets, synthetic_sources, detector, settings, folder):
     """Train `detector` on at most settings["train_photos"] of the kept photos with known boxes that
-    no dataset holds out (a sample seeded by the detector's seed); write its folder."""
+    no dataset holds out (a sample seeded by the detector's seed; `datasets`: every dataset's
+    settings, whose splits of the clean table hold photos out); write its folder."""
     kind = detectors.detector_kind(detector)
     if kind.train is None:
         raise ValueError(f"detector {detector!r} is used as it comes: it has nothing to train")
-    photos = kept_photos(clean_path, derived_root)
-    truth = truth_of(photos, records_paths, synthetic_sources)
-    truth = truth[~truth["image"].isin(held_out(split_paths))]
-    if truth.empty:
+    settings = dict(settings)  # detect.training with its defaults (the rule's), and train_photos
+    cap = settings.pop("train_photos")
+    clean = read_table(clean_path, CLEAN_COLUMNS)
+    splits = scope.dataset_splits(clean, datasets)
+    rows = scope.training_rows(
+        clean, scope.read_records(records_paths), splits, synthetic_sources, cap, settings["seed"]
+    )
+    if rows.empty:
         raise ValueError(
             f"detector {detector!r} learns from photos with known boxes (a synthetic source's), and every "
             "such kept photo is held out by a dataset (or there is none): add a synthetic source, or use a "
             "detector that needs no training"
         )
-    settings = dict(settings)  # detect.training with its defaults (the rule's), and train_photos
-    cap = settings.pop("train_photos")
-    if len(truth) > cap:
-        truth = truth.sample(n=cap, random_state=settings["seed"]).sort_values("image")
-    by_image = photos.set_index("image")
     pairs = []
-    for row in truth.itertuples():
-        photo = by_image.loc[row.image]
-        pairs.append(_tensor_and_boxes(photo["path"], row.boxes, (photo["width"], photo["height"])))
+    for row in rows.itertuples():
+        path = Path(derived_root, row.derived_path)
+        pairs.append(_tensor_and_boxes(path, synthetic_boxes.fish_boxes(row.url), (row.width, row.height)))
     device = runtime.select_device()
     model, history = kind.train([t for t, _ in pairs], [b for _, b in pairs], settings, device=device)
     kind.save(model, settings, folder, photos=len(pairs), device=device.type, history=history)
@@ -137,7 +121,7 @@ def run(
     clean_path,
     derived_root,
     records_paths,
-    split_paths,
+    datasets,
     synthetic_sources,
     detector,
     folder,
@@ -151,7 +135,8 @@ def run(
     out_sheet,
 ) -> dict:
     """Boxes of every kept photo, their crops (content-addressed under `crop_root`) with provenance,
-    the queue of photos without a fish, and the detector's score on the test photos whose boxes are known."""
+    the queue of photos without a fish, and the detector's score on the test photos whose boxes are known
+    (of the splits of `datasets`, every dataset's settings, made from the clean table)."""
     model = detectors.load_detector(detector, folder).to(runtime.select_device())
     photos = kept_photos(clean_path, derived_root)
     sizes = {row.image: (row.width, row.height) for row in photos.itertuples()}
@@ -161,8 +146,9 @@ def run(
     crops, queue = crop_table.crop_photos(found, paths, crop_root, detector, threshold, padding, sizes)
     write_table(crops, out_crops, crop_table.CROP_COLUMNS)
     write_table(queue, out_queue, crop_table.REVIEW_COLUMNS)
-    truth = truth_of(photos, records_paths, synthetic_sources)
-    truth = truth[truth["image"].isin(held_out(split_paths, QUALITY_SPLIT))]
+    clean = read_table(clean_path, CLEAN_COLUMNS)
+    splits = scope.dataset_splits(clean, datasets)
+    truth = with_boxes(scope.quality_rows(clean, scope.read_records(records_paths), splits, synthetic_sources))
     scenes = sorted(s for s in truth["scene"].unique() if s)
     result = {
         "detector": detector,
