@@ -17,8 +17,6 @@ rule split_dataset:
         "logs/split_dataset/{dataset}.log",
     benchmark:
         "benchmarks/split_dataset/{dataset}.tsv"
-    # Short and upstream of every model (see cache_images).
-    priority: 2
     conda:
         ENV
     params:

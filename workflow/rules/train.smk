@@ -13,8 +13,6 @@ rule cache_images:
         "logs/cache_images/{dataset}-{size}px.log",
     benchmark:
         "benchmarks/cache_images/{dataset}-{size}px.tsv"
-    # Short and upstream of every model: ready first, so the long pre-trainings can start early.
-    priority: 2
     conda:
         ENV
     shell:
@@ -37,8 +35,6 @@ rule pretrain_backbone:
         "logs/pretrain_backbone/{backbone}.log",
     benchmark:
         "benchmarks/pretrain_backbone/{backbone}.tsv"
-    # Ahead of the models: a third of them wait on it, and started late it ran alone at the end.
-    priority: 1
     conda:
         ENV
     threads: 2
