@@ -310,7 +310,8 @@ def command_key(tokens: list[str]) -> str:
 
 def log_jobs(log_text: str) -> pd.DataFrame:
     """Each job of a Snakemake log: jobid, rule, threads, benchmark file, command (command_key),
-    started and finished (datetimes, 1 s resolution)."""
+    the mem_mb it asked for (the rules' own requests grow with the data), started and finished
+    (datetimes, 1 s resolution)."""
     jobs, finished, now, current = {}, {}, None, None
     for line in log_text.splitlines():
         stamp = STAMP.match(line.strip())
@@ -319,13 +320,23 @@ def log_jobs(log_text: str) -> pd.DataFrame:
             continue
         rule = re.match(r"^(?:local)?rule (\w+):$", line)
         if rule:
-            current = {"rule": rule.group(1), "threads": 1, "benchmark": "", "command": "", "started": now}
+            current = {
+                "rule": rule.group(1),
+                "threads": 1,
+                "benchmark": "",
+                "command": "",
+                "mem_mb": None,
+                "started": now,
+            }
             continue
-        field = re.match(r"^\s+(jobid|threads|benchmark): (.*)$", line)
+        field = re.match(r"^\s+(jobid|threads|benchmark|resources): (.*)$", line)
         if field and current is not None:
             key, value = field.groups()
             if key == "jobid":
                 jobs[int(value)] = current
+            elif key == "resources":
+                asked = re.search(r"\bmem_mb=(\d+)", value)
+                current["mem_mb"] = float(asked.group(1)) if asked else None
             else:
                 current[key] = int(value) if key == "threads" else value
             continue
@@ -336,7 +347,7 @@ def log_jobs(log_text: str) -> pd.DataFrame:
         if done:
             finished[int(done.group(1))] = now
     rows = [{"jobid": jobid, **job, "finished": finished.get(jobid)} for jobid, job in jobs.items()]
-    columns = ["jobid", "rule", "threads", "benchmark", "command", "started", "finished"]
+    columns = ["jobid", "rule", "threads", "benchmark", "command", "mem_mb", "started", "finished"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -440,14 +451,16 @@ def stage_rows(project: Path, costs: pd.DataFrame, slurm: pd.DataFrame | None) -
 
 
 def over_requests(project: Path, costs: pd.DataFrame) -> list[str]:
-    """The jobs whose time or peak memory went past what profiles/slurm asks SLURM for (its
-    runtime in minutes and mem_mb, per rule or by default): on a cluster that enforces them,
-    each such job would be killed."""
+    """The jobs whose time or peak memory went past what they asked SLURM for (the profile's
+    runtime in minutes; the mem_mb in the job's log, else the profile's, per rule or by
+    default): on a cluster that enforces them, each such job would be killed."""
     profile = yaml.safe_load((project / "profiles" / "slurm" / "config.yaml").read_text())
     default, per_rule = profile.get("default-resources", {}), profile.get("set-resources", {})
     found = []
     for job in costs.itertuples():
         asked = {**default, **per_rule.get(job.rule, {})}
+        if job.mem_mb is not None and not pd.isna(job.mem_mb):
+            asked["mem_mb"] = job.mem_mb
         if "runtime" in asked and job.seconds > 60 * float(asked["runtime"]):
             found.append(f"{job.rule} ran {job.seconds / 60:.0f} min (runtime {asked['runtime']})")
         if "mem_mb" in asked and job.max_rss_mb > float(asked["mem_mb"]):
@@ -647,7 +660,7 @@ def markdown(report: dict) -> str:
             f"Load average (1 min, every user of this machine): {load}.",
         ]
         over = "; ".join(size["over_profile"]) or "none"
-        lines.append(f"Past what profiles/slurm asks SLURM for (runtime, mem_mb): {over}.")
+        lines.append(f"Past what the jobs asked SLURM for (runtime, mem_mb): {over}.")
         if slurm:
             states = ", ".join(f"{count} {state}" for state, count in slurm["states"].items())
             lines.append(

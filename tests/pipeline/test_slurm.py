@@ -26,6 +26,8 @@ import yaml
 from conftest import REPO
 from projectrun import TINY_CONFIG, environment, make_project, planned, snakemake, snakemake_command
 
+from fishid import memory
+
 GPU_RULES = {"train_model", "pretrain_backbone", "label_issues", "train_detector", "detect_fish"}
 # What the tests add to the profile, for this cluster only: it has no accounting database
 # (so squeue, not sacct, reports job states), and its jobs take seconds, not hours.
@@ -237,6 +239,32 @@ def test_a_job_that_failed_once_was_retried_and_the_run_completed(slurm_run):
     assert [job["JobState"] for job in sorted(attempts, key=lambda j: int(j["JobId"]))] == ["FAILED", "COMPLETED"]
     weights = torch.load(slurm_run["project"] / "results/models/RI2/weights.pt", weights_only=True)
     assert weights["classes"] == ["Amphiprion clarkii", "Amphiprion perideraion"]
+
+
+def memory_mb(job: dict) -> int:
+    """A job's MinMemoryNode (`--mem`) in MB: scontrol writes 2000M, or 8G for 8192M."""
+    number, unit = re.fullmatch(r"([0-9.]+)([MGT])", job["MinMemoryNode"]).groups()
+    return round(float(number) * {"M": 1, "G": 1024, "T": 1024**2}[unit])
+
+
+def test_each_job_asked_slurm_for_its_memory_and_the_retry_for_twice_that(slurm_run):
+    """The tiny data leaves every step that holds a dataset at its floor (fishid.memory); the
+    profile's set-resources and default-resources give the rest. The retried job's second
+    try asked for twice the first's (Snakemake's attempt)."""
+    profile = yaml.safe_load((slurm_run["project"] / "profiles/slurm/config.yaml").read_text())
+    asked, expected = {}, {}
+    for job in sorted(slurm_run["jobs"], key=lambda job: int(job["JobId"])):
+        rule = re.match(r"rule_(\w+?)(_wildcards_|$)", job["Comment"]).group(1)
+        given = profile["set-resources"].get(rule, {}).get("mem_mb")
+        floor = memory.NEEDS[rule].floor_mb if rule in memory.NEEDS else profile["default-resources"]["mem_mb"]
+        asked.setdefault(job["Comment"], []).append(memory_mb(job))
+        expected.setdefault(job["Comment"], []).append(given or floor)
+    faulty = plugin_comment(FAULTY_JOB)
+    first = memory.NEEDS["train_model"].floor_mb
+    assert asked.pop(faulty) == [first, 2 * first]
+    expected.pop(faulty)
+    assert asked == expected
+    assert {mb for mbs in asked.values() for mb in mbs} >= {2000, 8000}
 
 
 def test_all_outputs_are_there_and_up_to_date(slurm_run):

@@ -11,7 +11,7 @@ from pathlib import Path
 PACKAGE_DIR = Path(os.path.relpath(Path(workflow.basedir, "workflow")))
 sys.path.insert(0, str(PACKAGE_DIR.resolve()))
 
-from fishid import codedeps, layout, variants  # noqa: E402
+from fishid import codedeps, layout, memory, variants  # noqa: E402
 from fishid.clean.stage import per_image_settings, settings_with_defaults  # noqa: E402
 from fishid.config import (
     backbone_settings,
@@ -92,6 +92,23 @@ def source_code(spec, name):
 
 def as_json(value):
     return json.dumps(value, sort_keys=True)
+
+
+def memory_mb(step, units):
+    """A `mem_mb` for `step` (fishid.memory.NEEDS) from `units(wildcards, input)`. Snakemake
+    calls it again once the inputs are there (before that a missing input leaves it to be
+    decided) and with the attempt, which doubles it on a retry."""
+    return lambda wildcards, input, attempt: memory.request_mb(
+        step, units(wildcards, input), attempt
+    )
+
+
+def split_pixels_mb(wildcards, input):
+    return memory.pixels_mb(memory.table_rows(input.split), int(wildcards.size))
+
+
+def cache_mb(wildcards, input):
+    return memory.file_mb(input.cache)
 
 
 def model_spec(name):

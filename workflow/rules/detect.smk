@@ -136,6 +136,8 @@ rule cache_crops:
         "benchmarks/cache_crops/{dataset}-{size}px.tsv"
     conda:
         ENV
+    resources:
+        mem_mb=memory_mb("cache_images", split_pixels_mb),
     shell:
         "python {input.cli} cache --split {input.split} --derived {input.derived} --size {wildcards.size}"
         " --crops {input.crops} --crop-store {input.store} --out {output} 2> {log}"

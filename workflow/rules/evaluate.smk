@@ -23,6 +23,8 @@ rule evaluate_model:
     conda:
         ENV
     threads: 2
+    resources:
+        mem_mb=memory_mb("evaluate_model", cache_mb),
     params:
         spec=lambda wc: as_json(model_spec(wc.model)),
         other_label=lambda wc: other_label(model_spec(wc.model)["dataset"]),

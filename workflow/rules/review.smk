@@ -23,6 +23,9 @@ rule label_issues:
     threads: 1
     resources:
         gpu=1,
+        mem_mb=memory_mb(
+            "label_issues", lambda wc, input: memory.table_rows(input.clean)
+        ),
     params:
         spec=as_json(LABEL_ISSUES),
         backbone=lambda wc, input: (

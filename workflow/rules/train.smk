@@ -15,6 +15,8 @@ rule cache_images:
         "benchmarks/cache_images/{dataset}-{size}px.tsv"
     conda:
         ENV
+    resources:
+        mem_mb=memory_mb("cache_images", split_pixels_mb),
     shell:
         "python {input.cli} cache --split {input.split} --derived {input.derived} --size {wildcards.size}"
         " --out {output} 2> {log}"
@@ -40,6 +42,7 @@ rule pretrain_backbone:
     threads: 2
     resources:
         gpu=1,
+        mem_mb=memory_mb("pretrain_backbone", cache_mb),
     params:
         spec=lambda wc: as_json(backbone_settings(config, wc.backbone)),
     shell:
@@ -117,6 +120,7 @@ rule train_model:
     threads: 2
     resources:
         gpu=1,
+        mem_mb=memory_mb("train_model", cache_mb),
     params:
         spec=lambda wc: as_json(model_spec(wc.model)),
         backbone=lambda wc, input: (
