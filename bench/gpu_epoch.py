@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from output import write_results  # noqa: E402
 from training_data import ROOT, cache, image_folder  # noqa: E402
 
-from fishid import runtime, variants  # noqa: E402
+from fishid import runtime  # noqa: E402
+from fishid.config import with_training_defaults  # noqa: E402
 from fishid.models import clip as clip_models  # noqa: E402
 from fishid.models import registry as models  # noqa: E402
 from fishid.train import loop as train  # noqa: E402
@@ -51,7 +52,7 @@ SPECIES = ("Amphiprion clarkii", "Amphiprion perideraion", "Amphiprion ocellaris
 
 
 def settings_of(name: str, batch_size: int) -> dict:
-    return variants.with_defaults(
+    return with_training_defaults(
         {**REAL, **MODELS[name], "dataset": "bench", "epochs": 1, "batch_size": batch_size, "seed": 2018}
     )
 

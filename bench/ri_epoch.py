@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from output import write_results  # noqa: E402
 from training_data import STUDY, cache, image_folder, setup_record, study_loaders  # noqa: E402
 
-from fishid import runtime, variants  # noqa: E402
+from fishid import runtime  # noqa: E402
+from fishid.config import with_training_defaults  # noqa: E402
 from fishid.models import registry as models
 from fishid.train import loop as train
 
@@ -87,7 +88,7 @@ def study_epochs(folder: Path, epochs: int, mean, std, seed: int):
 
 def our_epochs(images: dict, epochs: int, seed: int, cpu_bfloat16=False):
     """The pipeline's RI training (fishid.train.loop, as train_model runs it), one epoch at a time."""
-    settings = variants.with_defaults({**SETTINGS, "epochs": epochs, "seed": seed, "cpu_bfloat16": cpu_bfloat16})
+    settings = with_training_defaults({**SETTINGS, "epochs": epochs, "seed": seed, "cpu_bfloat16": cpu_bfloat16})
     torch.manual_seed(settings["seed"])
     device = torch.device("cpu")
     data = train.training_data(images)

@@ -54,8 +54,30 @@ def _schema() -> dict:
 def with_schema_defaults(config: dict) -> dict:
     """A copy of `config` with every `default:` of config/schema.yaml filled in: the one place a key
     left out gets its value, for the Snakefile, the CLI and the review app alike. A default fills a
-    key of an object the configuration has, or of one whose own default (an object) filled it."""
-    return _filled(copy.deepcopy(config), _schema())
+    key of an object the configuration has (a map's entries included: each dataset), or of one
+    whose own default (an object) filled it; each source gets its kind's defaults, and
+    training_defaults the training settings' ($defs/training)."""
+    filled = _filled(copy.deepcopy(config), _schema())
+    for name, spec in filled.get("sources", {}).items():
+        _filled(spec, _schema()["$defs"].get(f"source_{kind_of(name, spec)}", {}))
+    # Under training_defaults alone: filled into a model's or a backbone's entry, a default
+    # would override the user's training_defaults (model_settings puts the entry on top).
+    if "training_defaults" in filled:
+        _filled(filled["training_defaults"], _schema()["$defs"]["training"])
+    return filled
+
+
+def with_training_defaults(settings: dict) -> dict:
+    """A model's (or backbone's) settings over the training settings' defaults: for a step handed
+    settings that may leave them out (a test, a bench script, a weights file's spec). Settings from
+    a filled configuration already hold them; the defaults come first, in the schema's order, as
+    they always have in meta.json."""
+    return {**training_defaults(), **settings}
+
+
+def training_defaults() -> dict:
+    """The `default:` of each training setting that has one (config/schema.yaml's $defs/training)."""
+    return _filled({}, _schema()["$defs"]["training"])
 
 
 def section_with_defaults(settings: dict, *keys: str) -> dict:
@@ -76,15 +98,20 @@ def _filled(value, node: dict):
             value[key] = copy.deepcopy(spec["default"])
         if key in value:
             value[key] = _filled(value[key], spec)
+    if isinstance(entry := node.get("additionalProperties"), dict):
+        for key in [k for k in value if k not in node.get("properties", {})]:
+            value[key] = _filled(value[key], entry)
     return value
 
 
-def default(*keys: str):
-    """The default of a key (`default("clean", "relabels")`), written in config/schema.yaml only."""
-    node = load_schema()
+def default(*keys: str, definition: str | None = None):
+    """The default of a key (`default("clean", "relabels")`), written in config/schema.yaml only;
+    "*" stands for any entry of a map (`default("datasets", "*", "test_fraction")`), and
+    `definition` starts at one of the schema's $defs (`default("api", definition="source_gbif")`)."""
+    node = _schema()["$defs"][definition] if definition else _schema()
     for key in keys:
-        node = node["properties"][key]
-    return node["default"]
+        node = node["additionalProperties"] if key == "*" else node["properties"][key]
+    return copy.deepcopy(node["default"])
 
 
 def validate(config: dict, source="config", root=".") -> dict:

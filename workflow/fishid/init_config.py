@@ -31,6 +31,8 @@ from fishid.tables import HIGHER_RANKS
 from fishid.text import escape_text
 
 log = logging.getLogger(__name__)
+# A gbif source's API root where its entry names none (a mirror is written into the config).
+GBIF_API = config.default("api", definition="source_gbif")
 
 TEMPLATE = config.SCHEMA_PATH.parent / "amphiprion.yaml"
 # The classification's ranks above the species (what the datasets choose), in GBIF's capitals.
@@ -132,7 +134,7 @@ def facet_counts(answer: dict, facet: str) -> list[tuple[str, int]]:
     return []
 
 
-def survey(taxon: str, client: web.Client, api: str = gbif.GBIF_ROOT) -> Survey:
+def survey(taxon: str, client: web.Client, api: str = GBIF_API) -> Survey:
     """What GBIF's backbone and occurrence search say of `taxon`; where GBIF cannot be reached,
     the unchecked survey, saying why."""
     with gbif.api_root(api, client):
@@ -231,7 +233,7 @@ def is_fish(found: Survey) -> bool | None:
 
 
 def gbif_source(found: Survey, template: dict, api: str) -> tuple[list[str], dict]:
-    mirror = {"api": api} if api.rstrip("/") + "/" != gbif.GBIF_ROOT else {}
+    mirror = {"api": api} if api.rstrip("/") + "/" != GBIF_API else {}
     if found.photos is not None and found.photos > gbif.SEARCH_WINDOW:
         return [
             f"{found.photos} occurrences with photos: more than the search API pages through, so a GBIF download",
@@ -455,7 +457,7 @@ def entries(key: str, items) -> str:
 def write(taxon: str, client: web.Client, api: str | None = None, offline=False, download=None) -> str:
     """The configuration for `taxon`, validated; raise ValueError naming what to fix. `api`: a
     GBIF mirror (default GBIF's own), asked and written to the source."""
-    taxon, api = checked_taxon(taxon), api or gbif.GBIF_ROOT
+    taxon, api = checked_taxon(taxon), api or GBIF_API
     found = unchecked(taxon, "offline") if offline else survey(taxon, client, api)
     if found.rank and is_fish(found) is None:
         found.unchecked.append(f"FishBase and FishPix: {fish_unknown(found)}")

@@ -1,5 +1,6 @@
-"""What each model variant (a config's `arch`), each backbone source and each detector needs, and
-the defaults of the settings only some variants read, before any network is built. It imports no PyTorch, so
+"""What each model variant (a config's `arch`), each backbone source and each detector needs,
+before any network is built (the defaults of the settings only some variants read are
+config/schema.yaml's, fishid.config.with_training_defaults). It imports no PyTorch, so
 that the configuration checks, the Snakefile and evaluation ask it; fishid.models.registry adds
 how each variant's network is built.
 
@@ -50,29 +51,6 @@ TRAINED_DETECTORS = {
     "synthetic": True,
     "owlv2": False,
 }
-
-
-# Settings only some variants read; a config may leave them out. The study's own settings
-# have no defaults here: they come from the config's training_defaults.
-VARIANT_DEFAULTS = {
-    "optimizer": "sgd",
-    "open_set": "class",
-    "threshold_known_recall": 0.95,
-    "freeze_backbone": True,
-    "embedding_dim": 64,
-    "margin": 0.5,
-    "knn_k": 5,
-    "prompt": "a photo of {species}",
-    "cpu_bfloat16": False,
-    "refit_batchnorm": True,
-    "init": "kaiming",
-    "collapse_warning_epochs": 5,
-}
-
-
-def with_defaults(settings: dict) -> dict:
-    """A model's settings with the defaults of the settings only some variants read."""
-    return {**VARIANT_DEFAULTS, **settings}
 
 
 def needs(arch: str) -> Needs:

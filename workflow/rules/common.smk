@@ -15,6 +15,7 @@ from fishid import codedeps, layout, memory, variants  # noqa: E402
 from fishid.clean.stage import per_image_settings, settings_with_defaults  # noqa: E402
 from fishid.config import (
     backbone_settings,
+    default,
     model_settings,
     synthetic_sources,
     validate,
@@ -234,11 +235,13 @@ def backbone_spec(settings):
 
 
 # Shards: the per-image work of downloading (per source) and cleaning, split into this many
-# jobs (download: by record id hash; clean: by SHA-256 prefix); one (default) keeps one job.
+# jobs (download: by record id hash; clean: by SHA-256 prefix); one keeps one job.
 # Taken out of the configuration (validated above): the count changes the jobs, not any
 # step's settings or results, so no rule's params see it.
-DOWNLOAD_SHARDS = config.get("download", {}).pop("shards", 1)
-CLEAN_SHARDS = config["clean"].pop("shards", 1)
+DOWNLOAD_SHARDS = config.get("download", {}).pop(
+    "shards", default("download", "shards")
+)
+CLEAN_SHARDS = config["clean"].pop("shards")
 
 
 def shard_names(count):

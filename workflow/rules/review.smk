@@ -27,7 +27,9 @@ rule label_issues:
             "label_issues", lambda wc, input: memory.table_rows(input.clean)
         ),
     params:
-        spec=as_json(LABEL_ISSUES),
+        # A function: a string param is formatted with the wildcards, and a network's CLIP
+        # prompt (a training setting) holds {species}.
+        spec=lambda wc: as_json(LABEL_ISSUES),
         backbone=lambda wc, input: (
             f"--backbone {input.backbone}" if input.backbone else ""
         ),

@@ -44,6 +44,7 @@ from PIL import Image
 from fishid.clean import grouping, near_duplicates, photo_filters
 from fishid.clean.decode import DecodeError
 from fishid.clean.decode import decode as decode_bytes
+from fishid.config import section_with_defaults
 from fishid.download.store import MAX_PIXELS
 from fishid.tables import (
     CLEAN_COLUMNS,
@@ -81,22 +82,18 @@ DECODED_COLUMNS = [
 # folder source's train/ and val/) only some sources have, and ranks records listed before them lack.
 RECORD_INPUT_COLUMNS = ["record_id", "source", "taxon", "occurrence_id", "basis_of_record"]
 OPTIONAL_RECORD_COLUMNS = ["preparations", "source_split", *HIGHER_RANKS]
-# Used when a configuration leaves these keys out (config/schema.yaml documents them).
-DEFAULTS = {
-    "max_pixels": MAX_PIXELS,
-    "near_duplicates": {"max_distance": 12, "keep": "largest"},
-    "conflicts": "drop_all",
-}
 
 
 def settings_with_defaults(settings: dict) -> dict:
-    """The clean settings with defaults filled in; a bad pattern is named before any work."""
+    """The clean settings with config/schema.yaml's defaults filled in (a configuration the
+    Snakefile filled has them already; a test or a CLI call may not); a bad pattern is named
+    before any work."""
     for pattern in settings.get("drop_preparations", {}):
         try:
             re.compile(pattern)
         except re.error as error:
             raise ValueError(f"clean.drop_preparations: {pattern!r} is not a regular expression ({error})") from error
-    return {**DEFAULTS, **settings}
+    return section_with_defaults(settings, "clean")
 
 
 # --- per image ---------------------------------------------------------------------------
@@ -108,7 +105,7 @@ def decode(path) -> Image.Image:
     Raises what Pillow raised for a corrupt file, or DecodeError for a decompression bomb.
     """
     try:
-        return decode_bytes(Path(path).read_bytes(), DEFAULTS["max_pixels"]).image
+        return decode_bytes(Path(path).read_bytes(), MAX_PIXELS).image
     except DecodeError as error:
         raise (error.__cause__ or error) from None
 

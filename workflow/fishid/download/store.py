@@ -14,13 +14,14 @@ from pathlib import Path
 
 from PIL import Image
 
+from fishid.config import default
 from fishid.tables import created_mode
 
 log = logging.getLogger(__name__)
 
-# clean.max_pixels' default (Pillow's own limit): the download refuses a bomb its header
-# declares, the clean stage any other (fishid.clean.decode).
-MAX_PIXELS = 89_478_485
+# clean.max_pixels' default: the download refuses a bomb its header declares, the clean stage
+# any other (fishid.clean.decode).
+MAX_PIXELS = default("clean", "max_pixels")
 # Pillow's own pixel limit is one global: it is lifted (ours applies instead) one thread at a time.
 _PILLOW_LIMIT = threading.Lock()
 

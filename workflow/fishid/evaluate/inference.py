@@ -11,12 +11,12 @@ import pandas as pd
 import torch
 from torch import nn
 
+from fishid.config import with_training_defaults
 from fishid.models import openset
 from fishid.models import registry as models
 from fishid.models.weights import load_weights
 from fishid.runtime import normalise, predict_logits
 from fishid.train import augment, imagecache
-from fishid.variants import with_defaults
 
 CPU = torch.device("cpu")
 # What to do about a weights.pt that load_weights refuses.
@@ -29,7 +29,7 @@ def load_model(settings: dict, weights_path) -> tuple[nn.Module, dict]:
     """(model in eval mode, the weights file's dict: classes, mean, std and, where the model
     has them, threshold, threshold_label, distance_threshold, architecture)."""
     weights = load_weights(weights_path, RETRAIN)
-    model = models.build(with_defaults(settings), len(weights["classes"]), weights.get("architecture"))
+    model = models.build(with_training_defaults(settings), len(weights["classes"]), weights.get("architecture"))
     model.load_state_dict(weights["model"])
     return model.eval(), weights
 

@@ -32,7 +32,6 @@ import numpy as np
 import pandas as pd
 
 from fishid import config as configuration
-from fishid import variants
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +185,7 @@ def fit_network(settings: dict, train_x, train_y, val_x, val_y, classes):
     from fishid.runtime import prepare, select_device
     from fishid.train import loop
 
-    settings = {**variants.with_defaults(settings), "select_best_val": False}
+    settings = {**configuration.with_training_defaults(settings), "select_best_val": False}
     torch.manual_seed(settings["seed"])
     device = select_device()
     data = as_data(train_x, train_y, val_x, val_y, classes, channel_stats(train_x))

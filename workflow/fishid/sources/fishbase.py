@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlencode, urljoin, urlparse
 from bs4 import BeautifulSoup
 from tqdm import tqdm
 
+from fishid.config import default
 from fishid.sources.base import Context, Listing, SourceKind, config_note
 from fishid.web import FetchFailure
 
@@ -107,7 +108,7 @@ def species_photos(soup: BeautifulSoup, taxon: str, url: str) -> list[dict]:
 
 
 def list_records(spec: dict, context: Context) -> Listing:
-    base = spec.get("base_url", "https://www.fishbase.se/")
+    base = spec.get("base_url", default("base_url", definition="source_fishbase"))
     taxa = list(spec.get("species", []))
     for genus in spec.get("genera", []):
         url = page_url(base, "genus", syng=genus, crit1="EQUAL", crit2="CONTAINS")

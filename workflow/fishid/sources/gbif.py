@@ -16,8 +16,9 @@ from datetime import date
 from tqdm import tqdm
 
 from fishid import licences
+from fishid.config import default
 from fishid.sources.base import Context, Listing, SourceKind
-from fishid.sources.gbif_api import GBIF_ROOT, api_root, asking, canonical
+from fishid.sources.gbif_api import api_root, asking, canonical
 from fishid.tables import HIGHER_RANKS, RANKS
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ def list_records(spec: dict, context: Context) -> Listing:
     page_size = int(spec.get("page_size", 300))
     max_records = int(spec.get("max_records", SEARCH_WINDOW))
     records, notes, problems, seen = [], {}, [], set()
-    with api_root(spec.get("api", GBIF_ROOT), context.client):
+    with api_root(spec.get("api", default("api", definition="source_gbif")), context.client):
         for name in spec["names"]:
 
             def match(name=name):

@@ -28,16 +28,23 @@ from pathlib import Path
 import requests
 
 from fishid import web
+from fishid.config import default
 from fishid.sources.base import Context
-from fishid.sources.gbif import GBIF_ROOT, api_root, asking, resolve
+from fishid.sources.gbif import api_root, asking, resolve
 from fishid.tables import write_text_atomic
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CACHE = "resources/gbif"
 # COL Extended Release: pygbif's default checklist for matching names and for downloads.
 DEFAULT_CHECKLIST = "7ddf754f-d193-4cc9-b351-99906754a03b"
 CREDENTIALS = ("GBIF_USER", "GBIF_PWD", "GBIF_EMAIL")
+
+
+def _setting(spec: dict, key: str):
+    """A key of the source's entry, or its default (config/schema.yaml's source_gbif_download)."""
+    return spec[key] if key in spec else default(key, definition="source_gbif_download")
+
+
 # The request's fields that decide what GBIF builds: only a change to these makes a new download.
 QUERY_FIELDS = ("taxa", "taxon_keys", "checklist_key", "country", "year", "basis_of_record")
 WAITING = {"PREPARING", "RUNNING", "SUSPENDED"}
@@ -266,7 +273,7 @@ def wait_until_ready(key: str, context: Context, spec: dict) -> dict:
     (from `poll` seconds, doubling, at most POLL_CAP apart) for at most `wait_hours`."""
     from pygbif import occurrences
 
-    poll, limit = float(spec.get("poll", 60)), float(spec.get("wait_hours", 24)) * 3600
+    poll, limit = float(_setting(spec, "poll")), float(_setting(spec, "wait_hours")) * 3600
     started = time.monotonic()
     while True:
         meta = asking(
@@ -295,7 +302,7 @@ def fetch_download(key: str, context: Context, spec: dict) -> Path:
     """The zip of GBIF download `key`, fetched once with pygbif into the cache when it is ready."""
     from pygbif import occurrences
 
-    cache, api = spec.get("cache", DEFAULT_CACHE), spec.get("api", GBIF_ROOT)
+    cache, api = _setting(spec, "cache"), _setting(spec, "api")
     target = Path(cache, f"{key}.zip")
     if target.is_file() and zipfile.is_zipfile(target):
         return target
@@ -325,13 +332,13 @@ def fetch_download(key: str, context: Context, spec: dict) -> Path:
 def requested_archive(name: str, spec: dict, context: Context) -> Path:
     """The zip of the download source `name` requests: the recorded one while the request is
     unchanged and GBIF has not ended it, else a new one."""
-    cache, request = spec.get("cache", DEFAULT_CACHE), spec["request"]
+    cache, request = _setting(spec, "cache"), spec["request"]
     path = record_path(cache, name)
     record = read_json(path)
     if record.get("hash") != request_hash(request) or record.get("status") in ENDED or not record.get("key"):
         if record.get("key"):
             log.info("gbif: %s: not reusing download %s (%s)", name, record["key"], record.get("status"))
-        with api_root(spec.get("api", GBIF_ROOT), context.client, timeout=_timeout(context)):
+        with api_root(_setting(spec, "api"), context.client, timeout=_timeout(context)):
             record = new_request(request, context)
         # Kept before waiting: a run killed while GBIF builds the archive must not request it again.
         write_json(path, record)
@@ -349,7 +356,7 @@ def requested_archive(name: str, spec: dict, context: Context) -> Path:
 def download_of(name: str, spec: dict) -> dict:
     """What is recorded of a gbif_download source's download: its key and GBIF's facts (DOI,
     date), as far as known; {} for an archive by path whose name is not a download key."""
-    cache = spec.get("cache", DEFAULT_CACHE)
+    cache = _setting(spec, "cache")
     if spec.get("request"):
         key = str(read_json(record_path(cache, name)).get("key") or "")
     elif spec.get("key"):

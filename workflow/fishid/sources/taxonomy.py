@@ -30,12 +30,12 @@ from pathlib import Path
 import pandas as pd
 
 from fishid import web
-from fishid.sources.gbif_api import GBIF_ROOT, api_root, asking, canonical
+from fishid.config import default
+from fishid.sources.gbif_api import api_root, asking, canonical
 from fishid.tables import RANKS, write_text_atomic
 
 log = logging.getLogger(__name__)
 
-BACKBONE = "d7dddbf4-2cf0-4f39-9b2a-bb099caae36c"  # the GBIF Backbone Taxonomy's checklist key
 # What GBIF's answers may put in a record: a uninomial for a rank above the species, a binomial
 # for a species, a short key. Anything else (markup, control characters, paths) is left out.
 _UNINOMIAL = re.compile(r"[A-Z][a-z]+(?:-[a-z]+)?")
@@ -46,12 +46,12 @@ _CHECKLIST = re.compile(r"[A-Za-z0-9-]{1,64}")
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """The `taxonomy:` section of the configuration (config/schema.yaml)."""
+    """The `taxonomy:` section of the configuration, its defaults config/schema.yaml's."""
 
-    cache: Path = Path("resources/taxonomy")
-    api: str = GBIF_ROOT
-    checklist_key: str = BACKBONE
-    min_confidence: int = 90
+    cache: Path = Path(default("taxonomy", "cache"))
+    api: str = default("taxonomy", "api")
+    checklist_key: str = default("taxonomy", "checklist_key")
+    min_confidence: int = default("taxonomy", "min_confidence")
 
     @classmethod
     def from_spec(cls, spec: dict | None) -> Settings:
@@ -61,7 +61,7 @@ class Settings:
             raise ValueError(
                 f"taxonomy: unknown key(s) {', '.join(unknown)} (known: cache, api, checklist_key, min_confidence)"
             )
-        if not _CHECKLIST.fullmatch(str(spec.get("checklist_key", BACKBONE))):
+        if not _CHECKLIST.fullmatch(str(spec.get("checklist_key", cls.checklist_key))):
             raise ValueError(f"taxonomy.checklist_key: {spec['checklist_key']!r} is not a GBIF checklist key (a UUID)")
         if "cache" in spec:
             spec["cache"] = Path(spec["cache"])

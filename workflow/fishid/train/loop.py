@@ -27,7 +27,8 @@ import torchvision
 from torch import nn
 
 import fishid
-from fishid import runtime, variants
+from fishid import runtime
+from fishid.config import with_training_defaults
 from fishid.models import clip as clip_models
 from fishid.models import embeddings, openset
 from fishid.models import registry as models
@@ -535,7 +536,7 @@ def train_model(
 ) -> tuple[dict, pd.DataFrame, dict]:
     """Train the model `settings` describe; return (weights, history, meta)."""
     variant = models.variant(settings["arch"])
-    settings = {**variants.with_defaults(settings), "select_best_val": "test" in cache["split"]}
+    settings = {**with_training_defaults(settings), "select_best_val": "test" in cache["split"]}
     torch.manual_seed(settings["seed"])
     device = select_device()
     threshold_label = other_label or "other"
@@ -588,7 +589,7 @@ def pretrain_backbone(settings: dict, cache: dict) -> tuple[dict, pd.DataFrame, 
     final layer become a transfer-learning backbone, or (source clip_pretrain) a small CLIP
     trained on the pool's images captioned by the prompt."""
     if settings.get("source") == "clip_pretrain":
-        return pretrain_clip(variants.with_defaults(settings), cache)
+        return pretrain_clip(with_training_defaults(settings), cache)
     weights, history, meta = train_model({**settings, "arch": "resnet18", "backbone": "random"}, cache)
     weights["model"] = {k: v for k, v in weights["model"].items() if not k.startswith("fc.")}
     return weights, history, meta
