@@ -93,7 +93,7 @@ def main():
     name = detectors.read_meta(args.detector, "synthetic")["detector"]
     model = detectors.load_detector(name, args.detector)
     table = photos(args.photos)
-    preprocess = {"max_side": STUDY["clean"]["max_side"], "max_pixels": clean.DEFAULTS["max_pixels"]}
+    preprocess = {"max_side": STUDY["clean"]["max_side"], "max_pixels": clean.settings_with_defaults({})["max_pixels"]}
     started = time.process_time()
     whole, cut, chosen = cut_all(table, model, name, args.threshold, args.padding, preprocess)
     detect_seconds = time.process_time() - started

@@ -28,7 +28,7 @@ DARK_PHOTOS = ["gbif_clar_382.jpg", "pixAmphiprion_clarkii534.jpg"]
 
 def decoded(data: bytes) -> Image.Image:
     """As cleaning decodes a download for the demo configuration (JPEG at reduced scale)."""
-    return decode(data, clean.DEFAULTS["max_pixels"], at_least=DEMO["max_side"]).image
+    return decode(data, clean.settings_with_defaults({})["max_pixels"], at_least=DEMO["max_side"]).image
 
 
 def as_jpeg(image: Image.Image, **options) -> Image.Image:
