@@ -47,7 +47,7 @@ from near_duplicates import decision_inputs  # noqa: E402
 from output import RESULTS, write_results  # noqa: E402
 
 from fishid.download import store  # noqa: E402
-from fishid.tables import CLEAN_COLUMNS, DOWNLOAD_COLUMNS, RECORD_COLUMNS, write_table  # noqa: E402
+from fishid.tables import DOWNLOAD_COLUMNS, RECORD_COLUMNS, write_table  # noqa: E402
 
 PHOTOS = ROOT.parent / "shared" / "data" / "classify2-dev"
 CLI = ROOT / "workflow" / "fishid_cli.py"
@@ -175,6 +175,7 @@ def decide_child(n: int) -> dict:
 
 def split_child(n: int) -> dict:
     """In a child process: the split stage on a synthetic clean table of n kept images."""
+    from fishid.clean.stage import CLEAN_COLUMNS
     from fishid.split import stage as split
 
     rng = np.random.default_rng(n)

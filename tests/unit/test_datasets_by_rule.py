@@ -12,11 +12,12 @@ import pytest
 import yaml
 from conftest import REPO, SHARED_DATA, missing_data
 
+from fishid.clean.stage import CLEAN_COLUMNS
 from fishid.config import ConfigError, explicit_species, validate
 from fishid.review.views import species_of_config
 from fishid.sources import dwca
 from fishid.split.stage import count_table, make_split, run, split_dataset
-from fishid.tables import CLEAN_COLUMNS, HIGHER_RANKS, SPLIT_COLUMNS, read_table, write_table
+from fishid.tables import HIGHER_RANKS, SPLIT_COLUMNS, read_table, write_table
 
 ARCHIVE = SHARED_DATA / "gbif-download-amphiprion-2018"
 SPEC = {"val_fraction": 0.1, "test_fraction": 0.1, "cap_ratio": 1000, "seed": 3}

@@ -19,11 +19,12 @@ from hypothesis import strategies as st
 from site_replies import dwca_zip, match, media, occurrence
 
 from fishid import cli, web
+from fishid.clean.stage import CLEAN_COLUMNS
 from fishid.download import fetch
 from fishid.report.attribution import neutralise
 from fishid.review import decisions
 from fishid.sources import base as sources
-from fishid.tables import CLEAN_COLUMNS, DOWNLOAD_COLUMNS, RECORD_COLUMNS, SPLIT_COLUMNS, read_table, write_table
+from fishid.tables import DOWNLOAD_COLUMNS, RECORD_COLUMNS, SPLIT_COLUMNS, read_table, write_table
 
 LOOPBACK = web.Settings(backoff=0.01, rate=0, retries=0, allow_private_hosts=True)
 # Characters that end rows or fields, or are the quoting itself, drawn often among any others.

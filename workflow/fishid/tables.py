@@ -51,7 +51,7 @@ DOWNLOAD_COLUMNS = [
     "retrieved_at",
     "error",
 ]
-CLEAN_COLUMNS = [
+_CLEAN_BEFORE_MEASURES = [
     "sha256",
     "width",
     "height",
@@ -72,12 +72,18 @@ CLEAN_COLUMNS = [
     "near_duplicate_cluster",
     # Split roles the image's records came with ("|"-joined; "train|val": one photo filed in both).
     "source_split",
-    "chroma",
-    "midtone_chroma",
-    "colours",
-    "flat_fraction",
-    *HIGHER_RANKS,
 ]
+
+
+def clean_columns(measures: list[str]) -> list[str]:
+    """The clean table's columns with cleaning's measures in their place. The checks declare
+    their measures (fishid.clean.photo_filters, a layer above this module), so the table is
+    written with fishid.clean.stage.CLEAN_COLUMNS."""
+    return [*_CLEAN_BEFORE_MEASURES, *measures, *HIGHER_RANKS]
+
+
+# What a later stage can count on in a clean table, whichever checks measured it.
+CLEAN_COLUMNS_WITHOUT_MEASURES = clean_columns([])
 SPLIT_COLUMNS = ["dataset", "sha256", "label", "split", "group", "taxon", "derived_path", "sources", *HIGHER_RANKS]
 DECISION_COLUMNS = ["dataset", "sha256", "taxon", "label", "group", "decision", "reason"]
 # The one decision of that table about an image that is in the split: its group straddles a

@@ -31,25 +31,25 @@ scan from a photo, but not safely: colour-cast FishPix slides keep as little of 
 classify2-dev) as a toned scan with JPEG noise (up to 5 for sepia, 8 for a blue tone), so a
 flag on it would drop real photos. Such scans are rare; config/exclusions.tsv removes them.
 
-Each flag is applied only when configured (clean.non_photo), with its threshold.
+Each flag is applied only when configured (clean.non_photo), with its threshold. Each is one
+class (fishid.clean.check says what one declares), listed in CHECKS, which every column list
+of cleaning reads: a new check is its class here, its settings in config/schema.yaml and its test.
 """
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-THUMBNAIL_SIDE = 128
-COLOUR_SIDE = 64
+from fishid.clean.check import Above, Below, Check, Measure, Thumbnail
+
+# Nearest-neighbour keeps a photo's sensor noise and a drawing's flat fills; averaging cancels
+# per-pixel colour noise while the colour of a scene stays.
+SHARP = Thumbnail(128, Image.Resampling.NEAREST)
+AVERAGED = Thumbnail(64, Image.Resampling.BOX)
 # A pixel whose brightest channel is under DARK_BELOW is near-black; one whose darkest channel
 # is over BRIGHT_ABOVE is near-white. Neither has a colour worth measuring, even in a photo.
 DARK_BELOW = 40
 BRIGHT_ABOVE = 215
-
-
-def thumbnail(image: Image.Image, side: int, resample: Image.Resampling) -> np.ndarray:
-    small = image.copy()
-    small.thumbnail((side, side), resample)
-    return np.asarray(small.convert("RGB"), dtype=np.int16)
 
 
 def channel_spread(pixels: np.ndarray) -> np.ndarray:
@@ -77,42 +77,61 @@ def flat_fraction(pixels: np.ndarray) -> float:
     return float((right & below).mean()) if right.size else 1.0
 
 
+class Greyscale(Below):
+    name = "greyscale"
+    measures = (
+        # Whole-picture chroma decides nothing since it took dark photos for scans; kept to compare.
+        Measure("chroma", SHARP, lambda pixels: round(float(channel_spread(pixels).mean()), 2)),
+        Measure("midtone_chroma", AVERAGED, lambda pixels: round(midtone_chroma(pixels), 2)),
+    )
+    reads = "midtone_chroma"
+    setting = "midtone_chroma_below"
+    reason = "greyscale (mid-tone chroma {value:g} < {limit:g})"
+
+
+class FewColours(Below):
+    name = "few_colours"
+    measures = (Measure("colours", SHARP, distinct_colours, int),)
+    reads = "colours"
+    setting = "colours_below"
+    reason = "few colours ({value:g} < {limit:g})"
+
+
+class FlatAreas(Above):
+    name = "flat_areas"
+    measures = (Measure("flat_fraction", SHARP, lambda pixels: round(flat_fraction(pixels), 4)),)
+    reads = "flat_fraction"
+    setting = "flat_fraction_above"
+    reason = "large flat areas ({value:.0%} of pixels > {limit:.0%})"
+
+
+# In the order of the clean table's measure columns and of the reasons that join in a row's reason.
+CHECKS: tuple[Check, ...] = (Greyscale(), FewColours(), FlatAreas())
+
+
+def measure_columns(kind: type | None = None) -> list[str]:
+    """The checks' measure columns in table order (only those of `kind`, int or float, if given)."""
+    return [m.column for check in CHECKS for m in check.measures if kind is None or m.kind is kind]
+
+
 def measure(image: Image.Image) -> dict:
-    sharp = thumbnail(image, THUMBNAIL_SIDE, Image.Resampling.NEAREST)
-    averaged = thumbnail(image, COLOUR_SIDE, Image.Resampling.BOX)
-    return {
-        "chroma": round(float(channel_spread(sharp).mean()), 2),
-        "midtone_chroma": round(midtone_chroma(averaged), 2),
-        "colours": distinct_colours(sharp),
-        "flat_fraction": round(flat_fraction(sharp), 4),
-    }
+    pixels = {}
+    row = {}
+    for check in CHECKS:
+        for m in check.measures:
+            if m.thumbnail not in pixels:
+                pixels[m.thumbnail] = m.thumbnail.pixels(image)
+            row[m.column] = m.compute(pixels[m.thumbnail])
+    return row
 
 
 def non_photo_reasons(measures: pd.DataFrame, settings: dict) -> pd.Series:
     """Per row, the configured flags it raises with measure and threshold ("; "-joined), or ""."""
-    flags = []
-    greyscale = settings.get("greyscale")
-    if greyscale:
-        limit = greyscale["midtone_chroma_below"]
-        values = measures["midtone_chroma"]
-        flags.append((values < limit, values.map(lambda v: f"greyscale (mid-tone chroma {v:g} < {limit:g})")))
-    few = settings.get("few_colours")
-    if few:
-        limit = few["colours_below"]
-        flags.append(
-            (measures["colours"] < limit, measures["colours"].map(lambda v: f"few colours ({v:g} < {limit:g})"))
-        )
-    flat = settings.get("flat_areas")
-    if flat:
-        limit = flat["flat_fraction_above"]
-        flags.append(
-            (
-                measures["flat_fraction"] > limit,
-                measures["flat_fraction"].map(lambda v: f"large flat areas ({v:.0%} of pixels > {limit:.0%})"),
-            )
-        )
     reasons = pd.Series("", index=measures.index)
-    for raised, text in flags:
+    for check in CHECKS:
+        if not settings.get(check.name):
+            continue
+        raised, text = check.flags(measures, settings[check.name])
         raised = raised.fillna(False).astype(bool)
         reasons[raised] = reasons[raised].where(reasons[raised] == "", reasons[raised] + "; ") + text[raised]
     return reasons

@@ -47,9 +47,9 @@ from fishid.clean.decode import decode as decode_bytes
 from fishid.config import section_with_defaults
 from fishid.download.store import MAX_PIXELS
 from fishid.tables import (
-    CLEAN_COLUMNS,
     DOWNLOAD_COLUMNS,
     HIGHER_RANKS,
+    clean_columns,
     read_table,
     write_table,
     write_text_atomic,
@@ -61,6 +61,8 @@ EXCLUSION_COLUMNS = ["id", "reason"]
 # A user's relabelling of one image (id: its SHA-256); `when` is for people, cleaning ignores it.
 RELABEL_COLUMNS = ["id", "label", "reason", "when"]
 NOT_A_FISH = "not a fish"
+# The non-photo checks' measures (fishid.clean.photo_filters.CHECKS declares them).
+MEASURE_COLUMNS = photo_filters.measure_columns()
 # What the per-image step finds out (clean_image), before any decision across images.
 DECODED_COLUMNS = [
     "sha256",
@@ -72,12 +74,10 @@ DECODED_COLUMNS = [
     "mode",
     "frames",
     "phash",
-    "chroma",
-    "midtone_chroma",
-    "colours",
-    "flat_fraction",
+    *MEASURE_COLUMNS,
     "derived_path",
 ]
+CLEAN_COLUMNS = clean_columns(MEASURE_COLUMNS)
 # Columns of the records table that cleaning reads; preparations (GBIF) and source_split (a
 # folder source's train/ and val/) only some sources have, and ranks records listed before them lack.
 RECORD_INPUT_COLUMNS = ["record_id", "source", "taxon", "occurrence_id", "basis_of_record"]
@@ -459,13 +459,14 @@ def decide(
 # --- the per-image cache and shards ---------------------------------------------------------
 
 # Bump when the per-image code (decode, measures, hash, derived copy) changes its results: every
-# cached entry is then redone.
+# cached entry is then redone. A new check needs no bump: an entry without its measure is redone
+# (_has_every_measure), and the entries of the other images stay valid.
 CACHE_VERSION = 1
 # The clean settings that change the per-image work; a change of any other (exclusions,
 # relabels, filters' thresholds, near-duplicate distance ...) reuses the cache.
 PER_IMAGE_SETTINGS = ["max_side", "min_side", "max_pixels"]
-INTEGER_COLUMNS = ["width", "height", "frames", "colours"]
-FLOAT_COLUMNS = ["chroma", "midtone_chroma", "flat_fraction"]
+INTEGER_COLUMNS = ["width", "height", "frames", *photo_filters.measure_columns(int)]
+FLOAT_COLUMNS = photo_filters.measure_columns(float)
 TEXT_COLUMNS = ["format", "mode", "phash", "reason", "derived_path"]
 
 
@@ -494,12 +495,22 @@ def _cache_entry(sha256: str, cache_root) -> Path:
     return Path(cache_root, sha256[:2], f"{sha256}.json")
 
 
+def _has_every_measure(row: dict) -> bool:
+    """Whether a cached row holds the measures the checks take now; one of an undecodable image
+    (no hash) has none to lack."""
+    return "phash" not in row or all(column in row for column in MEASURE_COLUMNS)
+
+
 def _cached_row(sha256: str, cache_root, key: dict) -> dict | None:
     """The cached row made with these per-image settings, if there is one (with its derived copy)."""
     try:
         cached = json.loads(_cache_entry(sha256, cache_root).read_text())
         row = cached["row"]
-        if cached["key"] == key and (not row["derived_path"] or Path(cache_root, row["derived_path"]).exists()):
+        if (
+            cached["key"] == key
+            and _has_every_measure(row)
+            and (not row["derived_path"] or Path(cache_root, row["derived_path"]).exists())
+        ):
             return row
     except (OSError, ValueError, KeyError, TypeError):
         pass

@@ -71,7 +71,7 @@ def held_out(splits: Iterable[pd.DataFrame], role: str | None = None) -> set[str
 
 def dataset_splits(clean: pd.DataFrame, datasets: dict) -> list[pd.DataFrame]:
     """Each dataset's split table as rule split_dataset makes it from `clean` (the clean table
-    read with CLEAN_COLUMNS) and the dataset's settings."""
+    read with CLEAN_COLUMNS_WITHOUT_MEASURES) and the dataset's settings."""
     return [split_dataset(clean, name, spec)[0] for name, spec in datasets.items()]
 
 

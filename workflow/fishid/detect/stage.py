@@ -29,7 +29,7 @@ from fishid.detect import crops as crop_table
 from fishid.detect import detectors, infer, scope, sheet
 from fishid.sources import synthetic_boxes
 from fishid.sources.synthetic_render import decode_url
-from fishid.tables import CLEAN_COLUMNS, read_table, write_table
+from fishid.tables import CLEAN_COLUMNS_WITHOUT_MEASURES, read_table, write_table
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def train(clean_path, derived_root, records_paths, datasets, synthetic_sources, 
         raise ValueError(f"detector {detector!r} is used as it comes: it has nothing to train")
     settings = dict(settings)  # detect.training with its defaults (the rule's), and train_photos
     cap = settings.pop("train_photos")
-    clean = read_table(clean_path, CLEAN_COLUMNS)
+    clean = read_table(clean_path, CLEAN_COLUMNS_WITHOUT_MEASURES)
     splits = scope.dataset_splits(clean, datasets)
     rows = scope.training_rows(
         clean, scope.read_records(records_paths), splits, synthetic_sources, cap, settings["seed"]
@@ -146,7 +146,7 @@ def run(
     crops, queue = crop_table.crop_photos(found, paths, crop_root, detector, threshold, padding, sizes)
     write_table(crops, out_crops, crop_table.CROP_COLUMNS)
     write_table(queue, out_queue, crop_table.REVIEW_COLUMNS)
-    clean = read_table(clean_path, CLEAN_COLUMNS)
+    clean = read_table(clean_path, CLEAN_COLUMNS_WITHOUT_MEASURES)
     splits = scope.dataset_splits(clean, datasets)
     truth = with_boxes(scope.quality_rows(clean, scope.read_records(records_paths), splits, synthetic_sources))
     scenes = sorted(s for s in truth["scene"].unique() if s)

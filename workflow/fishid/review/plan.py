@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 
 from fishid import layout
-from fishid.clean.stage import table_from_cache
+from fishid.clean.stage import CLEAN_COLUMNS, table_from_cache
 from fishid.config import project_path, synthetic_sources, user_tables, with_schema_defaults
 from fishid.detect import scope as detect_scope
 from fishid.split import scope
-from fishid.tables import CLEAN_COLUMNS, read_table, table_text
+from fishid.tables import read_table, table_text
 
 # Rules that read the clean table but rerun only when their rows of it change (their params).
 GATED_RULES = ("train_detector", "detect_fish")

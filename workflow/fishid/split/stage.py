@@ -43,7 +43,7 @@ from fishid.download.store import MAX_PIXELS
 from fishid.sources.folder import image_files
 from fishid.split.scope import with_ranks, within
 from fishid.tables import (
-    CLEAN_COLUMNS,
+    CLEAN_COLUMNS_WITHOUT_MEASURES,
     DECISION_COLUMNS,
     HIGHER_RANKS,
     LEAK,
@@ -484,7 +484,7 @@ def run(
     max_distance: int,
     benchmarks: dict | None = None,
 ) -> pd.DataFrame:
-    clean = read_table(clean_path, CLEAN_COLUMNS)
+    clean = read_table(clean_path, CLEAN_COLUMNS_WITHOUT_MEASURES)
     table, decisions, choice = split_dataset(clean, name, spec)
     write_table(table, split_path, SPLIT_COLUMNS)
     write_table(decisions, decisions_path, DECISION_COLUMNS)
