@@ -15,7 +15,7 @@ table rows).
 A run is recorded under --stage (e.g. "before" and "after" a change); the stages already
 in bench/results/{name}.json are kept, so one table shows both.
 
-    python bench/review_scale.py /tmp/h-scale-work/photos20000/project --stage before
+    python bench/review_scale.py /tmp/h-scale-work/photos20000/project --configfile config/run.yaml --stage before
 """
 
 import argparse
@@ -71,10 +71,11 @@ def ask(url: str, data: dict | None = None) -> tuple[int, int, float]:
 class Server:
     """`fishid review` in the project, from this checkout's code, on a free port."""
 
-    def __init__(self, project: Path):
+    def __init__(self, project: Path, configfiles=()):
         env = {**os.environ, "PYTHONPATH": str(ROOT / "workflow")}
         cli = str(ROOT / "workflow/fishid_cli.py")
         command = [sys.executable, cli, "review", "--root", str(project), "--port", "0"]
+        command += ["--configfile", *configfiles] if configfiles else []
         self.process = subprocess.Popen(command, cwd=project, env=env, stdout=subprocess.PIPE, text=True)
         line = self.process.stdout.readline()
         match = re.search(r"(http://127\.0\.0\.1:\d+)/", line)
@@ -147,8 +148,8 @@ def routes(found: dict) -> list[tuple[str, str]]:
     return listed
 
 
-def timed_route(project: Path, path: str, samples: int) -> dict:
-    server = Server(project)
+def timed_route(project: Path, path: str, samples: int, configfiles=()) -> dict:
+    server = Server(project, configfiles)
     try:
         status, size, cold = ask(server.url + path)
         warm = [ask(server.url + path)[2] for _ in range(samples)]
@@ -164,12 +165,12 @@ def timed_route(project: Path, path: str, samples: int) -> dict:
     }
 
 
-def timed_decision(project: Path, found: dict, samples: int) -> list[dict]:
+def timed_decision(project: Path, found: dict, samples: int, configfiles=()) -> list[dict]:
     """A decision written from the queue (303 on to the next photo) and undone, `samples`
     times; the decision files are put back as they were whatever happens."""
     sha = found["flagged_sha256"] or found["sha256"]
     saved = {p: p.read_bytes() for p in (project / "config").glob("*.tsv")}
-    server = Server(project)
+    server = Server(project, configfiles)
     rows = {"decide (exclude, from the queue)": [], "undo": []}
     try:
         for _ in range(samples + 1):
@@ -299,6 +300,7 @@ def markdown(results: dict) -> str:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("project", type=Path)
+    parser.add_argument("--configfile", nargs="*", default=[], help="as the run used (fishid review --configfile)")
     parser.add_argument("--stage", default="now", help="the name this run is recorded under")
     parser.add_argument("--note", default="", help="what the stage's code is (shown under the table)")
     parser.add_argument("--samples", type=int, default=3, help="warm requests per route")
@@ -313,11 +315,11 @@ def main():
         if args.only and not any(o in name for o in args.only):
             continue
         samples = 1 if name.startswith("plan") else args.samples
-        row = {"route": name, **timed_route(project, path, samples)}
+        row = {"route": name, **timed_route(project, path, samples, args.configfile)}
         print(f"{name}: {row['cold_s']:.2f} s cold, {row['warm_median_s']} s warm, {row['bytes']:,} bytes", flush=True)
         rows.append(row)
     if args.decide:
-        rows += timed_decision(project, found, args.samples)
+        rows += timed_decision(project, found, args.samples, args.configfile)
     previous = RESULTS / f"{args.name}.json"
     results = json.loads(previous.read_text()) if previous.exists() else {"stages": {}}
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
