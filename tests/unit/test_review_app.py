@@ -564,3 +564,30 @@ def test_the_queue_far_in_names_its_photo_and_its_place(with_issues):
     page = client.get(f"/queue?scope=all&at={last + 5}").get_data(as_text=True)  # clamped to the last
     assert f"Photo {last} of {last} (rank {last})" in page
     assert f'id="item" data-sha256="{rows[-1]["sha256"]}"' in page and 'id="next"' not in page
+
+
+def test_a_models_mistakes_are_paginated_with_their_highest_scores(with_model, monkeypatch):
+    """At 200 species every score of every mistake made the page hundreds of thousands of lines."""
+    from fishid.review import views
+
+    monkeypatch.setattr(views, "PAGE_SIZE", 4)
+    classes = [f"species {i}" for i in range(8)]
+    rows = []
+    for i, sha in enumerate(shas(with_model)):
+        scores = {f"score:{c}": f"{0.01 * ((i + j) % 8):.2f}" for j, c in enumerate(classes)}
+        scores["score:species 7"] = "nan"  # a class without a score is not shown
+        wrong = i < 6
+        label, predicted = classes[i % 7], classes[(i + 1) % 7] if wrong else classes[i % 7]
+        rows.append({"sha256": sha, "model": "M", "split": "test", "label": label, "predicted": predicted, **scores})
+    write_table(pd.DataFrame(rows), with_model / "results/models/M/predictions.tsv")
+    (with_model / "results/models/M/metrics.json").write_text(json.dumps({"evaluated_on": "test"}))
+    _, client = client_of(with_model)
+    first, second = (client.get(f"/models/M?page={n}").get_data(as_text=True) for n in (1, 2))
+    assert "Mistakes on test (6)" in first and "1 to 4 shown" in first and "5 to 6 shown" in second
+    assert first.count('<a href="/image/') == 4 and second.count('<a href="/image/') == 2
+    assert 'href="/models/M?page=2"' in first and 'rel="next"' not in second
+    cell = first.split("<td>", 4)[4].split("</td>")[0]  # the first mistake's scores
+    assert cell.count("<br>") == views.SCORES_SHOWN and "species 7" not in first
+    shown = [float(line.split(": ")[1]) for line in cell.split("<br>")[:-1]]
+    assert shown == sorted(shown, reverse=True) and shown[0] == 0.06  # 0.07 was species 7, made NaN
+    assert client.get("/models/M?page=99").status_code == 200  # clamped to the last page

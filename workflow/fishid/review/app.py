@@ -339,11 +339,16 @@ def create_app(
         if name not in prov.models:
             abort(404, f"no model {name} under results/models")
         table = images(prov)
+        mistakes, page, pages, total = views.model_mistakes(prov, name, table, request.args.get("page", 1, type=int))
         return render_template(
             "model.html",
             name=name,
             metrics=prov.models[name].get("metrics", {}),
-            mistakes=views.model_mistakes(prov, name, table),
+            mistakes=mistakes,
+            page=page,
+            pages=pages,
+            total=total,
+            first=(page - 1) * views.PAGE_SIZE + 1 if mistakes else 0,
             map=views.embedding_map_of(root, name),
             map_file=embedding_map.path_of(name),
         )

@@ -16,6 +16,7 @@ from fishid.review.label_issues import ISSUE_COLUMNS
 from fishid.tables import read_if_there, read_table
 
 PAGE_SIZE = 200  # thumbnails per page: a browser stays quick, the page links reach the rest
+SCORES_SHOWN = 5  # a mistake's highest scores on the model's page
 LABEL_ISSUES = "results/review/label_issues.tsv"
 LABEL_ISSUES_SUMMARY = "results/review/label_issues.json"
 FILTERS = ("species", "source", "license", "role", "status", "reason")
@@ -232,25 +233,35 @@ def queues(table: pd.DataFrame, issues: pd.DataFrame, top: int = 50) -> dict:
     }
 
 
-def model_mistakes(prov, name: str, table: pd.DataFrame) -> list[dict]:
-    """The model's mistakes on the split its numbers come from, with their scores."""
+def model_mistakes(prov, name: str, table: pd.DataFrame, page: int = 1) -> tuple[list[dict], int, int, int]:
+    """The model's mistakes on the split its numbers come from, PAGE_SIZE a page: (the rows of
+    page `page`, counted from 1 and clamped into range, that page, the number of pages, the
+    number of mistakes). Each with its SCORES_SHOWN highest scores, highest first
+    (predictions.tsv holds every class's: at 200 classes, every score of every mistake made
+    a page of hundreds of thousands of lines)."""
     evaluated_on = prov.models[name].get("metrics", {}).get("evaluated_on", "test")
     rows = prov.predictions
     if not len(rows):
-        return []
+        return [], 1, 1, 0
     rows = rows[(rows["model"] == name) & (rows["split"] == evaluated_on) & (rows["label"] != rows["predicted"])]
+    total, pages = len(rows), max(1, math.ceil(len(rows) / PAGE_SIZE))
+    page = min(max(page, 1), pages)
+    rows = rows.iloc[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
     urls = dict(zip(table["sha256"], table["url"]))
     scores = [c for c in rows.columns if c.startswith("score:")]
-    return [
-        {
-            "sha256": r["sha256"],
-            "label": r["label"],
-            "predicted": r["predicted"],
-            "url": urls.get(r["sha256"], ""),
-            "scores": {c.removeprefix("score:"): float(r[c]) for c in scores if _number(r[c])},
-        }
-        for r in rows.to_dict("records")
-    ]
+    # Missing (a model without an "other" class leaves its column empty or NaN) and infinite
+    # scores are not shown.
+    values = rows[scores].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float) if scores else None
+    out = []
+    for i, r in enumerate(rows[["sha256", "label", "predicted"]].to_dict("records")):
+        shown = {}
+        if values is not None:
+            row = values[i]
+            # Highest first, ties in the table's column order (NaN sorts last).
+            finite = [j for j in (-row).argsort(kind="stable") if math.isfinite(row[j])]
+            shown = {scores[j].removeprefix("score:"): float(row[j]) for j in finite[:SCORES_SHOWN]}
+        out.append({**r, "url": urls.get(r["sha256"], ""), "scores": shown})
+    return out, page, pages, total
 
 
 def _number(text: str) -> bool:
