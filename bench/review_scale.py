@@ -20,6 +20,7 @@ in bench/results/{name}.json are kept, so one table shows both.
 
 import argparse
 import base64
+import io
 import json
 import os
 import platform
@@ -32,6 +33,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -218,9 +221,7 @@ def report_figures(project: Path) -> dict:
     images = []
     for kind, data in DATA_URI.findall(text):
         raw = base64.b64decode(data)
-        width = height = None
-        if kind == "png" and raw[:8] == b"\x89PNG\r\n\x1a\n":
-            width, height = int.from_bytes(raw[16:20], "big"), int.from_bytes(raw[20:24], "big")
+        width, height = Image.open(io.BytesIO(raw)).size
         images.append({"kind": kind, "bytes_in_page": len(data), "width": width, "height": height})
     images.sort(key=lambda i: -i["bytes_in_page"])
     tables = re.findall(r"<table.*?</table>", text, flags=re.DOTALL)
