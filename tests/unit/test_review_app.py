@@ -529,3 +529,65 @@ def test_the_embedding_map_is_read_from_its_rule_output_with_a_legend(with_model
     styles = embedding_map.styles(labels)
     assert len({(s["colour"], s["shape"]) for s in styles.values()}) == 25
     assert page.count("<circle") + page.count("<rect") + page.count("<polygon") == 50 + 25
+
+
+def test_the_tables_are_read_once_and_again_when_a_run_rewrites_one(project, monkeypatch):
+    """Pages share one reading of the run's tables (at 20,000 photos a reading took seconds,
+    bench/review_scale.py) until a table's file changes, as Snakemake rewrites it."""
+    from fishid.report import audit
+
+    readings = []
+    load = audit.load
+    monkeypatch.setattr(audit, "load", lambda *args, **kwargs: readings.append(1) or load(*args, **kwargs))
+    _, client = client_of(project)
+    for url in ["/", "/queues", "/pending", f"/image/{shas(project)[0]}", "/export.csv"]:
+        assert client.get(url).status_code == 200, url
+    assert len(readings) == 1
+    assert "12 of 12 images match" in client.get("/").get_data(as_text=True)
+
+    table = read_table(project / "results/clean/images.tsv")
+    write_table(table.iloc[1:], project / "results/clean/images.tsv", list(table.columns))
+    assert "11 of 11 images match" in client.get("/").get_data(as_text=True)
+    assert len(readings) == 2
+    # A table that appears (a split made while the app runs) is read too.
+    sha = table["sha256"].iloc[1]
+    split = pd.DataFrame({"dataset": ["pair"], "sha256": [sha], "label": [table["taxon"].iloc[1]], "split": ["val"]})
+    write_table(split, project / "results/splits/pair.tsv")
+    assert client.get("/?role=pair:val").get_data(as_text=True).count('class="thumb') == 1
+    assert len(readings) == 3
+
+
+def test_the_queue_far_in_names_its_photo_and_its_place(with_issues):
+    project, rows = with_issues
+    _, client = client_of(project)
+    last = len(rows)
+    page = client.get(f"/queue?scope=all&at={last + 5}").get_data(as_text=True)  # clamped to the last
+    assert f"Photo {last} of {last} (rank {last})" in page
+    assert f'id="item" data-sha256="{rows[-1]["sha256"]}"' in page and 'id="next"' not in page
+
+
+def test_a_models_mistakes_are_paginated_with_their_highest_scores(with_model, monkeypatch):
+    """At 200 species every score of every mistake made the page hundreds of thousands of lines."""
+    from fishid.review import views
+
+    monkeypatch.setattr(views, "PAGE_SIZE", 4)
+    classes = [f"species {i}" for i in range(8)]
+    rows = []
+    for i, sha in enumerate(shas(with_model)):
+        scores = {f"score:{c}": f"{0.01 * ((i + j) % 8):.2f}" for j, c in enumerate(classes)}
+        scores["score:species 7"] = "nan"  # a class without a score is not shown
+        wrong = i < 6
+        label, predicted = classes[i % 7], classes[(i + 1) % 7] if wrong else classes[i % 7]
+        rows.append({"sha256": sha, "model": "M", "split": "test", "label": label, "predicted": predicted, **scores})
+    write_table(pd.DataFrame(rows), with_model / "results/models/M/predictions.tsv")
+    (with_model / "results/models/M/metrics.json").write_text(json.dumps({"evaluated_on": "test"}))
+    _, client = client_of(with_model)
+    first, second = (client.get(f"/models/M?page={n}").get_data(as_text=True) for n in (1, 2))
+    assert "Mistakes on test (6)" in first and "1 to 4 shown" in first and "5 to 6 shown" in second
+    assert first.count('<a href="/image/') == 4 and second.count('<a href="/image/') == 2
+    assert 'href="/models/M?page=2"' in first and 'rel="next"' not in second
+    cell = first.split("<td>", 4)[4].split("</td>")[0]  # the first mistake's scores
+    assert cell.count("<br>") == views.SCORES_SHOWN and "species 7" not in first
+    shown = [float(line.split(": ")[1]) for line in cell.split("<br>")[:-1]]
+    assert shown == sorted(shown, reverse=True) and shown[0] == 0.06  # 0.07 was species 7, made NaN
+    assert client.get("/models/M?page=99").status_code == 200  # clamped to the last page

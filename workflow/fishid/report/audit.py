@@ -53,38 +53,70 @@ def _json(path: Path) -> dict:
     return read_if_there(lambda p: json.loads(p.read_text()), path, {})
 
 
-def load(root=".") -> Provenance:
-    """Read a run's tables under `root`; what a partial run has not made yet is left empty."""
+def input_files(root=".") -> dict[str, list[Path]]:
+    """The files load() reads, by what they hold (listed now: a partial run has fewer)."""
     root = Path(root)
-    # {source}.tsv only: a source's other tables ({source}.summary.tsv) share the folder.
-    record_files = [p for p in (root / "resources/records").glob("*.tsv") if p.name.count(".") == 1]
-    if not record_files:
+    splits_dir = root / "results/splits"
+    metas = sorted((root / "results/models").glob("*/meta.json"))
+    return {
+        # {source}.tsv only: a source's other tables ({source}.summary.tsv) share the folder.
+        "records": sorted(p for p in (root / "resources/records").glob("*.tsv") if p.name.count(".") == 1),
+        "downloads": sorted(p for p in (root / "resources/downloads").glob("*.tsv") if p.name.count(".") == 1),
+        "clean": [root / "results/clean/images.tsv"],
+        "splits": sorted(p for p in splits_dir.glob("*.tsv") if p.name.count(".") == 1),
+        "decisions": sorted(splits_dir.glob("*.decisions.tsv")),
+        "models": metas,
+        # Read from each model's folder beside its meta.json.
+        "model_outputs": [p.parent / name for p in metas for name in ("metrics.json", "predictions.tsv")],
+        "backbones": sorted((root / "results/backbones").glob("*/meta.json")),
+        "detect": [root / DETECT_DIR / "crops.tsv", root / DETECT_DIR / "no_fish.tsv"],
+    }
+
+
+def signature(files: dict[str, list[Path]]) -> tuple:
+    """What changes when any of `files` is written, made, or removed: each path with its
+    modification time and size (None where it is missing)."""
+    out = []
+    for path in (p for paths in files.values() for p in paths):
+        try:
+            stat = path.stat()
+            out.append((str(path), stat.st_mtime_ns, stat.st_size, stat.st_ino))
+        except OSError:
+            out.append((str(path), None))
+    return tuple(out)
+
+
+def load(root=".", files: dict[str, list[Path]] | None = None) -> Provenance:
+    """Read a run's tables under `root` (those input_files lists, or `files`); what a
+    partial run has not made yet is left empty."""
+    root = Path(root)
+    files = files if files is not None else input_files(root)
+    if not files["records"]:
         raise ValueError(
             f"no source records under {root / 'resources/records'}: run the pipeline first, "
             "or `fishid restore` a snapshot, then audit from the project folder (or pass --root)"
         )
-    splits_dir = root / "results/splits"
-    splits = _concat(p for p in splits_dir.glob("*.tsv") if p.name.count(".") == 1)
-    clean = _table_if_there(root / "results/clean/images.tsv")
+    splits = _concat(files["splits"])
+    clean = _table_if_there(files["clean"][0])
     models, predictions = {}, []
-    for meta_path in sorted((root / "results/models").glob("*/meta.json")):
+    for meta_path in files["models"]:
         folder = meta_path.parent
         models[folder.name] = {**_json(meta_path), "metrics": _json(folder / "metrics.json")}
         predictions.append(_table_if_there(folder / "predictions.tsv"))
     predictions = [t for t in predictions if t is not None]
-    backbones = {p.parent.name: _json(p) for p in sorted((root / "results/backbones").glob("*/meta.json"))}
+    backbones = {p.parent.name: _json(p) for p in files["backbones"]}
     return Provenance(
         root=root,
-        records=_concat(record_files),
-        downloads=_concat(p for p in (root / "resources/downloads").glob("*.tsv") if p.name.count(".") == 1),
+        records=_concat(files["records"]),
+        downloads=_concat(files["downloads"]),
         clean=clean if clean is not None else pd.DataFrame(columns=["sha256", "kept", "taxon"]),
         splits=splits if len(splits.columns) else pd.DataFrame(columns=["dataset", "sha256", "label", "split"]),
-        decisions=_concat(splits_dir.glob("*.decisions.tsv")),
+        decisions=_concat(files["decisions"]),
         models=models,
         backbones=backbones,
         predictions=pd.concat(predictions, ignore_index=True) if predictions else pd.DataFrame(),
-        crops=_optional(root / DETECT_DIR / "crops.tsv"),
-        no_fish=_optional(root / DETECT_DIR / "no_fish.tsv"),
+        crops=_optional(files["detect"][0]),
+        no_fish=_optional(files["detect"][1]),
     )
 
 

@@ -92,8 +92,21 @@ def create_app(
     def predict_roots() -> list[str]:
         return config()["review"]["predict_roots"]
 
+    cache = views.Cache()
+
     def provenance():
-        return audit.load(root)
+        """The run's tables (audit.load), read again only when one of them changed."""
+        files = audit.input_files(root)
+        return cache.get("provenance", audit.signature(files), lambda: audit.load(root, files))
+
+    def images(prov):
+        """views.images of `prov`, made once per reading of the tables (the entry holds `prov`,
+        so no other table can take its id while it is kept)."""
+        return cache.get("images", id(prov), lambda: (prov, views.images(prov)))[1]
+
+    def label_issues():
+        path = root / views.LABEL_ISSUES
+        return cache.get("label_issues", audit.signature({"": [path]}), lambda: views.label_issues(root))
 
     @app.before_request
     def check_request():
@@ -147,7 +160,7 @@ def create_app(
     def dataset_view():
         """(the images table, the filters asked for, the rows they match)."""
         prov = provenance()
-        table = views.images(prov)
+        table = images(prov)
         query = {k: request.args.get(k, "") for k in views.FILTERS}
         return prov, table, query, views.filtered(table, query)
 
@@ -198,10 +211,10 @@ def create_app(
             abort(404, str(problem))
         if kind != "image":
             abort(404, f"{sha256} is not an image")
-        table = views.images(prov)
+        table = images(prov)
         row = table[table["sha256"] == chain["sha256"]].to_dict("records")
         row = row[0] if row else {}
-        issue = views.issue_of(views.label_issues(root), chain["sha256"])
+        issue = views.issue_of(label_issues(), chain["sha256"])
         try:
             found = decisions.pending_of(pending_decisions(prov), chain["sha256"])
         except ValueError as problem:
@@ -228,7 +241,7 @@ def create_app(
             abort(400, "action must be exclude or relabel")
         try:
             exclusions, relabels = decision_paths()
-            species = views.species_of_config(config(), views.images(prov)) if action == "relabel" else ()
+            species = views.species_of_config(config(), images(prov)) if action == "relabel" else ()
             written = decisions.decide(
                 exclusions,
                 relabels,
@@ -254,11 +267,11 @@ def create_app(
         scope = request.args.get("scope", "flagged")
         if scope not in QUEUE_SCOPES:
             abort(400, f"scope must be one of {', '.join(QUEUE_SCOPES)}")
-        table = views.images(prov)
-        issues = views.label_issues(root)
+        table = images(prov)
+        issues = label_issues()
         items = views.queue_items(table, issues, scope)
         at = min(max(request.args.get("at", 0, type=int), 0), max(len(items) - 1, 0))
-        item = items[at] if items else None
+        item = views.queue_item(table, items, at)
         try:
             found = pending_decisions(prov)
         except ValueError as problem:
@@ -267,7 +280,7 @@ def create_app(
         return render_template(
             "queue.html",
             scope=scope,
-            items=items,
+            count=len(items),
             at=at,
             item=item,
             pending=decisions.pending_of(found, item["sha256"]) if item else None,
@@ -285,7 +298,7 @@ def create_app(
             found = pending_decisions(prov)
         except ValueError as problem:
             abort(400, str(problem))
-        urls = dict(zip(prov.clean["sha256"], views.images(prov)["url"])) if len(prov.clean) else {}
+        urls = dict(zip(prov.clean["sha256"], images(prov)["url"])) if len(prov.clean) else {}
         for decision in found:
             decision["url"] = urls.get(decision["id"], "")
         return render_template("pending.html", pending=found)
@@ -311,7 +324,7 @@ def create_app(
         prov = provenance()
         return render_template(
             "queues.html",
-            queues=views.queues(views.images(prov), views.label_issues(root)),
+            queues=views.queues(images(prov), label_issues()),
             summary=views.issue_summary(root),
         )
 
@@ -325,12 +338,17 @@ def create_app(
         prov = provenance()
         if name not in prov.models:
             abort(404, f"no model {name} under results/models")
-        table = views.images(prov)
+        table = images(prov)
+        mistakes, page, pages, total = views.model_mistakes(prov, name, table, request.args.get("page", 1, type=int))
         return render_template(
             "model.html",
             name=name,
             metrics=prov.models[name].get("metrics", {}),
-            mistakes=views.model_mistakes(prov, name, table),
+            mistakes=mistakes,
+            page=page,
+            pages=pages,
+            total=total,
+            first=(page - 1) * views.PAGE_SIZE + 1 if mistakes else 0,
             map=views.embedding_map_of(root, name),
             map_file=embedding_map.path_of(name),
         )

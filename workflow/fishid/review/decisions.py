@@ -166,10 +166,14 @@ def pending(exclusions_path, relabels_path, clean: pd.DataFrame) -> list[dict]:
     """The decisions about photos of the cleaning table that it does not show yet: each as
     {kind, id, label, reason, when, file}, exclusions first, in file order. Rows naming a
     record (exclusions by record id) are not photos' decisions and are left out."""
-    images = clean.set_index("sha256").to_dict("index")
+    paths = {"exclude": exclusions_path, "relabel": relabels_path}
+    tables = {kind: _read(path, KINDS[kind]) for kind, path in paths.items()}
+    # Only the decided photos' rows: the whole table as dicts took 0.8 s a page at 20,000 photos.
+    ids = set().union(*(set(t["id"]) for t in tables.values()))
+    images = clean[clean["sha256"].isin(ids)].set_index("sha256").to_dict("index")
     found = []
-    for kind, path in (("exclude", exclusions_path), ("relabel", relabels_path)):
-        for row in _read(path, KINDS[kind]).to_dict("records"):
+    for kind, path in paths.items():
+        for row in tables[kind].to_dict("records"):
             image = images.get(row["id"])
             if image is not None and not applied(kind, row, image):
                 found.append({"kind": kind, "label": "", "when": "", **row, "file": str(path)})

@@ -3,6 +3,7 @@
 
 import json
 import math
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +16,7 @@ from fishid.review.label_issues import ISSUE_COLUMNS
 from fishid.tables import read_if_there, read_table
 
 PAGE_SIZE = 200  # thumbnails per page: a browser stays quick, the page links reach the rest
+SCORES_SHOWN = 5  # a mistake's highest scores on the model's page
 LABEL_ISSUES = "results/review/label_issues.tsv"
 LABEL_ISSUES_SUMMARY = "results/review/label_issues.json"
 FILTERS = ("species", "source", "license", "role", "status", "reason")
@@ -39,6 +41,26 @@ EXPORT_COLUMNS = [
 ]
 
 
+class Cache:
+    """Values made from files, each kept while its key (fishid.report.audit.signature: the
+    files' paths, times, sizes) stays the same: a page reads the run's tables once, not once a
+    request, and again as soon as a running Snakemake writes one. Made under a lock: requests
+    at once wait for one reading instead of each reading. The values are shared between
+    requests: callers copy, never change them."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._entries = {}
+
+    def get(self, name: str, key, make):
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is None or entry[0] != key:
+                entry = (key, make())
+                self._entries[name] = entry
+            return entry[1]
+
+
 def thumbnail(row) -> str:
     """The derived copy where cleaning made one, else the stored original (dropped images)."""
     if row.get("derived_path"):
@@ -53,22 +75,26 @@ def reason_kind(reason: str) -> str:
 
 def images(prov) -> pd.DataFrame:
     """One row per cleaned image: its first record's source, licence and rights holder, its
-    roles in the datasets ("pair:train, trio_other:val") and the thumbnail to show."""
+    roles in the datasets ("pair:train, trio_other:val") and the thumbnail to show. Looked up
+    by column (map), not row by row: row by row took 6 s at 20,000 photos."""
     if not len(prov.clean):
         return pd.DataFrame(columns=["sha256", "taxon", "source", "license", "roles", "kept", "reason", "url"])
     linked = stored_records(prov.records, prov.downloads).sort_values(["sha256", "record_id"])
     first = linked.drop_duplicates("sha256").set_index("sha256")
     table = prov.clean.copy()
     for column in ("source", "license", "rights_holder"):
-        table[column] = [first[column].get(sha, "") for sha in table["sha256"]]
+        table[column] = table["sha256"].map(first[column]).fillna("")
     stored = prov.downloads[prov.downloads["sha256"] != ""].drop_duplicates("sha256").set_index("sha256")["path"]
-    table["path"] = [stored.get(sha, "") for sha in table["sha256"]]
-    splits = prov.splits.sort_values(["dataset"])
-    roles = (splits["dataset"] + ":" + splits["split"]).groupby(splits["sha256"]).agg(", ".join)
-    table["roles"] = [roles.get(sha, "") for sha in table["sha256"]]
+    table["path"] = table["sha256"].map(stored).fillna("")
+    splits = prov.splits.sort_values(["dataset"], kind="stable")
+    roles = {}
+    for sha, role in zip(splits["sha256"], splits["dataset"] + ":" + splits["split"], strict=True):
+        roles.setdefault(sha, []).append(role)
+    table["roles"] = [", ".join(roles.get(sha, ())) for sha in table["sha256"]]
     table["species"] = table["taxon"].where(table["taxon"] != "", table["listed_as"])
     table["reason_kind"] = table["reason"].map(reason_kind)
-    table["url"] = [thumbnail(row) for row in table.to_dict("records")]
+    derived = table["derived_path"] if "derived_path" in table else [""] * len(table)
+    table["url"] = [thumbnail({"derived_path": d, "path": p}) for d, p in zip(derived, table["path"], strict=True)]
     table["original_url"] = [image_url("store", p) if p else "" for p in table["path"]]
     return table
 
@@ -142,11 +168,21 @@ def joined(by_sha: pd.DataFrame, issues: pd.DataFrame) -> list[dict]:
     ]
 
 
-def queue_items(table: pd.DataFrame, issues: pd.DataFrame, scope: str) -> list[dict]:
+def queue_items(table: pd.DataFrame, issues: pd.DataFrame, scope: str) -> pd.DataFrame:
     """The label-issue queue to work through, least self-confident first: the flagged photos,
-    or with scope "all" every ranked one; each with its cleaning row."""
+    or with scope "all" every ranked one, of those the images table holds (queue_item joins
+    one to its cleaning row: joining all of them took seconds a page at 20,000 photos)."""
     chosen = issues if scope == "all" else issues[issues["flagged"] == "True"]
-    return joined(table.set_index("sha256"), chosen.sort_values("rank", key=lambda r: r.astype(int)))
+    chosen = chosen[chosen["sha256"].isin(set(table["sha256"]))]
+    return chosen.sort_values("rank", key=lambda r: r.astype(int))
+
+
+def queue_item(table: pd.DataFrame, items: pd.DataFrame, at: int) -> dict | None:
+    """The queue's photo at position `at` (from 0) over its cleaning row; None past the end."""
+    if not 0 <= at < len(items):
+        return None
+    one = items.iloc[[at]]
+    return joined(table[table["sha256"].isin(set(one["sha256"]))].set_index("sha256"), one)[0]
 
 
 def issue_of(issues: pd.DataFrame, sha256: str) -> dict:
@@ -197,25 +233,35 @@ def queues(table: pd.DataFrame, issues: pd.DataFrame, top: int = 50) -> dict:
     }
 
 
-def model_mistakes(prov, name: str, table: pd.DataFrame) -> list[dict]:
-    """The model's mistakes on the split its numbers come from, with their scores."""
+def model_mistakes(prov, name: str, table: pd.DataFrame, page: int = 1) -> tuple[list[dict], int, int, int]:
+    """The model's mistakes on the split its numbers come from, PAGE_SIZE a page: (the rows of
+    page `page`, counted from 1 and clamped into range, that page, the number of pages, the
+    number of mistakes). Each with its SCORES_SHOWN highest scores, highest first
+    (predictions.tsv holds every class's: at 200 classes, every score of every mistake made
+    a page of hundreds of thousands of lines)."""
     evaluated_on = prov.models[name].get("metrics", {}).get("evaluated_on", "test")
     rows = prov.predictions
     if not len(rows):
-        return []
+        return [], 1, 1, 0
     rows = rows[(rows["model"] == name) & (rows["split"] == evaluated_on) & (rows["label"] != rows["predicted"])]
+    total, pages = len(rows), max(1, math.ceil(len(rows) / PAGE_SIZE))
+    page = min(max(page, 1), pages)
+    rows = rows.iloc[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
     urls = dict(zip(table["sha256"], table["url"]))
     scores = [c for c in rows.columns if c.startswith("score:")]
-    return [
-        {
-            "sha256": r["sha256"],
-            "label": r["label"],
-            "predicted": r["predicted"],
-            "url": urls.get(r["sha256"], ""),
-            "scores": {c.removeprefix("score:"): float(r[c]) for c in scores if _number(r[c])},
-        }
-        for r in rows.to_dict("records")
-    ]
+    # Missing (a model without an "other" class leaves its column empty or NaN) and infinite
+    # scores are not shown.
+    values = rows[scores].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float) if scores else None
+    out = []
+    for i, r in enumerate(rows[["sha256", "label", "predicted"]].to_dict("records")):
+        shown = {}
+        if values is not None:
+            row = values[i]
+            # Highest first, ties in the table's column order (NaN sorts last).
+            finite = [j for j in (-row).argsort(kind="stable") if math.isfinite(row[j])]
+            shown = {scores[j].removeprefix("score:"): float(row[j]) for j in finite[:SCORES_SHOWN]}
+        out.append({**r, "url": urls.get(r["sha256"], ""), "scores": shown})
+    return out, page, pages, total
 
 
 def _number(text: str) -> bool:
