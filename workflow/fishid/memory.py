@@ -1,6 +1,6 @@
 """Memory (MB) each step that holds a dataset asks a cluster for: what it has always asked at
 least, more as its data grows, and double on each retry, so that SLURM, which kills a job past
-its `--mem`, neither kills a class's jobs nor queues a genus's behind requests they never use.
+its `--mem`, does not kill a class's jobs.
 
 The growth is measured: bench/results/scale.md gives each stage's peak RSS at 5,000, 20,000 and
 50,000 photos (64 px), and tests/unit/test_memory.py holds every request above those peaks.
