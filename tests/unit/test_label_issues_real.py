@@ -251,3 +251,19 @@ def test_past_the_sample_clusters_agree_with_hdbscan_on_every_photo_and_leave_fa
     sampled = label_issues.clusters(features, 10, sample=150)
     assert len(set(whole[:600])) == 3 and adjusted_rand_score(whole[:600], sampled[:600]) > 0.95
     assert (sampled[600:] == -1).all()
+
+
+def test_confident_learning_forks_no_pool(monkeypatch):
+    """cleanlab forks a pool per core unless told otherwise; a fork of a process with
+    PyTorch's threads running can hang for good (it did in CI), so the queue asks for one."""
+    import multiprocessing
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a multiprocessing pool was started")
+
+    monkeypatch.setattr(multiprocessing, "Pool", refuse)
+    rng = np.random.default_rng(0)
+    probabilities = rng.dirichlet(np.ones(3), size=60)
+    given = [f"species {i % 3}" for i in range(60)]
+    issues = label_issues.datalab_issues(probabilities, rng.normal(size=(60, 8)), given)
+    assert len(issues) == 60 and "label_score" in issues.columns

@@ -233,7 +233,12 @@ def datalab_issues(probabilities: np.ndarray, features: np.ndarray, given: list[
     from cleanlab import Datalab
 
     lab = Datalab(data={"label": given}, label_name="label", verbosity=0)
-    lab.find_issues(pred_probs=probabilities, features=features, issue_types={"label": {}, "outlier": {}})
+    # One process: by default confident learning forks a pool per core, and a fork of this
+    # process (PyTorch's and OpenMP's threads running) hung in a futex wait in CI (a
+    # test_review_app run stuck for 10 minutes); cleanlab documents n_jobs as changing only
+    # the time, never the result.
+    label = {"clean_learning_kwargs": {"find_label_issues_kwargs": {"n_jobs": 1}}}
+    lab.find_issues(pred_probs=probabilities, features=features, issue_types={"label": label, "outlier": {}})
     return lab.get_issues()
 
 
