@@ -6,6 +6,7 @@ the project back exactly as it was (content and modification time).
 """
 
 import hashlib
+import re
 import shutil
 from pathlib import Path
 
@@ -197,6 +198,11 @@ def assert_only(outcome: dict, datasets: list[str]):
     assert outcome["ran"] == expected, sorted(outcome["ran"] ^ expected)
     assert ("detect/synthetic/weights.pt" in rewritten) == outcome["retrained"]
     assert ("detect/boxes.tsv" in rewritten) == outcome["redetected"]
+    if outcome["redetected"]:
+        # The fish are found again by looking only at the photos this detector has not seen.
+        log = (outcome["project"] / "logs/detect_fish.log").read_text()
+        looked_before, photos = map(int, re.search(r"(\d+) of (\d+) photos' boxes from", log).groups())
+        assert looked_before == (0 if outcome["retrained"] else photos), log[-2000:]
     others = tuple(
         f"{kind}/{d}" for d in outcome["config"]["datasets"] if d not in datasets for kind in ("splits", "cache")
     )

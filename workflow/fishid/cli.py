@@ -144,6 +144,7 @@ def cmd_detect(args):
         args.quality,
         args.crop_store,
         args.sheet,
+        args.found,
     )
     logging.info(
         "%d photos: %d cropped, %d without a fish; mAP@0.5 on %s %s",
@@ -518,6 +519,7 @@ def parser() -> argparse.ArgumentParser:
         (["--quality"], {"required": True}),
         (["--crop-store"], {"required": True}),
         (["--sheet"], {"required": True, "help": "PNG: crops beside their photos"}),
+        (["--found"], {"required": True, "help": "the boxes found before, per detector and photo (kept)"}),
     )
     outputs = [
         (["--weights"], {"required": True}),

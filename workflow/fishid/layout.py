@@ -8,4 +8,6 @@ CLEAN_TABLE = "results/clean/images.tsv"
 DERIVED = "results/clean/derived"
 # The per-image work of cleaning, by SHA-256 (fishid.clean.stage.cache_root_for DERIVED).
 CLEAN_CACHE = "results/clean/measures"
+# The boxes each detector found, per photo (fishid.detect.found).
+DETECT_FOUND = "results/detect/found"
 SPLIT = "results/splits/{dataset}.tsv"

@@ -74,7 +74,8 @@ rule fetch_detector:
 rule detect_fish:
     """The detector's boxes in every kept photo, a crop of the largest fish of each (with its
     box, margin and detector: its provenance), the queue of photos without a fish, and the
-    detector's mAP@0.5 on the test photos whose boxes are known."""
+    detector's mAP@0.5 on the test photos whose boxes are known. A photo this detector has
+    looked at before is not looked at again (results/detect/found)."""
     input:
         detector=lambda wc: detector_files(),
         # ancient: a new clean table reruns it only where the photos it looks at (or is scored
@@ -107,6 +108,8 @@ rule detect_fish:
         threshold=lambda wc: DETECT["threshold"],
         padding=lambda wc: DETECT["padding"],
         folder=lambda wc: detector_folder(),
+        # Not an output: Snakemake would empty it before each run.
+        found=layout.DETECT_FOUND,
         synthetic=SYNTHETIC_SOURCES,
         rows=detect_rows("detect_fish"),
         datasets=DATASET_SPECS,
@@ -116,7 +119,7 @@ rule detect_fish:
         " --detector {params.detector} --folder {params.folder} --threshold {params.threshold}"
         " --padding {params.padding} --threads {threads} --boxes {output.boxes} --crops {output.crops}"
         " --queue {output.queue} --quality {output.quality} --crop-store {output.store}"
-        " --sheet {output.sheet} 2> {log}"
+        " --sheet {output.sheet} --found {params.found} 2> {log}"
 
 
 rule cache_crops:

@@ -26,24 +26,31 @@ def detect(
     original_sizes: Mapping[str, tuple[int, int]] | None = None,
     batch_size: int = 16,
 ) -> pd.DataFrame:
-    """Boxes rows of every photo of `photos` ({image: path}), in the photos' original pixels: the
-    file may be a resized copy (the clean stage's derived one) of a photo of `original_sizes[image]`."""
+    """Boxes rows of every photo of `photos` ({image: path}), in the photos' order and original
+    pixels: the file may be a resized copy (the clean stage's derived one) of a photo of
+    `original_sizes[image]`. A batch holds photos of one size only: torchvision's detectors pad a
+    batch to its largest photo, which would make a photo's boxes depend on its batch mates (and
+    the boxes cached by fishid.detect.found on the photos first looked at with it)."""
     model.eval()
     device = next(model.parameters()).device
-    names = list(photos)
-    rows = []
-    for start in range(0, len(names), batch_size):
-        chunk = names[start : start + batch_size]
-        tensors = []
-        for image in chunk:
-            with Image.open(photos[image]) as photo:
-                tensors.append(image_tensor(photo))
-        outputs = model([tensor.to(device) for tensor in tensors])
-        for image, tensor, found in zip(chunk, tensors, outputs):
-            found = {key: value.cpu() for key, value in found.items()}
-            size = (original_sizes or {}).get(image)
-            rows.extend(box_rows(image, found, detector, tensor.shape[-1], tensor.shape[-2], size))
-    return pd.DataFrame(rows, columns=BOX_COLUMNS)
+    by_size = {}
+    for image, path in photos.items():
+        with Image.open(path) as photo:
+            by_size.setdefault(photo.size, []).append(image)
+    found_in = {}
+    for names in by_size.values():
+        for start in range(0, len(names), batch_size):
+            chunk = names[start : start + batch_size]
+            tensors = []
+            for image in chunk:
+                with Image.open(photos[image]) as photo:
+                    tensors.append(image_tensor(photo))
+            outputs = model([tensor.to(device) for tensor in tensors])
+            for image, tensor, found in zip(chunk, tensors, outputs):
+                found = {key: value.cpu() for key, value in found.items()}
+                size = (original_sizes or {}).get(image)
+                found_in[image] = box_rows(image, found, detector, tensor.shape[-1], tensor.shape[-2], size)
+    return pd.DataFrame([row for image in photos for row in found_in[image]], columns=BOX_COLUMNS)
 
 
 @torch.no_grad()

@@ -27,6 +27,7 @@ from fishid import runtime
 from fishid.detect import boxes as box_table
 from fishid.detect import crops as crop_table
 from fishid.detect import detectors, infer, scope, sheet
+from fishid.detect import found as found_module
 from fishid.sources import synthetic_boxes
 from fishid.sources.synthetic_render import decode_url
 from fishid.tables import CLEAN_COLUMNS_WITHOUT_MEASURES, read_table, write_table
@@ -133,15 +134,18 @@ def run(
     out_quality,
     crop_root,
     out_sheet,
+    found_root,
 ) -> dict:
     """Boxes of every kept photo, their crops (content-addressed under `crop_root`) with provenance,
     the queue of photos without a fish, and the detector's score on the test photos whose boxes are known
-    (of the splits of `datasets`, every dataset's settings, made from the clean table)."""
+    (of the splits of `datasets`, every dataset's settings, made from the clean table). The boxes of
+    photos this detector has looked at before come from `found_root` (fishid.detect.found)."""
     model = detectors.load_detector(detector, folder).to(runtime.select_device())
     photos = kept_photos(clean_path, derived_root)
     sizes = {row.image: (row.width, row.height) for row in photos.itertuples()}
     paths = dict(zip(photos["image"], photos["path"]))
-    found = infer.detect(model, paths, detector, sizes)
+    found, looked_before = found_module.detect(model, paths, detector, sizes, found_root, folder)
+    log.info("%d of %d photos' boxes from %s", looked_before, len(paths), found_root)
     box_table.write_boxes(found, out_boxes)
     crops, queue = crop_table.crop_photos(found, paths, crop_root, detector, threshold, padding, sizes)
     write_table(crops, out_crops, crop_table.CROP_COLUMNS)
