@@ -71,7 +71,9 @@ rule fetch_detector:
         " {params.offline} --out {params.folder} 2> {log}"
 
 
-rule detect_fish:
+# A checkpoint: once it has run, Snakemake reads the new crops table before deciding which
+# crop caches to build again (cache_crops' params rows).
+checkpoint detect_fish:
     """The detector's boxes in every kept photo, a crop of the largest fish of each (with its
     box, margin and detector: its provenance), the queue of photos without a fish, and the
     detector's mAP@0.5 on the test photos whose boxes are known. A photo this detector has
@@ -127,8 +129,9 @@ rule cache_crops:
     input:
         split=layout.SPLIT,
         derived=ancient(DERIVED),
-        crops=CROPS,
-        store=CROP_STORE,
+        # ancient: new crops rebuild the cache only where its photos' crops differ (params rows).
+        crops=lambda wc: ancient(checkpoints.detect_fish.get().output.crops),
+        store=lambda wc: ancient(checkpoints.detect_fish.get().output.store),
         cli=after_cleaning(CLI),
         code=step_code("cache"),
     output:
@@ -141,6 +144,8 @@ rule cache_crops:
         ENV
     resources:
         mem_mb=memory_mb("cache_images", split_pixels_mb),
+    params:
+        rows=dataset_crops,
     shell:
         "python {input.cli} cache --split {input.split} --derived {input.derived} --size {wildcards.size}"
         " --crops {input.crops} --crop-store {input.store} --out {output} 2> {log}"
