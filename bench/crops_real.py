@@ -34,7 +34,7 @@ from output import write_results  # noqa: E402
 from fishid.clean import stage as clean  # noqa: E402
 from fishid.detect import crops, detectors, infer, sheet  # noqa: E402
 from fishid.train import imagecache  # noqa: E402
-from fishid.train import loop as train  # noqa: E402
+from fishid.train import stage as train  # noqa: E402
 
 PHOTOS = REPO.parent / "shared" / "data" / "classify2-dev"
 DEMO = yaml.safe_load((REPO / "config" / "config.yaml").read_text())

@@ -2,7 +2,7 @@
 study's Net96 from random initialisation, 96 px), ResNet-18 trained whole at 224 px, and a
 CLIP linear probe (ViT-B/16, BioCLIP's tower, 224 px: features once, then the head's epochs).
 
-Each runs through the pipeline's own training code (fishid.train.loop), with random weights
+Each runs through the pipeline's own training code (fishid.train), with random weights
 (no downloads; the arithmetic is the same as with trained ones). The loop has no DataLoader:
 photos are decoded and resized once into the image cache, and each batch is cut and flipped
 on the tensor. So the question "which loader settings keep the GPU busy" becomes where that
@@ -39,7 +39,8 @@ from fishid import runtime  # noqa: E402
 from fishid.config import with_training_defaults  # noqa: E402
 from fishid.models import clip as clip_models  # noqa: E402
 from fishid.models import registry as models  # noqa: E402
-from fishid.train import loop as train  # noqa: E402
+from fishid.train.data import Data, on_device, training_data  # noqa: E402
+from fishid.train.recipes import fit_head, network_epochs  # noqa: E402
 
 # The real configuration's training settings (batch 16, SGD 0.001, momentum 0.9, ...).
 REAL = yaml.safe_load((ROOT / "config" / "amphiprion.yaml").read_text())["training_defaults"]
@@ -57,9 +58,9 @@ def settings_of(name: str, batch_size: int) -> dict:
     )
 
 
-def subset(data: train.Data, n_train: int) -> train.Data:
+def subset(data: Data, n_train: int) -> Data:
     n_val = max(1, n_train // 9)
-    return train.Data(
+    return Data(
         data.train_x[:n_train], data.train_y[:n_train], data.val_x[:n_val], data.val_y[:n_val],
         data.classes, data.mean, data.std,
     )  # fmt: skip
@@ -74,7 +75,7 @@ def network_epoch(name, data, settings, device) -> dict:
     """Seconds of one training epoch (with validation) and of getting its batches."""
     model = runtime.prepare(models.build(settings, len(data.classes)), device)
     synchronise(device)
-    row = next(train.network_epochs(model, data, settings, device))
+    row = next(network_epochs(model, data, settings, device))
     synchronise(device)
     return {"seconds": row["seconds"], "data_seconds": row["data_seconds"], "photos": len(data.train_y)}
 
@@ -85,7 +86,7 @@ def clip_probe(name, data, settings, device) -> dict:
     model = clip_models.build_classifier(config, len(data.classes), zero_shot=False).to(device)
     start = time.perf_counter()
     settings = {**settings, "epochs": REAL["epochs"]}
-    history = train.fit_head(model.encoder, model.head, data, settings, device)
+    history = fit_head(model.encoder, model.head, data, settings, device)
     synchronise(device)
     seconds = time.perf_counter() - start
     head = float(history["seconds"].sum())
@@ -122,7 +123,7 @@ def main():
     folder = Path(args.workdir) / f"four_{args.photos}"
     image_folder(folder, dict.fromkeys(SPECIES, args.photos // 4), size=(320, 220))
     render_seconds = time.perf_counter() - start
-    caches = {size: train.training_data(cache(folder, size)[0]) for size in (96, 224)}
+    caches = {size: training_data(cache(folder, size)[0]) for size in (96, 224)}
     gpu = torch.device("cuda") if torch.cuda.is_available() and not args.no_gpu else None
     rows = []
     for name, spec in MODELS.items():
@@ -134,7 +135,7 @@ def main():
         if gpu is None:
             continue
         batches = (REAL["batch_size"],) if spec["arch"] == "clip_linear" else (REAL["batch_size"], 128)
-        for place, placed in (("host", data), ("GPU", train.on_device(data, gpu))):
+        for place, placed in (("host", data), ("GPU", on_device(data, gpu))):
             for batch in batches:
                 row = run(name, placed, gpu, batch, 2)
                 rows.append({"model": name, "device": torch.cuda.get_device_name(0), "cache": place, "batch": batch,
@@ -154,7 +155,7 @@ def main():
         f"# One epoch on the GPU against the CPU ({n_train} training photos, 320 x 220 px; torch {torch.__version__})",
         "",
         f"The CPU ran the first {args.cpu_photos} training photos on {threads} threads, scaled to the epoch. "
-        "`cache`: where the image cache lives while batches are cut (fishid.train.loop.on_device puts it on "
+        "`cache`: where the image cache lives while batches are cut (fishid.train.data.on_device puts it on "
         "the GPU where it fits). CLIP: features of every photo once plus the head's "
         f"{REAL['epochs']} epochs; its share is the features'.",
         "",

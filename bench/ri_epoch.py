@@ -4,7 +4,7 @@ ours at the same settings, each epoch split into data loading and compute.
 The study's loop: torchvision's ImageFolder whose transforms decode, random-resized-crop
 (96 px, scale 0.5-1), flip, convert and normalise each photo in turn (a PIL pipeline per
 image), batches of 16, then validation through a DataLoader of batches of 16.
-Ours (fishid.train.loop, arch ri): photos decoded and resized once into the image cache; each
+Ours (fishid.train's loop, arch ri): photos decoded and resized once into the image cache; each
 batch cropped and flipped on the tensor (one affine grid per batch); channels-last network
 and inputs; validation in batches of 256; threads set as the rule sets them. Ours also runs
 with `cpu_bfloat16: true` (bfloat16 autocast, a model setting; float32 is the default).
@@ -38,7 +38,8 @@ from training_data import STUDY, cache, image_folder, setup_record, study_loader
 from fishid import runtime  # noqa: E402
 from fishid.config import with_training_defaults  # noqa: E402
 from fishid.models import registry as models
-from fishid.train import loop as train
+from fishid.train.data import training_data
+from fishid.train.recipes import network_epochs
 
 SPECIES = {"Amphiprion clarkii": 400, "Amphiprion perideraion": 400}
 SIZE = 96
@@ -87,13 +88,13 @@ def study_epochs(folder: Path, epochs: int, mean, std, seed: int):
 
 
 def our_epochs(images: dict, epochs: int, seed: int, cpu_bfloat16=False):
-    """The pipeline's RI training (fishid.train.loop, as train_model runs it), one epoch at a time."""
+    """The pipeline's RI training (fishid.train's loop, as train_model runs it), one epoch at a time."""
     settings = with_training_defaults({**SETTINGS, "epochs": epochs, "seed": seed, "cpu_bfloat16": cpu_bfloat16})
     torch.manual_seed(settings["seed"])
     device = torch.device("cpu")
-    data = train.training_data(images)
+    data = training_data(images)
     model = runtime.prepare(models.build(settings, len(data.classes)), device)
-    return train.network_epochs(model, data, settings, device)
+    return network_epochs(model, data, settings, device)
 
 
 def interleaved(loops: dict, epochs: int) -> dict:

@@ -4,7 +4,7 @@ study's loop, 30 epochs on the same images.
 The study's loop (PyTorch's transfer-learning tutorial, which the study followed): an
 ImageFolder whose transforms decode, random-resized-crop, flip and normalise every photo
 every epoch, batches of 16, the whole frozen network run forward for every batch in training
-mode, then validation through the whole network. Ours (fishid.train.loop, arch tl): decode and
+mode, then validation through the whole network. Ours (fishid.train, arch tl): decode and
 resize once into the image cache, run the frozen backbone once over `feature_views`
 augmented views of each training image in training mode, in shuffled batches (as the study's
 loop did every epoch; its batch norms re-estimate their statistics on the way), once over
@@ -51,7 +51,7 @@ from training_data import (  # noqa: E402
 
 from fishid import config as fishid_config  # noqa: E402
 from fishid.models import registry as models  # noqa: E402
-from fishid.train import loop as train
+from fishid.train import stage as train
 
 # The demo's backbone recipe, read where the pipeline reads it.
 POOL_BACKBONE = fishid_config.backbone_settings(fishid_config.load(ROOT / "config" / "config.yaml"), "pool")

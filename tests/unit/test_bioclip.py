@@ -22,7 +22,7 @@ from fishid.evaluate import inference
 from fishid.models import clip as clip_models
 from fishid.models import weights
 from fishid.models.weights import WeightsUnavailable
-from fishid.train import loop as train
+from fishid.train import record, stage
 
 REPO_ID = "test-org/tiny-bioclip"
 MODEL = f"hf-hub:{REPO_ID}"
@@ -125,8 +125,8 @@ def test_zero_shot_and_linear_probe_run_on_the_hub_model(tmp_path, toy, cache, t
     labels = ["blue fish", "red fish"]
     prompt = "a photo of {species}."
     settings = {**SETTINGS, "arch": "clip_zeroshot", "backbone": "bioclip", "prompt": prompt}
-    weights_out, history, meta = train.train_model(settings, toy, None, backbone_spec=spec(cache))
-    train.save(weights_out, history, meta, tmp_path / "w.pt", tmp_path / "h.csv", tmp_path / "m.json")
+    weights_out, history, meta = stage.train_model(settings, toy, None, backbone_spec=spec(cache))
+    record.save(weights_out, history, meta, tmp_path / "w.pt", tmp_path / "h.csv", tmp_path / "m.json")
     assert list(history["epoch"]) == [0]
     # The hub model's own normalisation, as its config says.
     assert weights_out["mean"].tolist() == pytest.approx(MEAN) and weights_out["std"].tolist() == pytest.approx(STD)
@@ -141,7 +141,7 @@ def test_zero_shot_and_linear_probe_run_on_the_hub_model(tmp_path, toy, cache, t
     assert np.allclose(predictions[[f"score:{c}" for c in labels]].to_numpy(), expected.numpy(), atol=1e-4)
 
     settings = {**SETTINGS, "arch": "clip_linear", "backbone": "bioclip", "epochs": 2}
-    weights_out, history, _ = train.train_model(settings, toy, None, backbone_spec=spec(cache))
+    weights_out, history, _ = stage.train_model(settings, toy, None, backbone_spec=spec(cache))
     assert len(history) == 2 and np.isfinite(history["val_loss"]).all()
     tower = {k.removeprefix("encoder.visual."): v for k, v in weights_out["model"].items() if ".visual." in k}
     assert all(torch.equal(tower[k], v) for k, v in tiny.visual.state_dict().items())

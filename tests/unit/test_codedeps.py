@@ -102,12 +102,28 @@ def test_a_modules_closure_holds_nothing_its_imports_cannot_load(loaded_on_impor
             {
                 "fishid.evaluate.metrics",
                 "fishid.evaluate.inference",
-                "fishid.train.loop",
+                "fishid.train.imagecache",
                 "fishid.report.figures",
                 "fishid.cli",
             },
-            {"fishid.clean.stage"},
+            # Evaluation runs a trained model, never the training loop or a recipe.
+            {"fishid.clean.stage", "fishid.train.loop", "fishid.train.recipes"},
         ),
+        (
+            "train",
+            {
+                "fishid.train.stage",
+                "fishid.train.recipes",
+                "fishid.train.loop",
+                "fishid.train.features",
+                "fishid.train.record",
+                "fishid.models.openset",
+            },
+            {"fishid.evaluate.metrics", "fishid.review.label_issues"},
+        ),
+        ("pretrain", {"fishid.train.stage", "fishid.train.loop", "fishid.train.record"}, {"fishid.evaluate.metrics"}),
+        # The label-error queue trains by the loop but keeps no run record.
+        ("label-issues", {"fishid.train.recipes", "fishid.train.loop"}, {"fishid.train.record", "fishid.train.stage"}),
         ("fetch", {"fishid.sources.synthetic", "fishid.download.store", "fishid.web"}, {"fishid.train.loop"}),
         ("plot-dataset", {"fishid.report.figures", "fishid.cli"}, {"fishid.evaluate.metrics"}),
         ("split", {"fishid.split.stage", "fishid.tables"}, {"fishid.train.loop", "fishid.clean.stage"}),

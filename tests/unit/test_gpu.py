@@ -9,7 +9,8 @@ import torch
 from toydata import SETTINGS, toy_cache
 
 from fishid import runtime
-from fishid.train import loop as train
+from fishid.train import record, stage
+from fishid.train.data import on_device, training_data
 
 pytestmark = [
     pytest.mark.gpu,
@@ -33,8 +34,8 @@ def test_training_on_cuda_runs_float16_autocast_with_a_gradient_scaler_and_meta_
 
     monkeypatch.setattr(runtime, "autocast", noted_autocast)
     monkeypatch.setattr(runtime, "grad_scaler", noted_scaler)
-    result = train.train_model(SETTINGS, toy_cache(tmp_path))
-    train.save(*result, tmp_path / "weights.pt", tmp_path / "history.csv", tmp_path / "meta.json")
+    result = stage.train_model(SETTINGS, toy_cache(tmp_path))
+    record.save(*result, tmp_path / "weights.pt", tmp_path / "history.csv", tmp_path / "meta.json")
     meta = json.loads((tmp_path / "meta.json").read_text())
     assert meta["device"] == "cuda" and meta["mixed_precision"] == "float16"
     # Every training step (and validation) ran under float16 autocast on CUDA, scaled.
@@ -59,15 +60,14 @@ def test_training_on_cuda_runs_float16_autocast_with_a_gradient_scaler_and_meta_
 )
 def test_each_recipe_trains_on_cuda_from_images_placed_on_the_gpu(tmp_path, monkeypatch, arch, more):
     placed = []
-    on_device = train.on_device
 
     def noted_on_device(data, device, *args, **kwargs):
         placed.append(on_device(data, device, *args, **kwargs))
         return placed[-1]
 
-    monkeypatch.setattr(train, "on_device", noted_on_device)
+    monkeypatch.setattr(stage, "on_device", noted_on_device)
     settings = {**SETTINGS, "arch": arch, "epochs": 2, **more}
-    weights, history, meta = train.train_model(settings, toy_cache(tmp_path))
+    weights, history, meta = stage.train_model(settings, toy_cache(tmp_path))
     assert meta["device"] == "cuda"
     assert len(placed) == 1 and placed[0].train_x.is_cuda and placed[0].val_x.is_cuda
     assert history["train_loss"].notna().all() and history["val_acc"].between(0, 1).all()
@@ -75,6 +75,6 @@ def test_each_recipe_trains_on_cuda_from_images_placed_on_the_gpu(tmp_path, monk
 
 
 def test_images_over_their_share_of_gpu_memory_stay_in_host_memory(tmp_path):
-    data = train.training_data(toy_cache(tmp_path))
-    kept = train.on_device(data, torch.device("cuda"), share=0.0)
+    data = training_data(toy_cache(tmp_path))
+    kept = on_device(data, torch.device("cuda"), share=0.0)
     assert kept is data and not kept.train_x.is_cuda

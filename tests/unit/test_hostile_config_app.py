@@ -25,7 +25,7 @@ from toydata import SETTINGS, toy_cache
 
 from fishid import config
 from fishid.review import files, server
-from fishid.train import loop as train
+from fishid.train import record, stage
 
 # The review app tests' project (12 rendered photos, cleaned), as a fixture of this module.
 review_project = test_review_app.project
@@ -162,10 +162,10 @@ def test_the_served_app_answers_only_to_its_own_address_and_port(review_project)
 def with_trained_model(review_project, tmp_path_factory):
     """A real (tiny, one-epoch) model under results/models/M, which the Predict page runs."""
     toy = toy_cache(tmp_path_factory.mktemp("toy"), per_label=8, n_val=2)
-    weights, history, meta = train.train_model({**SETTINGS, "epochs": 1}, toy)
+    weights, history, meta = stage.train_model({**SETTINGS, "epochs": 1}, toy)
     folder = review_project / "results/models/M"
     folder.mkdir(parents=True)
-    train.save(weights, history, meta, folder / "weights.pt", folder / "history.csv", folder / "meta.json")
+    record.save(weights, history, meta, folder / "weights.pt", folder / "history.csv", folder / "meta.json")
     return review_project
 
 

@@ -29,7 +29,8 @@ from fishid.review.app import create_app
 from fishid.review.label_issues import issue_settings, label_issues
 from fishid.sources import synthetic
 from fishid.tables import DOWNLOAD_COLUMNS, RECORD_COLUMNS, read_table, write_table
-from fishid.train import loop as train
+from fishid.train import stage
+from fishid.train.record import save
 
 SPECIES = ["Amphiprion clarkii", "Amphiprion perideraion"]
 HOSTILE = '<script>alert("rights")</script>'
@@ -189,10 +190,10 @@ def with_crop_model(project, tmp_path_factory):
     detectors.save_synthetic(model, detector, project / "results/detect/synthetic")
     (project / "results/detect/quality.json").write_text(json.dumps({"threshold": 0.0, "padding": 0.1}))
     toy = toy_cache(tmp_path_factory.mktemp("toy"))
-    weights, history, meta = train.train_model({**TOY_SETTINGS, "epochs": 1, "crop": "synthetic"}, toy, None)
+    weights, history, meta = stage.train_model({**TOY_SETTINGS, "epochs": 1, "crop": "synthetic"}, toy, None)
     folder = project / "results/models/M-crop"
     folder.mkdir(parents=True)
-    train.save(weights, history, meta, folder / "weights.pt", folder / "history.csv", folder / "meta.json")
+    save(weights, history, meta, folder / "weights.pt", folder / "history.csv", folder / "meta.json")
     return project
 
 

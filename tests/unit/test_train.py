@@ -13,8 +13,8 @@ from fishid import config
 from fishid.evaluate import stage as evaluate
 from fishid.models import registry as models
 from fishid.models import weights
-from fishid.train import augment
-from fishid.train import loop as train
+from fishid.train import augment, features, record, stage
+from fishid.train.data import Data, on_device, training_data
 
 ROOT = Path(__file__).resolve().parents[2]
 # Training runs on what the machine has: CUDA where it is usable, else the CPU.
@@ -30,7 +30,7 @@ def toy_cache(tmp_path):
 @pytest.fixture
 def on_cpu(monkeypatch):
     """Train on the CPU even where CUDA is usable: for what only the CPU promises."""
-    monkeypatch.setattr(train, "select_device", lambda: torch.device("cpu"))
+    monkeypatch.setattr(stage, "select_device", lambda: torch.device("cpu"))
 
 
 def test_study_cnn_shapes():
@@ -54,10 +54,10 @@ def test_ri_at_the_studys_learning_rate_leaves_the_majority_class_within_three_e
     # With PyTorch's default init (the study's script's) the network's outputs hardly depend on
     # the image at first: at lr 0.001 it predicts one class for every image for epochs.
     study = {**SETTINGS, "lr": 0.001, "epochs": 3}
-    _, history, meta = train.train_model(study, toy_cache)
+    _, history, meta = stage.train_model(study, toy_cache)
     assert meta["majority_share"] == 0.5 and meta["left_majority_epoch"] <= 2
     assert history["val_acc"].iloc[-1] == 1.0
-    _, history, meta = train.train_model({**study, "init": "pytorch"}, toy_cache)
+    _, history, meta = stage.train_model({**study, "init": "pytorch"}, toy_cache)
     assert meta["left_majority_epoch"] is None and (history["val_acc"] == 0.5).all()
 
 
@@ -65,7 +65,7 @@ def test_training_stuck_at_the_majority_share_is_warned_once(toy_cache, caplog):
     # PyTorch's init starts with nearly constant outputs; lr 0 keeps them so.
     settings = {**SETTINGS, "lr": 0.0, "init": "pytorch", "epochs": 4, "collapse_warning_epochs": 3}
     with caplog.at_level(logging.WARNING, logger="fishid.train.loop"):
-        _, _, meta = train.train_model(settings, toy_cache)
+        _, _, meta = stage.train_model(settings, toy_cache)
     warned = [r for r in caplog.records if "majority class's share (0.500) for 3 epochs" in r.getMessage()]
     assert len(warned) == 1
     assert meta["left_majority_epoch"] is None
@@ -89,13 +89,13 @@ def test_cache_holds_training_statistics(toy_cache, tmp_path):
 
 
 def test_ri_learns_and_saves_loadable_weights(toy_cache, tmp_path):
-    result = train.train_model(SETTINGS, toy_cache)
+    result = stage.train_model(SETTINGS, toy_cache)
     weights_, history, meta = result
     assert list(history["epoch"]) == list(range(1, 7))
     assert history["val_acc"].iloc[-1] == 1.0
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
     assert meta["device"] == DEVICE and meta["n_train"] == 48
-    train.save(*result, tmp_path / "w.pt", tmp_path / "h.csv", tmp_path / "m.json")
+    record.save(*result, tmp_path / "w.pt", tmp_path / "h.csv", tmp_path / "m.json")
     predictions = evaluate.predict(SETTINGS, tmp_path / "w.pt", toy_cache, "val")
     assert (predictions["label"] == predictions["predicted"]).all()
     scores = predictions[[c for c in predictions if c.startswith("score:")]].sum(axis=1)
@@ -105,13 +105,13 @@ def test_ri_learns_and_saves_loadable_weights(toy_cache, tmp_path):
 def test_same_seed_same_training_on_cpu(toy_cache, on_cpu):
     settings = {**SETTINGS, "epochs": 2}
     timings = ["seconds", "data_seconds"]
-    first, second = (train.train_model(settings, toy_cache) for _ in range(2))
+    first, second = (stage.train_model(settings, toy_cache) for _ in range(2))
     assert first[1].drop(columns=timings).equals(second[1].drop(columns=timings))
     assert all(torch.equal(first[0]["model"][k], second[0]["model"][k]) for k in first[0]["model"])
 
 
 def test_meta_names_data_code_libraries_and_device(toy_cache):
-    _, history, meta = train.train_model({**SETTINGS, "epochs": 1}, toy_cache)
+    _, history, meta = stage.train_model({**SETTINGS, "epochs": 1}, toy_cache)
     assert list(history.columns) == [
         "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "data_seconds", "selected"
     ]  # fmt: skip
@@ -128,7 +128,7 @@ def test_tl_trains_only_the_new_layer_on_a_frozen_backbone(toy_cache, tmp_path):
     pretrained = models.backbone_resnet18()
     torch.save({"model": pretrained.state_dict()}, tmp_path / "backbone.pt")
     settings = {**SETTINGS, "arch": "tl", "backbone": "pool", "epochs": 4}
-    weights_, history, _ = train.train_model(settings, toy_cache, tmp_path / "backbone.pt")
+    weights_, history, _ = stage.train_model(settings, toy_cache, tmp_path / "backbone.pt")
     trained = weights_["model"]
     for name, value in pretrained.named_parameters():
         assert torch.equal(trained[name], value), f"{name} changed although frozen"
@@ -138,7 +138,7 @@ def test_tl_trains_only_the_new_layer_on_a_frozen_backbone(toy_cache, tmp_path):
     # Batch-norm statistics follow the new images, as in the study's training-mode loop...
     assert not torch.equal(trained["bn1.running_mean"], pretrained.bn1.running_mean)
     # ...unless the model keeps the backbone's.
-    kept, kept_history, _ = train.train_model(
+    kept, kept_history, _ = stage.train_model(
         {**settings, "refit_batchnorm": False}, toy_cache, tmp_path / "backbone.pt"
     )
     assert all(torch.equal(kept["model"][name], value) for name, value in pretrained.state_dict().items())
@@ -146,7 +146,7 @@ def test_tl_trains_only_the_new_layer_on_a_frozen_backbone(toy_cache, tmp_path):
 
 
 def test_pretrained_backbone_drops_its_classifier(toy_cache, tmp_path):
-    weights_, _, _ = train.pretrain_backbone({**SETTINGS, "epochs": 1}, toy_cache)
+    weights_, _, _ = stage.pretrain_backbone({**SETTINGS, "epochs": 1}, toy_cache)
     assert not [k for k in weights_["model"] if k.startswith("fc.")]
     torch.save(weights_, tmp_path / "backbone.pt")
     models.load_backbone_state(models.backbone_resnet18(), tmp_path / "backbone.pt")
@@ -183,8 +183,8 @@ def test_imagenet_weights_cached_file_is_checked_then_loads(tmp_path):
 
 
 def test_cpu_bfloat16_is_a_setting_that_changes_the_numbers_not_the_learning(toy_cache, on_cpu):
-    float32 = train.train_model(SETTINGS, toy_cache)
-    bfloat16 = train.train_model({**SETTINGS, "cpu_bfloat16": True}, toy_cache)
+    float32 = stage.train_model(SETTINGS, toy_cache)
+    bfloat16 = stage.train_model({**SETTINGS, "cpu_bfloat16": True}, toy_cache)
     assert bfloat16[2]["mixed_precision"] == "bfloat16" and float32[2]["mixed_precision"] == "no"
     assert not bfloat16[1]["train_loss"].equals(float32[1]["train_loss"])
     assert bfloat16[1]["val_acc"].iloc[-1] == 1.0
@@ -193,7 +193,7 @@ def test_cpu_bfloat16_is_a_setting_that_changes_the_numbers_not_the_learning(toy
 def test_with_a_test_split_the_best_validation_epoch_is_kept(tmp_path):
     cache = make_toy_cache(tmp_path, per_label=30, n_val=4, n_test=4)
     settings = {**SETTINGS, "epochs": 5, "lr": 0.003}
-    weights_, history, _ = train.train_model(settings, cache)
+    weights_, history, _ = stage.train_model(settings, cache)
     best = history["val_acc"].idxmax()  # the first epoch with the highest validation accuracy
     assert history["selected"].tolist() == [i == best for i in range(len(history))]
     torch.save(weights_, tmp_path / "w.pt")
@@ -202,28 +202,28 @@ def test_with_a_test_split_the_best_validation_epoch_is_kept(tmp_path):
 
 
 def test_without_a_test_split_the_last_epoch_is_kept(toy_cache):
-    _, history, _ = train.train_model({**SETTINGS, "epochs": 3}, toy_cache)
+    _, history, _ = stage.train_model({**SETTINGS, "epochs": 3}, toy_cache)
     assert history["selected"].tolist() == [False, False, True]
 
 
 def test_training_mode_features_never_pass_a_batch_of_one_image(monkeypatch):
     # 5 images in batches of at most 4: 4 + 1 would stop the batch norms (one value per channel).
-    monkeypatch.setattr(train, "FEATURE_BATCH", 4)
+    monkeypatch.setattr(features, "FEATURE_BATCH", 4)
     encoder = models.backbone_resnet18()
     encoder.fc = torch.nn.Identity()
     images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
-    data = train.Data(images, torch.zeros(5), images, torch.zeros(5), ["a"], torch.full((3,), 0.5), torch.ones(3))
+    data = Data(images, torch.zeros(5), images, torch.zeros(5), ["a"], torch.full((3,), 0.5), torch.ones(3))
     generator = torch.Generator().manual_seed(0)
-    features = train.extract_features(
+    extracted = features.extract_features(
         encoder, images, data, SETTINGS, torch.device("cpu"), 1, generator, train_mode=True
     )
-    assert features.shape == (1, 5, 512) and torch.isfinite(features).all()
+    assert extracted.shape == (1, 5, 512) and torch.isfinite(extracted).all()
     assert not encoder.training
 
 
 def test_on_the_cpu_training_images_stay_where_they_are(tmp_path):
-    data = train.training_data(make_toy_cache(tmp_path))
-    assert train.on_device(data, torch.device("cpu")) is data
+    data = training_data(make_toy_cache(tmp_path))
+    assert on_device(data, torch.device("cpu")) is data
 
 
 def test_a_feature_constant_over_the_training_set_is_centred_not_blown_up():

@@ -22,8 +22,7 @@ from fishid.models import embeddings, openset
 from fishid.models import registry as models
 from fishid.models.weights import WeightsUnavailable
 from fishid.tables import write_table
-from fishid.train import imagecache
-from fishid.train import loop as train
+from fishid.train import imagecache, recipes, record, stage
 
 
 @pytest.fixture(scope="module")
@@ -35,15 +34,15 @@ def toy(tmp_path_factory):
 def backbone_file(tmp_path_factory, toy):
     """A ResNet-18 backbone pre-trained (briefly) by the pipeline's own code."""
     path = tmp_path_factory.mktemp("backbone") / "weights.pt"
-    weights, _, _ = train.pretrain_backbone({**SETTINGS, "epochs": 1}, toy)
+    weights, _, _ = stage.pretrain_backbone({**SETTINGS, "epochs": 1}, toy)
     torch.save(weights, path)
     return path
 
 
 def trained(tmp_path, settings, cache, *args, **kwargs):
     """Train, save as the pipeline does, and return (weights path, history, meta)."""
-    weights, history, meta = train.train_model(settings, cache, *args, **kwargs)
-    train.save(weights, history, meta, tmp_path / "weights.pt", tmp_path / "history.csv", tmp_path / "meta.json")
+    weights, history, meta = stage.train_model(settings, cache, *args, **kwargs)
+    record.save(weights, history, meta, tmp_path / "weights.pt", tmp_path / "history.csv", tmp_path / "meta.json")
     return tmp_path / "weights.pt", history, json.loads((tmp_path / "meta.json").read_text())
 
 
@@ -239,11 +238,30 @@ def test_triplet_network_can_train_its_encoder_too(tmp_path, toy, backbone_file)
 def clip_file(tmp_path_factory, toy):
     """The tiny CLIP, pre-trained on the toy images captioned 'a photo of {species}'."""
     settings = {**SETTINGS, "source": "clip_pretrain", "clip": TINY_CLIP, "optimizer": "adamw", "epochs": 2}
-    weights, history, meta = train.pretrain_backbone(settings, toy)
+    weights, history, meta = stage.pretrain_backbone(settings, toy)
     assert meta["captions"] == ["a photo of blue fish", "a photo of red fish"] and len(history) == 2
     path = tmp_path_factory.mktemp("clip") / "weights.pt"
     torch.save(weights, path)
     return path
+
+
+def test_a_model_and_either_pretrained_backbone_keep_the_same_record(toy):
+    """One writer (fishid.train.record.records) for every entry point: the CLIP pre-training
+    once kept fewer facts of its run (no validation size, precision or split checksum)."""
+    clip = {**SETTINGS, "source": "clip_pretrain", "clip": TINY_CLIP, "optimizer": "adamw", "epochs": 1}
+    runs = {
+        "model": stage.train_model({**SETTINGS, "epochs": 1}, toy),
+        "resnet18 backbone": stage.pretrain_backbone({**SETTINGS, "epochs": 1}, toy),
+        "clip backbone": stage.pretrain_backbone(clip, toy),
+    }
+    for name, (weights, _, meta) in runs.items():
+        assert {"model", "classes", "mean", "std", "preprocess"} <= set(weights), name
+        assert meta["n_train"] + meta["n_val"] == 60 and meta["split_crc32"] == toy["split_crc32"], name
+        assert meta["mixed_precision"] in ("no", "float16") and meta["majority_share"] == 0.5, name
+        assert meta["mean"] == toy["mean"].tolist() and meta["std"] == toy["std"].tolist(), name
+        assert {"dataset_table_sha256", "seconds", "device", "threads", "code_version", "versions"} <= set(meta), name
+    assert runs["clip backbone"][0]["architecture"]["clip"]["embed_dim"] == TINY_CLIP["embed_dim"]
+    assert runs["clip backbone"][2]["captions"] == ["a photo of blue fish", "a photo of red fish"]
 
 
 def test_clip_loss_by_hand():
@@ -342,7 +360,7 @@ def test_the_registry_has_every_arch_the_schema_allows_and_a_recipe_for_each():
     assert list(allowed) == list(variants.NEEDS) == list(models.VARIANTS)
     assert all(arch == v.arch for arch, v in models.VARIANTS.items())
     assert all(vars(variants.needs(arch)).items() <= vars(v).items() for arch, v in models.VARIANTS.items())
-    assert {v.recipe for v in models.VARIANTS.values()} <= set(train.RECIPES)
+    assert {v.recipe for v in models.VARIANTS.values()} <= set(recipes.RECIPES)
     sources = schema["properties"]["backbones"]["additionalProperties"]["properties"]["source"]["enum"]
     assert list(sources) == list(variants.BACKBONE_KINDS)
     assert set(variants.BACKBONE_KINDS.values()) == {n.backbone for n in variants.NEEDS.values()} - {None}
@@ -350,7 +368,7 @@ def test_the_registry_has_every_arch_the_schema_allows_and_a_recipe_for_each():
 
 def test_an_unknown_arch_is_refused_naming_the_known_ones(toy):
     for attempt in (
-        lambda: train.train_model({**SETTINGS, "arch": "vit"}, toy),
+        lambda: stage.train_model({**SETTINGS, "arch": "vit"}, toy),
         lambda: models.build({**SETTINGS, "arch": "vit"}, 2),
     ):
         with pytest.raises(ValueError, match="unknown arch 'vit'") as error:

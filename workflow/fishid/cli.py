@@ -159,8 +159,8 @@ def cmd_detect(args):
 def _train(args, pretrain: bool):
     import torch
 
-    from fishid.train import imagecache
-    from fishid.train import loop as train
+    from fishid.train import imagecache, record
+    from fishid.train import stage as train
 
     torch.set_num_threads(args.threads)
     cache = imagecache.load(args.cache)
@@ -170,7 +170,7 @@ def _train(args, pretrain: bool):
         result = train.train_model(
             args.spec, cache, args.backbone, args.other_label, args.backbone_spec, allow_download=not args.offline
         )
-    train.save(*result, args.weights, args.history, args.meta)
+    record.save(*result, args.weights, args.history, args.meta)
 
 
 def cmd_imagenet_weights(args):

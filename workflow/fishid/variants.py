@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Needs:
-    """recipe: the name of the fishid.train.loop function that trains it. backbone: the kind of
-    backbone it starts from ("resnet18", "clip"), None for none. knn: it classifies by its
-    nearest training images, so evaluation adds pair-distance and k-NN metrics of its
-    embeddings. trained: False for a zero-shot model."""
+    """recipe: the name (in fishid.train.recipes.RECIPES) of the function that trains it.
+    backbone: the kind of backbone it starts from ("resnet18", "clip"), None for none. knn: it
+    classifies by its nearest training images, so evaluation adds pair-distance and k-NN
+    metrics of its embeddings. trained: False for a zero-shot model."""
 
     recipe: str
     backbone: str | None = None

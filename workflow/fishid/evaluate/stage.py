@@ -10,9 +10,9 @@ from fishid.evaluate import inference
 from fishid.evaluate import metrics as metric
 from fishid.evaluate import ranks as taxonomy
 from fishid.models import registry as models
+from fishid.runtime import predict_logits
 from fishid.tables import read_table, write_table
 from fishid.train import imagecache
-from fishid.train.loop import predict_logits
 
 
 def predict(settings: dict, weights_path, cache: dict, role: str) -> pd.DataFrame:

@@ -137,9 +137,9 @@ def channel_stats(images):
 
 
 def as_data(train_x, train_y, val_x, val_y, classes, stats):
-    from fishid.train import loop
+    from fishid.train.data import Data
 
-    return loop.Data(train_x, train_y, val_x, val_y, list(classes), *stats)
+    return Data(train_x, train_y, val_x, val_y, list(classes), *stats)
 
 
 # --- (a) frozen backbone features + logistic regression -----------------------------------
@@ -151,13 +151,13 @@ def backbone_features(images, backbone_path) -> np.ndarray:
     demo's photos and doubled the time)."""
     from fishid.models import registry
     from fishid.runtime import select_device
-    from fishid.train import loop
+    from fishid.train.features import extract_features
 
     encoder = registry.backbone_resnet18()
     registry.load_backbone_state(encoder, backbone_path)
     device = select_device()
     data = as_data(images, None, images[:0], None, [], channel_stats(images))
-    return loop.extract_features(encoder.requires_grad_(False).to(device), images, data, {}, device, 0, None)[0].numpy()
+    return extract_features(encoder.requires_grad_(False).to(device), images, data, {}, device, 0, None)[0].numpy()
 
 
 def linear_probabilities(features: np.ndarray, labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
@@ -183,14 +183,14 @@ def fit_network(settings: dict, train_x, train_y, val_x, val_y, classes):
 
     from fishid.models import registry
     from fishid.runtime import prepare, select_device
-    from fishid.train import loop
+    from fishid.train import recipes
 
     settings = {**configuration.with_training_defaults(settings), "select_best_val": False}
     torch.manual_seed(settings["seed"])
     device = select_device()
     data = as_data(train_x, train_y, val_x, val_y, classes, channel_stats(train_x))
     model = prepare(registry.build(settings, len(classes)), device)
-    loop.fit_network(model, data, settings, device)
+    recipes.fit_network(model, data, settings, device)
     return model, data, device
 
 
@@ -205,7 +205,8 @@ def network_probabilities(images, labels: np.ndarray, classes, folds: int, setti
     from sklearn.model_selection import StratifiedKFold
 
     from fishid.runtime import predict_logits
-    from fishid.train import loop
+    from fishid.train.data import plain_inputs
+    from fishid.train.recipes import EmbeddingOfImages
 
     n = len(labels)
     y = torch.from_numpy(labels)
@@ -214,13 +215,13 @@ def network_probabilities(images, labels: np.ndarray, classes, folds: int, setti
     for number, (train, held_out) in enumerate(splitter.split(np.zeros(n), labels), start=1):
         train, held_out = torch.from_numpy(train), torch.from_numpy(held_out)
         model, data, device = fit_network(settings, images[train], y[train], images[held_out], y[held_out], classes)
-        logits = predict_logits(model, loop.plain_inputs(images[held_out], data), device)
+        logits = predict_logits(model, plain_inputs(images[held_out], data), device)
         probabilities[held_out.numpy()] = torch.softmax(logits, 1).numpy()
         log.info("fold %d of %d: %d photos scored", number, folds, len(held_out))
     model, data, device = fit_network(settings, images[:n], y, images[:0], y[:0], classes)
-    embedding = loop.EmbeddingOfImages(model)
-    features = predict_logits(embedding, loop.plain_inputs(images, data), device).numpy()
-    others = None if also is None else predict_logits(embedding, loop.plain_inputs(also, data), device).numpy()
+    embedding = EmbeddingOfImages(model)
+    features = predict_logits(embedding, plain_inputs(images, data), device).numpy()
+    others = None if also is None else predict_logits(embedding, plain_inputs(also, data), device).numpy()
     return probabilities, features, others
 
 

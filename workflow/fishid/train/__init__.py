@@ -1,1 +1,3 @@
-"""The training stage: the image cache, augmentation and the one training loop."""
+"""The training stage: stage (the entry points) runs a recipe (recipes), which hands the one
+training loop (loop) augmented images (data) or cached features (features); record writes
+what every run keeps. The image cache and augmentation are below them all."""
