@@ -42,8 +42,8 @@ def restored(project, names):
 
 
 @contextlib.contextmanager
-def serving(project):
-    app = create_app(project, configfiles=["config/run.yaml"])
+def serving(project, **options):
+    app = create_app(project, configfiles=["config/run.yaml"], **options)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -86,7 +86,12 @@ def test_review_app_in_chromium(tiny_project, tmp_path):
     excluded, relabelled = sorted(kept[kept["taxon"] == species]["sha256"])[:2]
     new_label = sorted(set(kept["taxon"]) - {species})[0]
 
-    with restored(tiny_project, DECISION_FILES), serving(tiny_project) as url, sync_playwright() as playwright:
+    # The page after a decision waits for its plan (the tiny run's dry run takes seconds).
+    with (
+        restored(tiny_project, DECISION_FILES),
+        serving(tiny_project, plan_wait=300) as url,
+        sync_playwright() as playwright,
+    ):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1200, "height": 800})
         errors = []
@@ -240,7 +245,9 @@ def test_working_through_the_queue_in_chromium(tiny_project, tmp_path):
             [relabelled, suggested, f"label-issue queue: the suggested label (rank {relabel_at + 1})"]
         ]
 
-        page.goto(f"{url}/plan", timeout=300_000)
+        # Made in the background since the decisions: the page refreshes itself until it is done.
+        page.goto(f"{url}/plan")
+        page.locator("#plan-as-of").wait_for(timeout=300_000)
         rules = [td.inner_text() for td in page.query_selector_all("#plan td.rule")]
         assert "clean_images" in rules and not set(rules) & UPSTREAM
         assert page.inner_text("#plan-datasets").startswith("Split again: ")
