@@ -42,8 +42,8 @@ def restored(project, names):
 
 
 @contextlib.contextmanager
-def serving(project, **options):
-    app = create_app(project, configfiles=["config/run.yaml"], **options)
+def serving(project):
+    app = create_app(project, configfiles=["config/run.yaml"])
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -64,9 +64,15 @@ def shots_folder(tmp_path):
     return REPO / "docs/review" if os.environ.get("FISHID_REVIEW_SCREENSHOTS") else tmp_path
 
 
-def decide(page, form, timeout=240_000):
-    with page.expect_navigation(timeout=timeout):
+def decide(page, form, url, shot, timeout=300_000):
+    """Click the form's button; the plan of the files as they are then, on the page after the
+    decision or (while it is made, in the background) on the Plan page once it refreshed."""
+    with page.expect_navigation():
         page.click(f"form#{form} button")
+    page.screenshot(path=shot)
+    if page.locator("#plan-computing").count():
+        page.goto(f"{url}/plan")
+    page.locator("#plan-as-of").wait_for(timeout=timeout)
     return {
         row.query_selector("td.rule").inner_text(): int(row.query_selector_all("td")[1].inner_text())
         for row in page.query_selector_all("#plan tr")
@@ -86,12 +92,7 @@ def test_review_app_in_chromium(tiny_project, tmp_path):
     excluded, relabelled = sorted(kept[kept["taxon"] == species]["sha256"])[:2]
     new_label = sorted(set(kept["taxon"]) - {species})[0]
 
-    # The page after a decision waits for its plan (the tiny run's dry run takes seconds).
-    with (
-        restored(tiny_project, DECISION_FILES),
-        serving(tiny_project, plan_wait=300) as url,
-        sync_playwright() as playwright,
-    ):
+    with restored(tiny_project, DECISION_FILES), serving(tiny_project) as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1200, "height": 800})
         errors = []
@@ -117,13 +118,12 @@ def test_review_app_in_chromium(tiny_project, tmp_path):
         assert page.inner_text("#audit").startswith(f"image {excluded}")
         page.screenshot(path=shots / "audit.png", full_page=True)
         page.fill("form#exclude input[name=reason]", "blurred (test)")
-        shown = decide(page, "exclude")
-        page.screenshot(path=shots / "decided.png")
+        shown = decide(page, "exclude", url, shots / "decided.png")
 
         page.goto(f"{url}/image/{relabelled}")
         page.select_option("form#relabel select[name=label]", new_label)
         page.fill("form#relabel input[name=reason]", "bars counted again (test)")
-        shown_after_relabel = decide(page, "relabel")
+        shown_after_relabel = decide(page, "relabel", url, tmp_path / "relabelled.png")
 
         exclusions = read_table(tiny_project / "config/exclusions.tsv")
         relabels = read_table(tiny_project / "config/relabels.tsv")
