@@ -5,9 +5,12 @@ Each route is asked of a fresh server (`fishid review --root PROJECT --port 0`, 
 this checkout's code): the first answer is the cold one (the server has read nothing yet),
 then --samples warm ones (median and max). Routes: the Dataset page (first, middle and last
 page, a species filter), its CSV and JSON exports, a photo's page, the queue (flagged and
-all, first and far in), the queues, pending decisions, the plan, the models and a model's
-page (mistakes and map), Predict, a stored file, /go; with --decide also a decision written
-from the queue and undone (the project's decision files are restored byte for byte after).
+all, first and far in), the queues, pending decisions, the models and a model's page
+(mistakes and map), Predict, a stored file, /go; the plan: its first answer, the seconds until
+an answer shows the plan (asked again while the page says it is being made, as its refresh
+does), and answers once shown; with --decide also a decision written from the queue and one
+from the photo's page (which shows the plan), each undone (the project's decision files are
+restored byte for byte after).
 The report: results/report/index.html's size, every src/href that is not data:, #, a web
 link or mailto (none, for a self-contained page), and its biggest parts (embedded images,
 table rows).
@@ -47,6 +50,9 @@ from fishid.tables import read_table  # noqa: E402
 LIMIT_SECONDS = 2.0
 REPORT_LIMIT_MB = 10.0
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+# What the Plan page says while the plan is being made (fishid.review.planner).
+PLAN_MADE_LATER = 'id="plan-computing"'
+PLAN_ROUTES = ("plan (dry run)", "plan, until it is shown")
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -57,18 +63,19 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
 OPENER = urllib.request.build_opener(NoRedirect)
 
 
-def ask(url: str, data: dict | None = None) -> tuple[int, int, float]:
-    """(status, bytes, seconds to the whole answer)."""
+def ask(url: str, data: dict | None = None, text: bool = False) -> tuple:
+    """(status, bytes, seconds to the whole answer), and its text if `text`."""
     body = urllib.parse.urlencode(data).encode() if data is not None else None
     started = time.perf_counter()
     try:
         with OPENER.open(urllib.request.Request(url, data=body), timeout=600) as answer:
-            size = len(answer.read())
+            read = answer.read()
             status = answer.status
     except urllib.error.HTTPError as answer:
-        size = len(answer.read())
+        read = answer.read()
         status = answer.code
-    return status, size, time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    return (status, len(read), seconds, read.decode()) if text else (status, len(read), seconds)
 
 
 class Server:
@@ -147,7 +154,6 @@ def routes(found: dict) -> list[tuple[str, str]]:
         listed.append((f"model page ({mapped} map)", f"/models/{found['model']}"))
     if found["stored"]:
         listed.append(("stored photo file", f"/file/store/{found['stored']}"))
-    listed.append(("plan (dry run)", "/plan"))
     return listed
 
 
@@ -168,19 +174,57 @@ def timed_route(project: Path, path: str, samples: int, configfiles=()) -> dict:
     }
 
 
+def timed_plan(project: Path, samples: int, configfiles=()) -> list[dict]:
+    """The Plan page of a fresh server: its first answer, then until an answer shows the plan
+    (the seconds from the first request), then `samples` more answers."""
+    server = Server(project, configfiles)
+    answers = []
+    try:
+        started = time.perf_counter()
+        while not answers or PLAN_MADE_LATER in answers[-1][3]:
+            answers.append(ask(server.url + "/plan", text=True))
+        shown = time.perf_counter() - started
+        warm = [ask(server.url + "/plan")[2] for _ in range(samples)]
+    finally:
+        server.close()
+    status, size, first, _ = answers[0]
+    return [
+        {
+            "route": PLAN_ROUTES[0],
+            "path": "/plan",
+            "status": status,
+            "bytes": answers[-1][1],
+            "cold_s": round(first, 3),
+            "warm_median_s": round(statistics.median(warm), 3) if warm else None,
+            "warm_max_s": round(max(warm), 3) if warm else None,
+        },
+        {
+            "route": PLAN_ROUTES[1],
+            "path": "/plan",
+            "status": answers[-1][0],
+            "bytes": answers[-1][1],
+            "cold_s": round(shown, 3),
+            "answers": len(answers),
+            "warm_median_s": None,
+            "warm_max_s": None,
+        },
+    ]
+
+
 def timed_decision(project: Path, found: dict, samples: int, configfiles=()) -> list[dict]:
     """A decision written from the queue (303 on to the next photo) and undone, `samples`
     times; the decision files are put back as they were whatever happens."""
     sha = found["flagged_sha256"] or found["sha256"]
     saved = {p: p.read_bytes() for p in (project / "config").glob("*.tsv")}
     server = Server(project, configfiles)
-    rows = {"decide (exclude, from the queue)": [], "undo": []}
+    rows = {"decide (exclude, from the queue)": [], "decide (exclude, from the photo page)": [], "undo": []}
     try:
         for _ in range(samples + 1):
             csrf = server.csrf("/queue?scope=flagged")
-            form = {"csrf": csrf, "sha256": sha, "action": "exclude", "reason": "bench", "queue": "flagged", "at": "0"}
-            rows["decide (exclude, from the queue)"].append(ask(server.url + "/decide", form))
-            rows["undo"].append(ask(server.url + "/undo", {"csrf": csrf, "kind": "exclude", "sha256": sha}))
+            form = {"csrf": csrf, "sha256": sha, "action": "exclude", "reason": "bench"}
+            for name, queue in (("from the queue", {"queue": "flagged", "at": "0"}), ("from the photo page", {})):
+                rows[f"decide (exclude, {name})"].append(ask(server.url + "/decide", {**form, **queue}))
+                rows["undo"].append(ask(server.url + "/undo", {"csrf": csrf, "kind": "exclude", "sha256": sha}))
     finally:
         server.close()
         for path, data in saved.items():
@@ -191,7 +235,7 @@ def timed_decision(project: Path, found: dict, samples: int, configfiles=()) -> 
         out.append(
             {
                 "route": name,
-                "path": "/decide" if name.startswith("decide") else "/undo",
+                "path": "/undo" if name == "undo" else "/decide",
                 "status": answers[0][0],
                 "bytes": answers[0][1],
                 "cold_s": round(answers[0][2], 3),
@@ -298,6 +342,12 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def show(*rows):
+    for row in rows:
+        warm = f"{row['warm_median_s']} s warm" if row["warm_median_s"] is not None else "no warm answer"
+        print(f"{row['route']}: {row['cold_s']:.2f} s cold, {warm}, {row['bytes']:,} bytes", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("project", type=Path)
@@ -315,10 +365,11 @@ def main():
     for name, path in routes(found):
         if args.only and not any(o in name for o in args.only):
             continue
-        samples = 1 if name.startswith("plan") else args.samples
-        row = {"route": name, **timed_route(project, path, samples, args.configfile)}
-        print(f"{name}: {row['cold_s']:.2f} s cold, {row['warm_median_s']} s warm, {row['bytes']:,} bytes", flush=True)
-        rows.append(row)
+        rows.append({"route": name, **timed_route(project, path, args.samples, args.configfile)})
+        show(rows[-1])
+    if not args.only or any(o in name for o in args.only for name in PLAN_ROUTES):
+        rows += timed_plan(project, args.samples, args.configfile)
+        show(*rows[-2:])
     if args.decide:
         rows += timed_decision(project, found, args.samples, args.configfile)
     previous = RESULTS / f"{args.name}.json"

@@ -64,9 +64,15 @@ def shots_folder(tmp_path):
     return REPO / "docs/review" if os.environ.get("FISHID_REVIEW_SCREENSHOTS") else tmp_path
 
 
-def decide(page, form, timeout=240_000):
-    with page.expect_navigation(timeout=timeout):
+def decide(page, form, url, shot, timeout=300_000):
+    """Click the form's button; the plan of the files as they are then, on the page after the
+    decision or (while it is made, in the background) on the Plan page once it refreshed."""
+    with page.expect_navigation():
         page.click(f"form#{form} button")
+    page.screenshot(path=shot)
+    if page.locator("#plan-computing").count():
+        page.goto(f"{url}/plan")
+    page.locator("#plan-as-of").wait_for(timeout=timeout)
     return {
         row.query_selector("td.rule").inner_text(): int(row.query_selector_all("td")[1].inner_text())
         for row in page.query_selector_all("#plan tr")
@@ -112,13 +118,12 @@ def test_review_app_in_chromium(tiny_project, tmp_path):
         assert page.inner_text("#audit").startswith(f"image {excluded}")
         page.screenshot(path=shots / "audit.png", full_page=True)
         page.fill("form#exclude input[name=reason]", "blurred (test)")
-        shown = decide(page, "exclude")
-        page.screenshot(path=shots / "decided.png")
+        shown = decide(page, "exclude", url, shots / "decided.png")
 
         page.goto(f"{url}/image/{relabelled}")
         page.select_option("form#relabel select[name=label]", new_label)
         page.fill("form#relabel input[name=reason]", "bars counted again (test)")
-        shown_after_relabel = decide(page, "relabel")
+        shown_after_relabel = decide(page, "relabel", url, tmp_path / "relabelled.png")
 
         exclusions = read_table(tiny_project / "config/exclusions.tsv")
         relabels = read_table(tiny_project / "config/relabels.tsv")
@@ -240,7 +245,9 @@ def test_working_through_the_queue_in_chromium(tiny_project, tmp_path):
             [relabelled, suggested, f"label-issue queue: the suggested label (rank {relabel_at + 1})"]
         ]
 
-        page.goto(f"{url}/plan", timeout=300_000)
+        # Made in the background since the decisions: the page refreshes itself until it is done.
+        page.goto(f"{url}/plan")
+        page.locator("#plan-as-of").wait_for(timeout=300_000)
         rules = [td.inner_text() for td in page.query_selector_all("#plan td.rule")]
         assert "clean_images" in rules and not set(rules) & UPSTREAM
         assert page.inner_text("#plan-datasets").startswith("Split again: ")

@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import threading
+import time
 from hashlib import sha256
 from pathlib import Path
 
@@ -85,6 +86,32 @@ def project(tmp_path):
     )
     clean_project(tmp_path)
     return tmp_path
+
+
+class DryRuns:
+    """plan.planned replaced (these tests run no Snakemake): each call recorded with the
+    exclusions it read; its plan has clean_images once per exclusion. A call waits for its
+    gate, if it has one (by its number, from 1), after reading: a slow dry run."""
+
+    def __init__(self):
+        self.calls, self.gates = [], {}
+
+    def __call__(self, root, configfiles, config=None):
+        excluded = sorted(clean.read_exclusions(Path(root, "config/exclusions.tsv")))
+        self.calls.append(excluded)
+        gate = self.gates.get(len(self.calls))
+        assert gate is None or gate.wait(60)
+        counts = {"clean_images": len(excluded)} if excluded else {}
+        return {"ok": True, "counts": counts, "jobs": [], "datasets": [], "message": ""}
+
+
+@pytest.fixture(autouse=True)
+def dry_runs(monkeypatch):
+    from fishid.review import plan
+
+    runs = DryRuns()
+    monkeypatch.setattr(plan, "planned", runs)
+    return runs
 
 
 def client_of(project, **options):
@@ -329,7 +356,7 @@ def post(client, app, url, **form):
 
 
 def queue_decision(client, app, sha, action, **form):
-    """A decision as the queue page sends it: answered by a redirect, without a dry run."""
+    """A decision as the queue page sends it: answered by a redirect, the plan made meanwhile."""
     return post(client, app, "/decide", sha256=sha, action=action, queue="all", at="0", **form)
 
 
@@ -592,3 +619,68 @@ def test_a_models_mistakes_are_paginated_with_their_highest_scores(with_model, m
     shown = [float(line.split(": ")[1]) for line in cell.split("<br>")[:-1]]
     assert shown == sorted(shown, reverse=True) and shown[0] == 0.06  # 0.07 was species 7, made NaN
     assert client.get("/models/M?page=99").status_code == 200  # clamped to the last page
+
+
+def plan_on(page: str) -> dict[str, int] | None:
+    """The jobs per rule a plan page shows, None while it says the plan is being made."""
+    if 'id="plan-computing"' in page:
+        return None
+    assert 'id="plan-as-of"' in page
+    return {rule: int(n) for rule, n in re.findall(r'<td class="rule">(\w+)</td><td>(\d+)</td>', page)}
+
+
+def until(condition, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_the_plan_is_made_once_for_each_state_of_the_files_it_reads(project, dry_runs):
+    """A dry run takes seconds on a big project (bench/review_scale.py): a view of the plan
+    with nothing changed shows the one made, and any decision, edited decision file or edited
+    configuration makes the next view's plan a new one."""
+    app, client = client_of(project, plan_wait=60)
+    first, second = shas(project)[:2]
+    assert plan_on(client.get("/plan").get_data(as_text=True)) == {} and len(dry_runs.calls) == 1
+    assert plan_on(client.get("/plan").get_data(as_text=True)) == {} and len(dry_runs.calls) == 1
+
+    decided = post(client, app, "/decide", sha256=first, action="exclude", reason="blurred")
+    assert plan_on(decided.get_data(as_text=True)) == {"clean_images": 1} and dry_runs.calls[-1] == [first]
+    assert plan_on(client.get("/plan").get_data(as_text=True)) == {"clean_images": 1} and len(dry_runs.calls) == 2
+
+    decisions.exclude(project / "config/exclusions.tsv", second, "by hand")
+    assert plan_on(client.get("/plan").get_data(as_text=True)) == {"clean_images": 2} and len(dry_runs.calls) == 3
+    config = project / "config/config.yaml"
+    config.write_text(config.read_text() + "# edited\n")
+    assert plan_on(client.get("/plan").get_data(as_text=True)) == {"clean_images": 2} and len(dry_runs.calls) == 4
+    # An undo answers with a redirect, and has the plan made for the Plan page meanwhile.
+    assert post(client, app, "/undo", kind="exclude", sha256=second).status_code == 303
+    until(lambda: len(dry_runs.calls) == 5)
+    assert plan_on(client.get("/plan").get_data(as_text=True)) == {"clean_images": 1} and len(dry_runs.calls) == 5
+
+
+def test_a_plan_made_for_an_older_state_is_never_shown(project, dry_runs):
+    """A decision written while a dry run is under way: the plan it makes describes the files
+    as they were, so no page shows it; the pages say the plan is being made until the next dry
+    run, made for the files as they are, is done."""
+    dry_runs.gates = {1: threading.Event(), 2: threading.Event()}
+    app, client = client_of(project, plan_wait=0)
+    page = client.get("/plan").get_data(as_text=True)
+    assert plan_on(page) is None and '<meta http-equiv="refresh"' in page
+    until(lambda: len(dry_runs.calls) == 1)
+
+    sha = shas(project)[0]
+    decided = post(client, app, "/decide", sha256=sha, action="exclude", reason="blurred").get_data(as_text=True)
+    assert plan_on(decided) is None and 'the <a href="/plan">Plan</a> page shows it' in decided
+    dry_runs.gates[1].set()
+    # The first dry run is done (and kept) once the second starts.
+    until(lambda: len(dry_runs.calls) == 2)
+    assert dry_runs.calls == [[], [sha]]
+    assert plan_on(client.get("/plan").get_data(as_text=True)) is None
+
+    dry_runs.gates[2].set()
+    app.config["PLAN_WAIT"] = 60
+    page = client.get("/plan").get_data(as_text=True)
+    assert plan_on(page) == {"clean_images": 1} and '<meta http-equiv="refresh"' not in page
+    assert len(dry_runs.calls) == 2

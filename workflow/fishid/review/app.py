@@ -10,6 +10,7 @@ import hmac
 import io
 import re
 import secrets
+import time
 import uuid
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from fishid import config as configuration
 from fishid.clean.stage import NOT_A_FISH
 from fishid.report import audit
 from fishid.report.attribution import neutralise
-from fishid.review import decisions, embedding_map, files, plan, uploads, views
+from fishid.review import decisions, embedding_map, files, plan, planner, uploads, views
 from fishid.tables import table_text
 
 TOKEN_COOKIE = "fishid_review_token"
@@ -31,6 +32,9 @@ MAX_REQUEST_BYTES = 200 * 1024 * 1024
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 QUEUE_SCOPES = ("flagged", "all")
 HOST_HEADER = re.compile(r"(?P<name>\[[0-9a-f:.]+\]|[a-z0-9.-]+)(?::[0-9]{1,5})?")
+# How long a page waits for a plan being made before it says so instead (a page should answer
+# within 2 s; a small project's dry run may be done by then).
+PLAN_WAIT = 1.0
 
 
 def read_config(root, configfiles=()) -> dict:
@@ -63,8 +67,10 @@ def create_app(
     access_token: str | None = None,
     max_file_bytes: int = uploads.MAX_FILE_BYTES,
     hosts: tuple[str, ...] | None = LOOPBACK,
+    plan_wait: float = PLAN_WAIT,
 ):
-    """`hosts`: the Host headers answered (host_allowed), None for any."""
+    """`hosts`: the Host headers answered (host_allowed), None for any; `plan_wait`: the
+    seconds a page waits for a plan being made."""
     root = Path(root).resolve()
     app = Flask(__name__)
     app.config.update(
@@ -75,6 +81,7 @@ def create_app(
         MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,
         MAX_FILE_BYTES=max_file_bytes,
         HOSTS=hosts,
+        PLAN_WAIT=plan_wait,
     )
     app.jinja_env.filters["score"] = views.score_text
     results = {}  # the Predict page's tables by id, for their CSV and JSON export
@@ -107,6 +114,24 @@ def create_app(
     def label_issues():
         path = root / views.LABEL_ISSUES
         return cache.get("label_issues", audit.signature({"": [path]}), lambda: views.label_issues(root))
+
+    def plan_signature():
+        try:
+            read = read_config(root, app.config["CONFIGFILES"])
+        except (OSError, ValueError, AttributeError, yaml.YAMLError):
+            read = None  # the dry run says what is wrong with it; the files are signed still
+        return audit.signature(planner.inputs(root, app.config["CONFIGFILES"], read))
+
+    # plan.planned looked up at each call: tests replace it.
+    plans = planner.Planner(plan_signature, lambda: plan.planned(root, app.config["CONFIGFILES"], config()))
+
+    def current_plan() -> dict:
+        """The plan of the files as they are now ("plan": None while it is made) and the time
+        of the state it describes."""
+        made = plans.get(app.config["PLAN_WAIT"])
+        if made is None:
+            return {"plan": None, "as_of": ""}
+        return {"plan": made[0], "as_of": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(made[1]))}
 
     @app.before_request
     def check_request():
@@ -255,11 +280,13 @@ def create_app(
             # A contradicting decision is a conflict with the files' state, not a malformed request.
             abort(409 if isinstance(problem, decisions.Conflict) else 400, str(problem))
         if request.form.get("queue") in QUEUE_SCOPES:
-            # Working through the queue: on to the next photo, the plan is on the Pending page.
+            # Working through the queue: on to the next photo, the plan made meanwhile for the Plan page.
+            plans.request()
             at = request.form.get("at", 0, type=int) + 1
             return redirect(url_for("queue", scope=request.form["queue"], at=at, decided=sha256), code=303)
-        dry_run = plan.planned(root, app.config["CONFIGFILES"], config())
-        return render_template("decided.html", sha256=sha256, action=action, written=shown_path(written), plan=dry_run)
+        return render_template(
+            "decided.html", sha256=sha256, action=action, written=shown_path(written), **current_plan()
+        )
 
     @app.get("/queue")
     def queue():
@@ -313,11 +340,12 @@ def create_app(
             decisions.undo(exclusions if kind == "exclude" else relabels, request.form.get("sha256", ""))
         except ValueError as problem:
             abort(400, str(problem))
+        plans.request()
         return redirect(url_for("pending"), code=303)
 
     @app.get("/plan")
     def plan_page():
-        return render_template("plan.html", plan=plan.planned(root, app.config["CONFIGFILES"], config()))
+        return render_template("plan.html", **current_plan())
 
     @app.get("/queues")
     def queues():
