@@ -165,9 +165,8 @@ def expected_after_decision(outcome: dict, datasets: list[str]) -> tuple[set[str
     detector where its photos changed, what else reads the clean table), and the models retrained."""
     config = outcome["config"]
     models = sorted(m for m, spec in config["models"].items() if spec["dataset"] in datasets)
-    # A retrained detector's new boxes rebuild every crop cache and its models; the fish found
-    # again by the same detector keep their boxes, so other datasets' crops stay as they were.
-    if outcome["retrained"]:
+    # New boxes (a retrained detector, or other photos) rebuild every crop cache and its models.
+    if outcome["redetected"]:
         models = sorted({*models, *(m for m, spec in config["models"].items() if "crop" in spec)})
     caches = {
         f"cache_{'crops' if 'crop' in spec else 'images'}[dataset={spec['dataset']}, size={spec['image_size']}]"
@@ -213,7 +212,7 @@ def assert_only(outcome: dict, datasets: list[str]):
         if p.startswith((*others, "backbones/")) or (p.startswith("models/") and p.split("/")[1] not in models)
     ]
     crop_caches = [p for p in rewritten_others if p.endswith("px-crops.pt")]
-    assert [p for p in rewritten_others if p not in crop_caches] == [] and (not crop_caches or outcome["retrained"])
+    assert [p for p in rewritten_others if p not in crop_caches] == [] and (not crop_caches or outcome["redetected"])
     assert {f"splits/{d}.tsv" for d in datasets} | {"clean/images.tsv"} <= rewritten
     assert {f"models/{m}/weights.pt" for m in models} <= rewritten
     assert planned_jobs(outcome["project"]) == {}
@@ -254,28 +253,6 @@ def test_a_relabel_within_the_other_pool_leaves_the_detector_and_the_crops(tiny_
     outcome = decide_and_run(tiny_project, tmp_path, "Amphiprion polymnus", relabel)
     assert not outcome["retrained"] and not outcome["redetected"]
     assert_only(outcome, ["trio_other"])
-
-
-def test_finding_the_fish_again_with_the_same_detector_rebuilds_no_crop_cache(tiny_project, tmp_path):
-    """detect_fish forced to run again: the detector looks at no photo (it has seen them all:
-    fishid.detect.found), its crops are the same, so no crop cache is built again and no model
-    on crops retrained; only what reads the detect stage's tables themselves reruns."""
-    project = tmp_path / "project"
-    shutil.copytree(tiny_project, project, symlinks=True)  # modification times kept
-    before = files_of(project / "results")
-    result = snakemake(project, "--profile", str(project / "profiles/local"), "--forcerun", "detect_fish")
-    assert result.returncode == 0, result.stderr[-5000:]
-    ran = {rule_of(job) for job in review_plan.jobs_of(result.stderr)}
-    assert ran == {"detect_fish", "label_issues", "report", "all"}, sorted(ran)
-    after = files_of(project / "results")
-    rewritten = {path for path in before if after.get(path) != before[path]}
-    assert not [p for p in rewritten if p.startswith(("cache/", "models/", "splits/", "backbones/"))]
-    # Rewritten with the same bytes.
-    assert "detect/crops.tsv" in rewritten and after["detect/crops.tsv"][1] == before["detect/crops.tsv"][1]
-    log = (project / "logs/detect_fish.log").read_text()
-    looked_before, photos = map(int, re.search(r"(\d+) of (\d+) photos' boxes from", log).groups())
-    assert looked_before == photos > 0
-    assert planned_jobs(project) == {}
 
 
 def test_an_edit_to_the_training_code_reruns_the_training_rules_and_downstream(tiny_project, job_graphs):

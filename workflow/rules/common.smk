@@ -21,7 +21,6 @@ from fishid.config import (
     validate,
     with_schema_defaults,
 )  # noqa: E402
-from fishid.detect import crops as crop_table  # noqa: E402
 from fishid.detect import scope as detect_scope  # noqa: E402
 from fishid.report.figure_list import STEMS  # noqa: E402
 from fishid.review.label_issues import issue_settings  # noqa: E402
@@ -169,45 +168,18 @@ def detect_rows(rule):
     return rows
 
 
-def after_cleaning(path, reads_crops=None):
+def after_cleaning(path):
     """An input function for `path` that waits for the cleaning checkpoint. After a checkpoint
     Snakemake plans again only the jobs whose inputs wait for it; a job further down keeps the
     reason it was first planned with (a split that might change) and reruns though nothing it
     reads did. So each rule after the splits takes one input (its CLI script, whose path is
-    fixed: the plan still shows its other inputs) through this. A job for which
-    `reads_crops(wildcards)` holds waits for the detect_fish checkpoint too, for the same
-    reason (its crop cache might change); no other job waits for the detector."""
+    fixed: the plan still shows its other inputs) through this."""
 
     def inputs(wildcards):
         checkpoints.clean_images.get()
-        if reads_crops is not None and reads_crops(wildcards):
-            checkpoints.detect_fish.get()
         return path
 
     return inputs
-
-
-def model_reads_crops(wildcards):
-    return "crop" in model_spec(wildcards.model)
-
-
-@functools.cache
-def _crops_table(path, modified):
-    return read_table(path, ["image", "crop"])
-
-
-def dataset_crops(wildcards):
-    """The digest of the crop each photo of the dataset's rows of the clean table is cut to
-    (fishid.detect.crops.digest), read once the detect_fish checkpoint is done: a decision that
-    leaves a dataset's photos and the detector as they were leaves its crop cache and its models
-    as they are (the boxes of photos looked at before are kept: fishid.detect.found)."""
-    crops = checkpoints.detect_fish.get().output.crops
-    table = checkpoints.clean_images.get().output.table
-    clean = _clean_table(table, os.stat(table).st_mtime_ns)
-    images = clean.loc[
-        scope.in_scope(clean, config["datasets"][wildcards.dataset]), "sha256"
-    ]
-    return crop_table.digest(_crops_table(crops, os.stat(crops).st_mtime_ns), images)
 
 
 def other_label(dataset):

@@ -71,9 +71,7 @@ rule fetch_detector:
         " {params.offline} --out {params.folder} 2> {log}"
 
 
-# A checkpoint: once it has run, Snakemake reads the new crops table before deciding which
-# crop caches to build again (cache_crops' params rows).
-checkpoint detect_fish:
+rule detect_fish:
     """The detector's boxes in every kept photo, a crop of the largest fish of each (with its
     box, margin and detector: its provenance), the queue of photos without a fish, and the
     detector's mAP@0.5 on the test photos whose boxes are known. A photo this detector has
@@ -129,9 +127,8 @@ rule cache_crops:
     input:
         split=layout.SPLIT,
         derived=ancient(DERIVED),
-        # ancient: new crops rebuild the cache only where its photos' crops differ (params rows).
-        crops=lambda wc: ancient(checkpoints.detect_fish.get().output.crops),
-        store=lambda wc: ancient(checkpoints.detect_fish.get().output.store),
+        crops=CROPS,
+        store=CROP_STORE,
         cli=after_cleaning(CLI),
         code=step_code("cache"),
     output:
@@ -144,8 +141,6 @@ rule cache_crops:
         ENV
     resources:
         mem_mb=memory_mb("cache_images", split_pixels_mb),
-    params:
-        rows=dataset_crops,
     shell:
         "python {input.cli} cache --split {input.split} --derived {input.derived} --size {wildcards.size}"
         " --crops {input.crops} --crop-store {input.store} --out {output} 2> {log}"

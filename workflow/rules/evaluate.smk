@@ -8,7 +8,7 @@ rule evaluate_model:
         history="results/models/{model}/history.csv",
         cache=lambda wc: cache_for(model_spec(wc.model)),
         split=lambda wc: layout.SPLIT.format(dataset=model_spec(wc.model)["dataset"]),
-        cli=after_cleaning(CLI, model_reads_crops),
+        cli=after_cleaning(CLI),
         code=step_code("evaluate"),
     output:
         predictions="results/models/{model}/predictions.tsv",

@@ -105,7 +105,7 @@ rule train_model:
     input:
         cache=lambda wc: cache_for(model_spec(wc.model)),
         backbone=lambda wc: backbone_file(model_spec(wc.model)),
-        cli=after_cleaning(CLI, model_reads_crops),
+        cli=after_cleaning(CLI),
         code=step_code("train"),
     output:
         weights="results/models/{model}/weights.pt",

@@ -141,10 +141,3 @@ def crop_photos(
         sha256, relative = store.put(crop_root, crop_bytes(piece), CROP_FORMAT)
         crops.append(provenance(image, chosen, padding, cut, sha256, relative))
     return pd.DataFrame(crops, columns=CROP_COLUMNS), pd.DataFrame(review, columns=REVIEW_COLUMNS)
-
-
-def digest(crops: pd.DataFrame, images) -> str:
-    """SHA-256 of the crop each of `images` is cut to (a photo without one is read whole): what
-    an image cache of those photos reads of the crops table (rule cache_crops' params)."""
-    chosen = crops.loc[crops["image"].isin(set(images)), ["image", "crop"]].sort_values("image", kind="stable")
-    return hashlib.sha256(chosen.to_csv(sep="\t", index=False).encode()).hexdigest()

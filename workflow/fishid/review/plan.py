@@ -7,9 +7,7 @@ comes from the table cleaning will write, made here from its per-image cache
 (fishid.clean.stage.table_from_cache): the datasets whose rows differ (fishid.split.scope)
 are split again with what follows them, the detector is trained again, and the fish found
 again, only where their own rows differ (fishid.detect.scope: the photos each reads, with the
-splits made from the new table), together with what else reads the clean table itself.
-Finding the fish is a checkpoint too: a crop cache is built again where its dataset is split
-again, or where the detector is trained again (new boxes), and nowhere else."""
+splits made from the new table), together with what else reads the clean table itself."""
 
 import io
 import re
@@ -26,9 +24,6 @@ from fishid.tables import read_table, table_text
 
 # Rules that read the clean table but rerun only when their rows of it change (their params).
 GATED_RULES = ("train_detector", "detect_fish")
-# A checkpoint, like cleaning: the crop caches read its crops table once it has run.
-DETECT_RULE = "detect_fish"
-CROP_RULE = "cache_crops"
 
 
 def dry_run_command(root, configfiles=(), extra=()) -> list[str]:
@@ -131,35 +126,24 @@ def _rule(job: str) -> str:
 
 
 def _true_jobs(root, configfiles, plain: dict, datasets: list[str], rules: list[str], timeout):
-    """From the plain plan, cleaning, and finding the fish where the detect stage's `rules` (those
-    whose rows changed) say so; then, planned as if both had run and changed only those rows
-    (their rules not allowed to run, so that the splits read today's clean table and the crop
-    caches today's crops), the changed datasets' splits, the detector where its rows changed
-    (and with it every crop cache: new boxes), and what else reads the clean table itself,
-    forced, with everything that follows them. A photo the detector has looked at keeps its
-    boxes (fishid.detect.found), so finding the fish again changes no other dataset's crops."""
+    """From the plain plan, cleaning; then, planned as if cleaning had run and changed only
+    those rows (its rule not allowed to run, so that the splits read today's table), the
+    changed datasets' splits, the detect stage's `rules` whose rows changed, and what else reads
+    the clean table itself, forced, with everything that follows them."""
     cleaning = {job: files for job, files in plain.items() if layout.CLEAN_TABLE in files[1]}
-    detecting = {job: files for job, files in plain.items() if _rule(job) == DETECT_RULE and rules}
     readers = {
         path
         for job, (inputs, outputs) in plain.items()
         if layout.CLEAN_TABLE in inputs and _rule(job) not in GATED_RULES
         for path in outputs
     }
-    retrained = "train_detector" in rules
-    crop_caches = {path for job, (_, outputs) in plain.items() if _rule(job) == CROP_RULE for path in outputs}
     # By name: the plain plan lists them whenever cleaning is to run (the most a run could do).
-    forced = (
-        [layout.SPLIT.format(dataset=d) for d in datasets]
-        + sorted(readers)
-        + (["train_detector", *sorted(crop_caches)] if retrained else [])
-    )
+    forced = [layout.SPLIT.format(dataset=d) for d in datasets] + sorted(readers) + sorted(rules)
     if not forced:
-        return {**cleaning, **detecting}, ""
-    planned_first = {_rule(job) for job in (*cleaning, *detecting)}
-    allowed = sorted(({_rule(job) for job in plain} | set(GATED_RULES)) - planned_first)
+        return cleaning, ""
+    allowed = sorted(({_rule(job) for job in plain} | set(GATED_RULES)) - {_rule(job) for job in cleaning})
     after, message = _dry_run(root, configfiles, ["--allowed-rules", *allowed, "--forcerun", *forced], timeout)
-    return (None, message) if after is None else ({**cleaning, **detecting, **after}, "")
+    return (None, message) if after is None else ({**cleaning, **after}, "")
 
 
 def planned(root, configfiles=(), config: dict | None = None, timeout=300) -> dict:
