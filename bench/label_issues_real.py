@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from output import write_results  # noqa: E402
 
 from fishid import cli  # noqa: E402
+from fishid.config import with_schema_defaults  # noqa: E402
 from fishid.download import fetch  # noqa: E402
 from fishid.review import label_issues  # noqa: E402
 from fishid.sources import base as sources  # noqa: E402
@@ -118,7 +119,8 @@ def study_settings(backbone: str = "none") -> dict:
     """What rule label_issues hands `fishid label-issues` under the study's configuration."""
     config = yaml.safe_load(STUDY.read_text())
     config["review"] = {**config.get("review", {}), "label_issues": {"backbone": backbone}}
-    return label_issues.issue_settings(config)
+    # Filled as the rule fills it: issue_settings reads the schema's defaults (the network's).
+    return label_issues.issue_settings(with_schema_defaults(config))
 
 
 def run_new(clean_path: Path, derived: Path, out: Path, settings: dict, seed: int) -> tuple[pd.DataFrame, dict]:

@@ -226,12 +226,12 @@ def test_the_dataset_chosen_by_rule_spans_three_genera_and_its_model_answers_by_
 
 def test_the_label_error_queue_ranks_the_planted_mislabelled_photos_near_its_top(demo):
     """The demo's planted `mislabelled` photos (one species drawn, another filed; kept by
-    cleaning) against the queue (rule label_issues: the pool's features of each photo's crop).
-    Issue #25 asks for every one in the top 2 x planted: four of the six are (ranks 1, 2, 9,
-    10 of 1,409); the two A. perideraion filed as A. ocellaris came 20th and 22nd, behind
-    ordinary photos whose fish is hidden (tentacles in front, a wide scene the detector missed,
-    defocus), which the pool's features also put with another species. So this holds the
-    queue to what it does: every planted photo within its top 2 %, half within 2 x planted."""
+    cleaning) against the queue (rule label_issues: the pool's features of each photo's crop,
+    probabilities calibrated by the crop's size). Issue #25 asks for every one in the top
+    2 x planted. Before the calibration the two A. perideraion filed as A. ocellaris came 20th
+    and 22nd of 1,409, behind ordinary photos whose fish the model cannot see (tiny in a wide
+    scene, behind tentacles, defocused) but whose probabilities were as sharp as a large fish's;
+    with it the six rank 1, 2, 5, 8, 10 and 11 (a260b66's demo, the job rerun)."""
     project, config = demo
     records = read_table(project / "resources/records/synthetic.tsv")
     rows = planted.clean_rows(read_table(project / "results/clean/images.tsv"))
@@ -241,11 +241,13 @@ def test_the_label_error_queue_ranks_the_planted_mislabelled_photos_near_its_top
     assert len(mine) == config["sources"]["synthetic"]["defects"]["mislabelled"] >= 4
     assert all(rows[rid]["kept"] for rid in mine)
     ranks = sorted(int(queue.loc[rows[rid]["sha256"], "rank"]) for rid in mine)
-    assert ranks[-1] <= 0.02 * len(queue), ranks
-    assert ranks[len(ranks) // 2 - 1] <= 2 * len(ranks), ranks
+    assert ranks[-1] <= 2 * len(ranks), ranks
     # The summary reports the flags, under a tenth of the photos, and that the model read crops.
     assert summary["photos"] == len(queue) and summary["flagged"] == (queue["flagged"] == "True").sum()
     assert summary["flagged_share"] < 0.1
+    # Calibrated by the fish's size: the probabilities of a large fish sharper than a small one's.
+    temperatures = summary["calibration"]
+    assert temperatures["temperature_150px"] < temperatures["temperature_100px"] < temperatures["temperature_50px"]
     crops = read_table(project / "results/detect/crops.tsv")
     assert summary["cropped"] == queue.index.isin(crops["image"]).sum() > 0.9 * len(queue)
     # Its job, in the demo's DAG (the demo's time budget): about 15 CPU-seconds on 2 cores.

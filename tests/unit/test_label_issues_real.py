@@ -180,7 +180,8 @@ def test_the_backbone_path_reads_the_weights_file(synthetic_project, tmp_path):
 
 def test_with_a_detect_section_the_model_reads_each_photos_crop(synthetic_project, tmp_path):
     """The demo has a detect section: the queue reads the crops table's crop of each photo that
-    has one (here three photos, cut in half), the whole photo of the others."""
+    has one (here three photos, cut in half), the whole photo of the others, and calibrates its
+    probabilities by the crops' sizes (the summary has the temperatures)."""
     _, clean, root = synthetic_project
     weights = tmp_path / "weights.pt"
     torch.manual_seed(0)
@@ -194,14 +195,57 @@ def test_with_a_detect_section_the_model_reads_each_photos_crop(synthetic_projec
     for sha, derived in zip(kept["sha256"], kept["derived_path"]):
         with Image.open(root / "derived" / derived) as photo:
             photo.crop((0, 0, photo.width // 2, photo.height)).save(tmp_path / f"{sha}.png")
-        rows.append({"image": sha, "path": f"{sha}.png"})
+            box = {"crop_x0": 0, "crop_y0": 0, "crop_x1": photo.width // 2, "crop_y1": photo.height}
+        rows.append({"image": sha, "path": f"{sha}.png", **box})
     pd.DataFrame(rows).to_csv(tmp_path / "crops.tsv", sep="\t", index=False)
     crops = (tmp_path / "crops.tsv", tmp_path)
     ranked, summary = label_issues.label_issues(clean, root / "derived", settings, weights, seed=1, crops=crops)
     check_table_and_summary(ranked, summary, clean)
     assert summary["cropped"] == 3
+    assert set(summary["calibration"]) == {
+        "temperature_50px",
+        "temperature_100px",
+        "temperature_150px",
+        "temperature_no_fish",
+    }
+    assert all(t > 0 for t in summary["calibration"].values())
     with pytest.raises(ValueError, match="crops table was not given"):
         label_issues.label_issues(clean, root / "derived", settings, weights, seed=1)
+
+
+def test_size_calibration_sharpens_where_the_model_is_right_and_softens_where_it_is_not(tmp_path):
+    """Large fish (150 px) predicted right 90 % of the time and small ones (40 px) 30 % of the
+    time, with the same 0.6 confidence on every photo: the temperatures fitted by the log loss
+    sharpen the large fish's probabilities and soften the small ones'; the predicted class
+    stays; the crop sizes come from the crops table's boxes (NaN without one)."""
+    rng = np.random.default_rng(0)
+    n, k = 2000, 5
+    sides = np.where(np.arange(n) < n // 2, 150.0, 40.0)
+    predicted = rng.integers(0, k, n)
+    right = rng.random(n) < np.where(sides > 100, 0.9, 0.3)
+    labels = np.where(right, predicted, (predicted + rng.integers(1, k, n)) % k)
+    probabilities = np.full((n, k), 0.1)
+    probabilities[np.arange(n), predicted] = 0.6
+    calibrated, temperatures = label_issues.size_calibrated(probabilities, labels, sides)
+    assert (calibrated.argmax(axis=1) == predicted).all()
+    np.testing.assert_allclose(calibrated.sum(axis=1), 1)
+    large, small = calibrated[sides > 100].max(axis=1), calibrated[sides < 100].max(axis=1)
+    assert large.min() > 0.85 and small.max() < 0.4
+    assert temperatures["temperature_150px"] < 1 < temperatures["temperature_50px"]
+    table = pd.DataFrame(
+        {
+            "image": ["a", "b"],
+            "path": ["a.png", "b.png"],
+            "crop_x0": [0, 10],
+            "crop_y0": [0, 5],
+            "crop_x1": [30, 90],
+            "crop_y1": [40, 25],
+        }
+    )
+    path = tmp_path / "crops.tsv"
+    table.to_csv(path, sep="\t", index=False)
+    sides = label_issues.crop_sides(pd.DataFrame({"sha256": ["b", "c", "a"]}), path)
+    np.testing.assert_array_equal(sides, [80, np.nan, 40])
 
 
 def test_the_backbone_setting_is_resolved_and_a_wrong_one_named():

@@ -15,6 +15,9 @@ whole photos a fish a dozen pixels long in a wide reef scene is invisible at 64 
 photos filled the top of the demo's queue (51 % of its wide scenes under 0.1 self-confidence,
 23 % on crops; cross-validated accuracy 0.59 -> 0.69). Near duplicates are still found on
 whole photos: cleaning's perceptual hashes, which they are compared with, are of whole photos.
+On crops, the probabilities are then calibrated by the crop's size (size_calibrated): a fish a
+few dozen pixels long is far less often predicted right than one that fills the photo, at the
+same confidence, and uncalibrated those photos came before the demo's planted label errors.
 
 cleanlab's Datalab then reads the probabilities and the features: label issues (confident
 learning), outliers and near duplicates; HDBSCAN (scikit-learn) clusters the features.
@@ -129,6 +132,18 @@ def load_crops(photos: pd.DataFrame, derived_root, crops, size: int):
     return imagecache.load_squares(paths, size), used
 
 
+def crop_sides(photos: pd.DataFrame, crops_path) -> np.ndarray:
+    """The longer side in pixels of each photo's crop (the crops table's crop box), NaN where
+    the detector found no fish: how large the fish is that the model reads."""
+    from fishid.tables import read_table
+
+    columns = ["crop_x0", "crop_y0", "crop_x1", "crop_y1"]
+    box = (
+        read_table(crops_path, ["image", *columns]).set_index("image")[columns].astype(float).reindex(photos["sha256"])
+    )
+    return np.maximum(box["crop_x1"] - box["crop_x0"], box["crop_y1"] - box["crop_y0"]).to_numpy()
+
+
 def channel_stats(images):
     """The photos' own channel statistics, as the image cache computes a dataset's."""
     from fishid.train import imagecache
@@ -171,6 +186,48 @@ def linear_probabilities(features: np.ndarray, labels: np.ndarray, folds: int, s
     model = make_pipeline(StandardScaler(), LogisticRegression(C=LINEAR_C, max_iter=500))
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     return cross_val_predict(model, features, labels, cv=splitter, method="predict_proba")
+
+
+# --- calibration by the fish's size ----------------------------------------------------------
+
+
+def size_temperatures(weights, sides: np.ndarray) -> np.ndarray:
+    """Each photo's temperature: exp(a + b log(side / 100 px)) for a crop of `side` pixels,
+    exp(a + c) for a photo where no fish was found (NaN side)."""
+    a, b, c = weights
+    missing = np.isnan(sides)
+    log_side = np.log(np.where(missing, 100.0, sides) / 100.0)
+    return np.exp(a + b * log_side + c * missing)
+
+
+def size_calibrated(probabilities: np.ndarray, labels: np.ndarray, sides: np.ndarray) -> tuple[np.ndarray, dict]:
+    """The out-of-sample probabilities rescaled by a temperature that depends on how large the
+    fish is in pixels (size_temperatures; its three parameters fitted by the labels' log loss
+    on these held-out probabilities, as temperature scaling is fitted on a validation set), and
+    the temperatures found. Why: one regression's probabilities are as sharp for a fish forty
+    pixels long or hidden as for one that fills the photo, but far less often right (demo: 55 %
+    of crops up to 73 px, 76-78 % from 113 px, 44 % where no fish was found). The queue ranks by
+    the label's probability, so ordinary photos whose fish the model cannot see came before clear
+    photos filed under another species; fitted, the temperature sharpens the large fish's
+    probabilities and softens the small ones'."""
+    from scipy.optimize import minimize
+
+    logits = np.log(np.clip(probabilities, 1e-12, None))
+    rows = np.arange(len(labels))
+
+    def rescaled(weights):
+        z = logits / size_temperatures(weights, sides)[:, None]
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def loss(weights):
+        return -np.log(rescaled(weights)[rows, labels] + 1e-12).mean()
+
+    weights = minimize(loss, np.zeros(3), method="Nelder-Mead").x
+    temperature = size_temperatures(weights, np.array([50.0, 100.0, 150.0, np.nan]))
+    found = {f"temperature_{k}": round(float(t), 3) for k, t in zip(["50px", "100px", "150px", "no_fish"], temperature)}
+    return rescaled(weights), found
 
 
 # --- (b) a small network per fold ----------------------------------------------------------
@@ -366,12 +423,16 @@ def label_issues(clean: pd.DataFrame, derived_root, settings: dict, backbone_pat
     folds = int(min(settings["folds"], np.bincount(labels).min()))
     loaded = time.perf_counter()
     probabilities, features, whole = model_outputs(settings, images, seen, labels, classes, folds, seed, backbone_path)
+    calibration = None
+    if settings["crops"]:
+        probabilities, calibration = size_calibrated(probabilities, labels, crop_sides(kept, crops[0]))
     scored = time.perf_counter()
     duplicates = datalab_near_duplicates(whole)
     pairs = {"datalab": pairs_of(duplicates), "phash": phash_pairs(list(everything["sha256"]), clean)}
     table = issue_table(kept, classes, labels, probabilities, features, settings, everything, duplicates, pairs)
     summary = summarise(table, settings, folds, classes, probabilities, labels, pairs)
     summary["cropped"] = cropped
+    summary["calibration"] = calibration
     summary["seconds"] = {
         "images": round(loaded - start, 2),
         "probabilities": round(scored - loaded, 2),
