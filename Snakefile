@@ -24,6 +24,15 @@ report: "workflow/report/workflow.rst"
 onstart:
     if workflow.local_exec:
         workflow.scheduler.job_rate_limiter = None
+    RESIDENT_WORKER.append(start_resident_worker())
+
+
+onsuccess:
+    stop_resident_worker(RESIDENT_WORKER)
+
+
+onerror:
+    stop_resident_worker(RESIDENT_WORKER)
 
 
 include: "workflow/rules/common.smk"

@@ -250,6 +250,8 @@ def test_the_label_error_queue_ranks_the_planted_mislabelled_photos_near_its_top
     assert temperatures["temperature_150px"] < temperatures["temperature_100px"] < temperatures["temperature_50px"]
     crops = read_table(project / "results/detect/crops.tsv")
     assert summary["cropped"] == queue.index.isin(crops["image"]).sum() > 0.9 * len(queue)
-    # Its job, in the demo's DAG (the demo's time budget): about 15 CPU-seconds on 2 cores.
-    job = read_table(project / "benchmarks/label_issues.tsv")
-    assert float(job["cpu_time"].iloc[0]) < 60
+    # Its job, in the demo's DAG (the demo's time budget): about 15 CPU-seconds on 2 cores. It ran
+    # in a child of the resident worker (the local profile), whose own count is in its log: the
+    # benchmark measured only the script that handed the job over.
+    cpu = re.findall(r"fishid worker: .*?, ([\d.]+) CPU-s,", (project / "logs/label_issues.log").read_text())
+    assert len(cpu) == 1 and float(cpu[0]) < 60

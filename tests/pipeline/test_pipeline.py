@@ -3,12 +3,15 @@
 import html
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 import torch
 from conftest import REPO
@@ -27,6 +30,25 @@ def tiny_run(tiny_project):
 
 def read(path):
     return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+
+
+def test_every_job_ran_in_the_resident_worker_which_ended_with_the_run(tiny_run):
+    """The local profile starts one resident worker (workflow/fishid_worker.py): every job of the
+    project's first run (its Snakemake log's shell commands) ran in a child of it and succeeded,
+    and the worker is gone once Snakemake has finished."""
+    workdir, _ = tiny_run
+    first_run = sorted((workdir / ".snakemake/log").glob("*.snakemake.log"))[0].read_text()
+    # Rule `all` has none ("Shell command: None").
+    commands = [shlex.split(c) for c in re.findall(r"^Shell command: (.*)$", first_run, re.MULTILINE) if c != "None"]
+    # `python workflow/fishid_cli.py STEP ... 2> log`: the step's arguments are the worker's.
+    jobs = [command[2 : command.index("2>")] for command in commands]
+    assert len(jobs) > 20 and all(command[:2] == ["python", "workflow/fishid_cli.py"] for command in commands)
+    ran = [json.loads(line) for line in (workdir / ".snakemake/log/fishid-worker.log").read_text().splitlines()]
+    for job in jobs:
+        assert {"argv": job, "status": 0} in [{"argv": r["argv"], "status": r["status"]} for r in ran], job
+    assert "not reachable" not in "".join(log.read_text() for log in workdir.glob("logs/**/*.log"))
+    worker = str(workdir / "workflow" / "fishid_worker.py")
+    assert not [p for p in psutil.process_iter(["cmdline"]) if worker in (p.info["cmdline"] or [])]
 
 
 def test_records_downloads_and_cleaning_agree(tiny_run):

@@ -226,6 +226,8 @@ def test_training_ran_where_its_job_allowed_and_said_so(slurm_run):
         assert seen in ("cuda", "cpu") and granted[job_id] == "0", (job_id, seen, command)
         assert json.loads(meta.read_text())["device"] == seen, meta
         assert ("CUDA is not usable here: training on the CPU" in Path(log).read_text()) == (seen == "cpu"), log
+        # A cluster's job runs in its own process on its node, never in a local resident worker.
+        assert "fishid worker:" not in Path(log).read_text(), log
         written.append(meta)
     # Every model and backbone was trained in one job that was asked (RI2 by its retry only).
     assert sorted(written) == sorted(

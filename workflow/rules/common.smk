@@ -43,6 +43,45 @@ config.update(with_schema_defaults(config))
 CLI = str(PACKAGE_DIR / "fishid_cli.py")
 
 ENV = "../../envs/fishid.yaml"
+
+import fishid_worker  # noqa: E402
+
+# The resident worker of this run, if any (onstart starts it, onsuccess and onerror stop it).
+RESIDENT_WORKER = []
+
+
+def start_resident_worker():
+    """On one machine, jobs run in children of one process that imported PyTorch once
+    (workflow/fishid_worker.py says why and what it changes); jobs that run elsewhere (a
+    cluster) or in their own environment (conda, containers) start on their own."""
+    if (
+        not workflow.local_exec
+        or workflow.deployment_settings.deployment_method
+        or not fishid_worker.wanted(os.environ)
+        # A run of a job or two does not pay back the worker's own imports (about 6 CPU-s).
+        or sum(1 for _ in workflow.dag.needrun_jobs()) < 3
+    ):
+        return None
+    import shutil
+    import tempfile
+
+    address = os.path.join(tempfile.mkdtemp(prefix="fishid-worker-"), "socket")
+    Path(".snakemake/log").mkdir(parents=True, exist_ok=True)
+    with open(".snakemake/log/fishid-worker.log", "ab") as log:
+        process = fishid_worker.start(
+            address, shutil.which("python") or sys.executable, log
+        )
+    os.environ["FISHID_WORKER"] = address
+    return process
+
+
+def stop_resident_worker(started):
+    for process in filter(None, started):
+        process.terminate()
+        process.wait()
+        os.rmdir(os.path.dirname(os.environ.pop("FISHID_WORKER")))
+
+
 STORE = layout.STORE
 DERIVED = layout.DERIVED
 MODELS = list(config["models"])
@@ -180,6 +219,13 @@ def after_cleaning(path):
         return path
 
     return inputs
+
+
+def training_priority(wildcards):
+    """Models that train a whole network take longest: started first, they leave no core
+    working alone at the end of a run (the demo's R18-scratch4, picked last, ran alone for 40 s).
+    """
+    return int(variants.needs(model_spec(wildcards.model)["arch"]).recipe == "network")
 
 
 def other_label(dataset):

@@ -17,6 +17,9 @@ rule split_dataset:
         "logs/split_dataset/{dataset}.log",
     benchmark:
         "benchmarks/split_dataset/{dataset}.tsv"
+    # About a second each, and everything after cleaning waits on one: first, so that the
+    # pre-training (priority 2), on which most models wait, starts as soon as cleaning ends.
+    priority: 3
     conda:
         ENV
     params:

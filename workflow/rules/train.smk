@@ -13,6 +13,8 @@ rule cache_images:
         "logs/cache_images/{dataset}-{size}px.log",
     benchmark:
         "benchmarks/cache_images/{dataset}-{size}px.tsv"
+    # About a second each, and every model of the dataset waits on it.
+    priority: 3
     conda:
         ENV
     resources:
@@ -37,6 +39,8 @@ rule pretrain_backbone:
         "logs/pretrain_backbone/{backbone}.log",
     benchmark:
         "benchmarks/pretrain_backbone/{backbone}.tsv"
+    # Before everything else that is ready: every model on the backbone, and the queue, wait on it.
+    priority: 2
     conda:
         ENV
     threads: 2
@@ -115,6 +119,7 @@ rule train_model:
         "logs/train_model/{model}.log",
     benchmark:
         "benchmarks/train_model/{model}.tsv"
+    priority: training_priority
     conda:
         ENV
     threads: 2
