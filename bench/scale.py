@@ -287,6 +287,9 @@ def run_pipeline(project: Path, executor: str, log: Path, extra: list[str]) -> t
     env = environment()
     shim_dir, _ = usage_shim(log.parent)
     env["PATH"] = f"{shim_dir}{os.pathsep}{env['PATH']}"
+    # Each job in a process of its own, which the shim measures (a local run's resident worker
+    # would run it in a child of its own, out of the shim's sight).
+    env["FISHID_RESIDENT_WORKER"] = "0"
     if executor == "slurm":
         args += slurm_arguments()
         # sbatch exports the caller's environment: only SLURM's grant may set the GPU a job sees.
