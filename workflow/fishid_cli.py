@@ -1,5 +1,6 @@
-"""What the rules run: started as a script, this file puts workflow/ on sys.path, so every
-job uses the fishid package of this checkout, in whatever environment (venv, conda) it runs."""
+"""`fishid` as a script (`python workflow/fishid_cli.py COMMAND`): started as one, this file puts
+workflow/ on sys.path, so that it uses the fishid package of this checkout. The rules run
+fishid_step.py instead, which holds only the pipeline's steps."""
 
 from fishid.cli import main
 

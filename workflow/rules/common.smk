@@ -11,7 +11,7 @@ from pathlib import Path
 PACKAGE_DIR = Path(os.path.relpath(Path(workflow.basedir, "workflow")))
 sys.path.insert(0, str(PACKAGE_DIR.resolve()))
 
-from fishid import codedeps, layout, memory, variants  # noqa: E402
+from fishid import codedeps, layout, memory, steps, variants  # noqa: E402
 from fishid.clean.stage import per_image_settings, settings_with_defaults  # noqa: E402
 from fishid.config import (
     backbone_settings,
@@ -39,8 +39,8 @@ validate(
 config.update(with_schema_defaults(config))
 
 # Every rule runs its step through this script (an input of each rule), so that jobs use
-# this checkout's package.
-CLI = str(PACKAGE_DIR / "fishid_cli.py")
+# this checkout's package; it runs the steps of fishid.steps only.
+CLI = str(PACKAGE_DIR / "fishid_step.py")
 
 ENV = "../../envs/fishid.yaml"
 STORE = layout.STORE
@@ -77,10 +77,17 @@ def model_figure(name):
 
 
 def step_code(step):
-    """The package files the rule's `fishid` subcommand runs, from their imports (fishid.codedeps):
+    """The package files the rule's step runs, from their imports (fishid.codedeps):
     editing any of them reruns the rule and what follows, editing any other file does not.
     """
     return codedeps.step_files(PACKAGE_DIR, step)
+
+
+def step_shell(step, skip=()):
+    """The rule's command: `python {input.cli} STEP` with each option of the step's declaration
+    (fishid.steps) from the rule's input, output, params, wildcards or threads, less the
+    optional ones in `skip`, and `2> {log}`."""
+    return steps.shell(step, skip)
 
 
 def source_code(spec, name):
@@ -249,8 +256,8 @@ def shard_names(count):
 
 
 def shard_args(wildcards):
-    """`INDEX COUNT` of a shard wildcard such as 2-of-4."""
-    return wildcards.shard.replace("-of-", " ")
+    """[INDEX, COUNT] of a shard wildcard such as 2-of-4."""
+    return wildcards.shard.split("-of-")
 
 
 def per_image_spec():
@@ -277,11 +284,6 @@ DETECTOR_FOLDER = "results/detect/{detector}"
 CROPS = "results/detect/crops.tsv"
 CROP_STORE = "results/detect/crops"
 SYNTHETIC_SOURCES = synthetic_sources(config["sources"])
-
-
-def label_issues_crops():
-    """The crops table and folder the queue reads ([] where it reads whole photos)."""
-    return [CROPS, CROP_STORE] if LABEL_ISSUES["crops"] else []
 
 
 def detector_folder():
