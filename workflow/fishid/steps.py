@@ -386,7 +386,6 @@ _STEPS = (
             _par("spec", type="json", help="review.label_issues settings (resolved) as JSON"),
             _inp(
                 "backbone",
-                type="path?",
                 default=None,
                 help="the backbone's weights (backbone: not none)",
             ),

@@ -277,6 +277,13 @@ def label_issues_backbone():
     return [] if name == "none" else backbone_file({"arch": "tl", "backbone": name})
 
 
+def label_issues_skipped():
+    """The options of rule label_issues' command it has no value for: the crops where it reads
+    whole photos, the backbone where it has none."""
+    crops = [] if LABEL_ISSUES["crops"] else ["crops", "crop_store"]
+    return crops + ([] if label_issues_backbone() else ["backbone"])
+
+
 # The detect stage (detect.smk), where the configuration has a `detect` section (its defaults
 # filled in above, with every other section's); None where it has none.
 DETECT = config.get("detect")

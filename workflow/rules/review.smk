@@ -33,10 +33,7 @@ rule label_issues:
         spec=lambda wc: as_json(LABEL_ISSUES),
         seed=config["seed"],
     shell:
-        step_shell(
-            "label-issues",
-            skip=[] if LABEL_ISSUES["crops"] else ["crops", "crop_store"],
-        )
+        step_shell("label-issues", skip=label_issues_skipped())
 
 
 rule embedding_map:
