@@ -278,8 +278,8 @@ def label_issues_backbone():
 
 
 def label_issues_skipped():
-    """The options of rule label_issues' command it has no value for: the crops where it reads
-    whole photos, the backbone where it has none."""
+    """The options label_issues has no value for (so its command leaves them out): the crops
+    where it reads whole photos, the backbone where it has none."""
     crops = [] if LABEL_ISSUES["crops"] else ["crops", "crop_store"]
     return crops + ([] if label_issues_backbone() else ["backbone"])
 
