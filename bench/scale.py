@@ -247,7 +247,7 @@ def start_cluster() -> None:
         raise SystemExit(f"no SLURM cluster: {problem} (or run with --executor local)")
 
 
-# Every job's `python` (the rules run `python workflow/fishid_cli.py ...`) finds this first on
+# Every job's `python` (the rules run `python workflow/fishid_step.py ...`) finds this first on
 # PATH: it runs the real interpreter and appends one line of what the command cost, from
 # getrusage of its children: exact CPU time, and the peak RSS of its largest process, which
 # Snakemake's benchmark (a sample every 30 s) can miss (evaluate at 500 photos: 756 MB

@@ -8,9 +8,9 @@ spent about a third of their CPU time so. The Snakefile starts the worker (`onst
 local execution without conda or containers, and sets FISHID_WORKER for the jobs; a cluster's
 jobs run on other machines and start as before.
 
-The job's command line (`python workflow/fishid_cli.py STEP ...`) stays what Snakemake runs:
+The job's command line (`python workflow/fishid_step.py STEP ...`) stays what Snakemake runs:
 that script hands its arguments, working folder, environment and standard streams to the
-worker (fishid_cli.forward) and exits with the child's status. The child is the job: it gets
+worker (`forward`) and exits with the child's status. The child is the job: it gets
 those streams, that folder and environment, the job's thread count (Snakemake's
 OMP_NUM_THREADS, applied to torch and every BLAS and OpenMP library already loaded), and a
 fresh import of the fishid package, so it runs this checkout's code as it is now.
@@ -31,6 +31,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 
 # What the steps import that costs seconds; the fishid package itself is imported afresh in
@@ -48,6 +49,7 @@ PRELOAD = (
     "sklearn.model_selection",
     "matplotlib.pyplot",
 )
+ADDRESS = "FISHID_WORKER"  # the variable that tells a job where the worker listens
 HEADER = struct.Struct("!I")
 STATUS = struct.Struct("!i")
 STREAMS = 3  # stdin, stdout, stderr
@@ -57,13 +59,36 @@ def wanted(environ) -> bool:
     return environ.get("FISHID_RESIDENT_WORKER", "1") != "0"
 
 
-def request_bytes(argv, cwd, environ) -> bytes:
-    body = json.dumps({"argv": list(argv), "cwd": str(cwd), "env": dict(environ)}).encode()
+def request_bytes(entry: str, argv, cwd, environ) -> bytes:
+    body = json.dumps({"entry": entry, "argv": list(argv), "cwd": str(cwd), "env": dict(environ)}).encode()
     return HEADER.pack(len(body)) + body
 
 
+def forward(entry: str, argv: list[str], environ=os.environ) -> int | None:
+    """Run `entry` ("module:function", called with `argv`) in the worker that FISHID_WORKER names,
+    with this process's folder, environment and streams: the job's exit status, or None where
+    there is no worker or it cannot be reached (the caller then runs the job itself)."""
+    address = environ.get(ADDRESS)
+    if not address:
+        return None
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.connect(address)
+            request = request_bytes(entry, argv, os.getcwd(), environ)
+            socket.send_fds(conn, [request[: HEADER.size]], [0, 1, 2])
+            conn.sendall(request[HEADER.size :])
+            status = conn.recv(STATUS.size, socket.MSG_WAITALL)
+    except OSError as error:
+        print(f"fishid: the resident worker at {address} is not reachable ({error}); running here", file=sys.stderr)
+        return None
+    if len(status) != STATUS.size:
+        print("fishid: the resident worker went away during the job", file=sys.stderr)
+        return 1
+    return STATUS.unpack(status)[0]
+
+
 def read_request(conn) -> tuple[dict, list[int]]:
-    """The request and the job's three streams, as the client sent them (fishid_cli.forward)."""
+    """The request and the job's three streams, as the client sent them (forward)."""
     head, fds, _, _ = socket.recv_fds(conn, HEADER.size, STREAMS)
     if len(head) < HEADER.size:
         head += _read_exactly(conn, HEADER.size - len(head))
@@ -102,7 +127,7 @@ def run_job(request: dict, fds: list[int]) -> int:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
-    os.environ.pop("FISHID_WORKER", None)
+    os.environ.pop(ADDRESS, None)
     _apply_thread_count(os.environ.get("OMP_NUM_THREADS"))
     sys.argv = [sys.argv[0], *request["argv"]]
     # This checkout's code as it is now, not as it was when the worker started.
@@ -110,7 +135,8 @@ def run_job(request: dict, fds: list[int]) -> int:
         del sys.modules[name]
     started = time.time()
     try:
-        importlib.import_module("fishid.cli").main(request["argv"])
+        module, function = request["entry"].split(":")
+        getattr(importlib.import_module(module), function)(request["argv"])
         status = 0
     except SystemExit as stop:
         status = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
@@ -256,12 +282,31 @@ def _end_group(pid: int):
 
 def start(address: str, python: str, log) -> subprocess.Popen:
     """The worker, once it listens at `address` (it binds before its imports: a fraction of a second)."""
-    environ = {k: v for k, v in os.environ.items() if k != "FISHID_WORKER"}
+    environ = {k: v for k, v in os.environ.items() if k != ADDRESS}
     process = subprocess.Popen([python, __file__, address], env=environ, stdout=log, stderr=log)
     deadline = time.monotonic() + 30
     while not os.path.exists(address) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     return process
+
+
+def start_for_jobs(python: str, log_path: str) -> subprocess.Popen | None:
+    """A worker for the jobs this process starts from now on (it sets their FISHID_WORKER), unless
+    FISHID_RESIDENT_WORKER=0 says not to."""
+    if not wanted(os.environ):
+        return None
+    address = os.path.join(tempfile.mkdtemp(prefix="fishid-worker-"), "socket")
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    with open(log_path, "ab") as log:
+        process = start(address, python, log)
+    os.environ[ADDRESS] = address
+    return process
+
+
+def stop_for_jobs(process: subprocess.Popen) -> None:
+    process.terminate()
+    process.wait()
+    os.rmdir(os.path.dirname(os.environ.pop(ADDRESS)))
 
 
 if __name__ == "__main__":

@@ -40,9 +40,9 @@ def test_every_job_ran_in_the_resident_worker_which_ended_with_the_run(tiny_run)
     first_run = sorted((workdir / ".snakemake/log").glob("*.snakemake.log"))[0].read_text()
     # Rule `all` has none ("Shell command: None").
     commands = [shlex.split(c) for c in re.findall(r"^Shell command: (.*)$", first_run, re.MULTILINE) if c != "None"]
-    # `python workflow/fishid_cli.py STEP ... 2> log`: the step's arguments are the worker's.
+    # `python workflow/fishid_step.py STEP ... 2> log`: the step's arguments are the worker's.
     jobs = [command[2 : command.index("2>")] for command in commands]
-    assert len(jobs) > 20 and all(command[:2] == ["python", "workflow/fishid_cli.py"] for command in commands)
+    assert len(jobs) > 20 and all(command[:2] == ["python", "workflow/fishid_step.py"] for command in commands)
     ran = [json.loads(line) for line in (workdir / ".snakemake/log/fishid-worker.log").read_text().splitlines()]
     for job in jobs:
         assert {"argv": job, "status": 0} in [{"argv": r["argv"], "status": r["status"]} for r in ran], job

@@ -31,7 +31,7 @@ from fishid.detect import scope as detect_scope
 from fishid.review import plan as review_plan
 from fishid.tables import read_table
 
-# The `fishid` subcommand each rule of the tiny run's DAG runs (its shell line).
+# The step (fishid.steps) each rule of the tiny run's DAG runs (its step_shell).
 RULE_STEPS = {
     "list_source": "list",
     "fetch_images": "fetch",

@@ -210,7 +210,7 @@ def test_training_jobs_asked_for_a_gpu_and_no_other_job_did(slurm_run):
     # detector's (CUDA_VISIBLE_DEVICES), and to no other.
     for job_id, visible, command in slurm_run["calls"]:
         assert job_id != "none", command
-        on_gpu = re.search(r"fishid_cli.py (train|pretrain|label-issues|train-detector|detect) ", command) is not None
+        on_gpu = re.search(r"fishid_step.py (train|pretrain|label-issues|train-detector|detect) ", command) is not None
         assert (visible == "0") if on_gpu else (visible == "unset"), command
 
 

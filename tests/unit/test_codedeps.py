@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from fishid import codedeps
+from fishid import codedeps, steps
 
 ROOT = REPO / "workflow"
 PACKAGE = ROOT / "fishid"
@@ -104,7 +104,7 @@ def test_a_modules_closure_holds_nothing_its_imports_cannot_load(loaded_on_impor
                 "fishid.evaluate.inference",
                 "fishid.train.imagecache",
                 "fishid.report.figures",
-                "fishid.cli",
+                "fishid.steps",
             },
             # Evaluation runs a trained model, never the training loop or a recipe.
             {"fishid.clean.stage", "fishid.train.loop", "fishid.train.recipes"},
@@ -125,7 +125,7 @@ def test_a_modules_closure_holds_nothing_its_imports_cannot_load(loaded_on_impor
         # The label-error queue trains by the loop but keeps no run record.
         ("label-issues", {"fishid.train.recipes", "fishid.train.loop"}, {"fishid.train.record", "fishid.train.stage"}),
         ("fetch", {"fishid.sources.synthetic", "fishid.download.store", "fishid.web"}, {"fishid.train.loop"}),
-        ("plot-dataset", {"fishid.report.figures", "fishid.cli"}, {"fishid.evaluate.metrics"}),
+        ("plot-dataset", {"fishid.report.figures", "fishid.steps"}, {"fishid.evaluate.metrics"}),
         ("split", {"fishid.split.stage", "fishid.tables"}, {"fishid.train.loop", "fishid.clean.stage"}),
         (
             "clean",
@@ -154,6 +154,15 @@ def test_a_steps_files_hold_no_module_of_the_stages_it_does_not_run(step):
     outside = {m for m in MODULES if any(m == s or m.startswith(f"{s}.") for s in stages)}
     assert {m.split(".")[1] for m in outside} == {s.split(".")[1] for s in stages}  # every stage named exists
     assert not names(codedeps.step_files(ROOT, step)) & outside
+
+
+@pytest.mark.parametrize("step", sorted(steps.STEPS))
+def test_a_step_runs_its_declared_entry_module_and_no_command_people_type(step):
+    """The rules run fishid_step.py, not the `fishid` command line: editing `fishid review` (cli.py)
+    reruns nothing, and each step's files hold the module its declaration names."""
+    found = names(codedeps.step_files(ROOT, step))
+    assert {steps.STEPS[step].module, "fishid.steps"} <= found
+    assert "fishid.cli" not in found and "fishid.review.server" not in found
 
 
 def test_an_unknown_step_is_named():

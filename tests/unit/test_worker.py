@@ -1,7 +1,9 @@
-"""The resident worker (workflow/fishid_worker.py): a command handed to it through the script the
-rules run (workflow/fishid_cli.py) gives what the same command gives on its own (its output
-bytes, its error, its exit status), a job whose client is killed is ended with it, and a
-worker that is not there leaves the job to run in its own process."""
+"""The resident worker (workflow/fishid_worker.py): a command handed to it (fishid_worker.forward,
+as workflow/fishid_step.py hands over each rule's step) gives what the same command gives on
+its own (its output bytes, its error, its exit status), a job whose client is killed is ended
+with it, and a worker that is not there leaves the job to run in its own process. The `fishid`
+commands people type serve here as jobs: they print to standard output, and `review` runs
+until stopped."""
 
 import os
 import shutil
@@ -18,7 +20,16 @@ import pytest
 import fishid_worker
 
 REPO = Path(__file__).resolve().parents[2]
-CLI = REPO / "workflow" / "fishid_cli.py"
+STEP_SCRIPT = REPO / "workflow" / "fishid_step.py"
+# fishid_step.py's hand-over, for the whole command line.
+CLIENT = """
+import sys, fishid_worker
+status = fishid_worker.forward("fishid.cli:main", sys.argv[1:])
+if status is None:
+    from fishid.cli import main
+    main()
+sys.exit(status)
+"""
 WORKER_LINE = "fishid worker: the job ran in a child of the resident worker"
 
 
@@ -37,11 +48,16 @@ def worker():
     shutil.rmtree(folder)
 
 
-def fishid(*args, address=None, **kwargs) -> subprocess.CompletedProcess:
+def environment(address=None, **more) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "FISHID_WORKER"}
-    if address:
-        env["FISHID_WORKER"] = address
-    return subprocess.run([sys.executable, str(CLI), *args], capture_output=True, env=env, timeout=120, **kwargs)
+    env["PYTHONPATH"] = str(REPO / "workflow")
+    return {**env, **({"FISHID_WORKER": address} if address else {}), **more}
+
+
+def fishid(*args, address=None, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", CLIENT, *args], capture_output=True, env=environment(address), timeout=120, **kwargs
+    )
 
 
 def test_a_command_in_the_worker_writes_the_bytes_and_status_it_writes_alone(worker, tmp_path):
@@ -67,9 +83,9 @@ def test_a_command_in_the_worker_writes_the_bytes_and_status_it_writes_alone(wor
 def test_the_job_runs_on_the_threads_snakemake_gave_it_not_the_workers(worker):
     address, _ = worker
     for threads in ("1", "2"):
-        env = {**os.environ, "FISHID_WORKER": address, "OMP_NUM_THREADS": threads}
+        env = environment(address, OMP_NUM_THREADS=threads)
         result = subprocess.run(
-            [sys.executable, str(CLI), "init", "Amphiprion", "--offline"], capture_output=True, env=env, timeout=120
+            [sys.executable, "-c", CLIENT, "init", "Amphiprion", "--offline"], capture_output=True, env=env, timeout=120
         )
         assert f"torch threads {threads}," in result.stderr.decode()
 
@@ -80,11 +96,10 @@ def children_of(process) -> list[psutil.Process]:
 
 def test_killing_the_client_ends_its_job_and_the_worker_goes_on(worker, tmp_path):
     address, process = worker
-    env = {**os.environ, "FISHID_WORKER": address}
     # `fishid review` serves until stopped: a job that never ends on its own.
     client = subprocess.Popen(
-        [sys.executable, str(CLI), "review", "--root", str(REPO), "--port", "0"],
-        env=env,
+        [sys.executable, "-c", CLIENT, "review", "--root", str(REPO), "--port", "0"],
+        env=environment(address),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -99,12 +114,16 @@ def test_killing_the_client_ends_its_job_and_the_worker_goes_on(worker, tmp_path
     assert fishid("init", "Amphiprion", "--offline", address=address).returncode == 0
 
 
-def test_without_a_worker_the_job_runs_in_its_own_process(tmp_path):
+def test_the_rules_script_runs_the_step_itself_where_no_worker_answers(tmp_path):
     gone = str(tmp_path / "no-socket")
-    result = fishid("init", "Amphiprion", "--offline", address=gone)
-    assert result.returncode == 0 and b"names: [Amphiprion]" in result.stdout
-    stderr = result.stderr.decode()
-    assert f"the resident worker at {gone} is not reachable" in stderr and WORKER_LINE not in stderr
+    run = [sys.executable, str(STEP_SCRIPT), "cache", "--split", "nowhere.tsv"]
+    alone = subprocess.run(run, capture_output=True, env=environment(), timeout=120)
+    result = subprocess.run(run, capture_output=True, env=environment(gone), timeout=120)
+    # The step's own usage error (argparse: the cache step's other options are required), here.
+    assert result.returncode == alone.returncode == 2 and b"required" in alone.stderr
+    assert alone.stderr in result.stderr
+    assert f"the resident worker at {gone} is not reachable".encode() in result.stderr
+    assert WORKER_LINE.encode() not in result.stderr
 
 
 def test_snakemake_starts_the_worker_only_for_local_runs_it_can_serve():

@@ -1,14 +1,17 @@
 """Which package files a pipeline step runs, read from the imports in the code itself.
 
-Each rule runs one `fishid` subcommand; its code inputs are the files of the modules that
-subcommand can import, transitively (imports inside functions included), so that editing any
-of them reruns the rule and nothing else does. Nothing is imported to find out: the files
-are parsed (ast), which keeps building the DAG fast and free of torch.
+Each rule runs one step; its code inputs are the files of the modules that the step's entry
+module (as fishid.steps declares it) and fishid.steps can import, transitively (imports inside
+functions included), so that editing any of them reruns the rule and nothing else does. Nothing
+but the declarations is imported to find out: the files are parsed (ast), which keeps building
+the DAG fast and free of torch.
 """
 
 import ast
 from functools import cache
 from pathlib import Path
+
+from fishid import steps
 
 PACKAGE = "fishid"
 
@@ -82,40 +85,9 @@ def _module_imports(root: Path, path: Path) -> list[str]:
     return [n for name in found for n in with_parents(name)]
 
 
-def _commands(tree: ast.Module) -> dict[str, ast.expr]:
-    """Subcommand name -> the function expression registered for it by `command(name, func, ...)`."""
-    found = {}
-    for node in ast.walk(tree):
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Name)
-            and node.func.id == "command"
-            and len(node.args) >= 2
-            and isinstance(node.args[0], ast.Constant)
-        ):
-            found[node.args[0].value] = node.args[1]
-    return found
-
-
-def step_files(root, step: str, cli_module: str = f"{PACKAGE}.cli") -> list[str]:
-    """The files a subcommand of the CLI runs: the CLI module (its top-level statements and
-    the functions the subcommand calls, transitively) and every package module those import."""
-    root = Path(root)
-    cli_path = module_file(root, cli_module)
-    tree = _parsed(cli_path)
-    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
-    commands = _commands(tree)
-    if step not in commands:
-        raise ValueError(f"{cli_path} has no subcommand {step!r} (known: {', '.join(sorted(commands))})")
-    reached, todo = set(), [commands[step]]
-    while todo:
-        node = todo.pop()
-        for called in (n.id for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in functions):
-            if called not in reached:
-                reached.add(called)
-                todo.append(functions[called])
-    top_level = [n for n in tree.body if not isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
-    nodes = top_level + [functions[name] for name in reached]
-    names = imported_names(nodes, cli_module, False) - {cli_module}
-    # The CLI module itself is not walked whole: its other subcommands' imports are not this step's.
-    return sorted(str(p) for p in closure(root, [PACKAGE, *names]) | {cli_path})
+def step_files(root, step: str) -> list[str]:
+    """The files a pipeline step runs: its entry module, as fishid.steps declares it, the
+    steps module that parses its options and calls it, and every package module those import
+    (transitively, imports inside functions included)."""
+    entry = steps.step(step).module
+    return sorted(str(p) for p in closure(Path(root), [PACKAGE, steps.__name__, entry]))

@@ -32,9 +32,7 @@ rule clean_shard:
         spec=per_image_spec(),
         shard=shard_args,
     shell:
-        "python {input.cli} clean-shard --records {input.records} --downloads {input.downloads}"
-        " --store {params.store} --cache {params.cache} --shard {params.shard} --spec {params.spec:q}"
-        " --threads {threads} --out {output} 2> {log}"
+        step_shell("clean-shard")
 
 
 # A checkpoint: once it has run, Snakemake reads the new table before deciding which splits
@@ -64,10 +62,5 @@ checkpoint clean_images:
     params:
         store=STORE,
         spec=as_json(config["clean"]),
-        shards=lambda wildcards, input: (
-            f"--shard-tables {' '.join(input.shards)}" if input.shards else ""
-        ),
     shell:
-        "python {input.cli} clean --records {input.records} --downloads {input.downloads}"
-        " --exclusions {input.exclusions} --relabels {input.relabels} --store {params.store} --derived {output.derived}"
-        " {params.shards} --spec {params.spec:q} --threads {threads} --out {output.table} 2> {log}"
+        step_shell("clean", skip=[] if CLEAN_SHARDS > 1 else ["shard_tables"])

@@ -11,7 +11,7 @@ from pathlib import Path
 PACKAGE_DIR = Path(os.path.relpath(Path(workflow.basedir, "workflow")))
 sys.path.insert(0, str(PACKAGE_DIR.resolve()))
 
-from fishid import codedeps, layout, memory, variants  # noqa: E402
+from fishid import codedeps, layout, memory, steps, variants  # noqa: E402
 from fishid.clean.stage import per_image_settings, settings_with_defaults  # noqa: E402
 from fishid.config import (
     backbone_settings,
@@ -39,8 +39,8 @@ validate(
 config.update(with_schema_defaults(config))
 
 # Every rule runs its step through this script (an input of each rule), so that jobs use
-# this checkout's package.
-CLI = str(PACKAGE_DIR / "fishid_cli.py")
+# this checkout's package; it runs the steps of fishid.steps only.
+CLI = str(PACKAGE_DIR / "fishid_step.py")
 
 ENV = "../../envs/fishid.yaml"
 
@@ -57,29 +57,20 @@ def start_resident_worker():
     if (
         not workflow.local_exec
         or workflow.deployment_settings.deployment_method
-        or not fishid_worker.wanted(os.environ)
         # A run of a job or two does not pay back the worker's own imports (about 6 CPU-s).
         or sum(1 for _ in workflow.dag.needrun_jobs()) < 3
     ):
         return None
     import shutil
-    import tempfile
 
-    address = os.path.join(tempfile.mkdtemp(prefix="fishid-worker-"), "socket")
-    Path(".snakemake/log").mkdir(parents=True, exist_ok=True)
-    with open(".snakemake/log/fishid-worker.log", "ab") as log:
-        process = fishid_worker.start(
-            address, shutil.which("python") or sys.executable, log
-        )
-    os.environ["FISHID_WORKER"] = address
-    return process
+    return fishid_worker.start_for_jobs(
+        shutil.which("python") or sys.executable, ".snakemake/log/fishid-worker.log"
+    )
 
 
 def stop_resident_worker(started):
     for process in filter(None, started):
-        process.terminate()
-        process.wait()
-        os.rmdir(os.path.dirname(os.environ.pop("FISHID_WORKER")))
+        fishid_worker.stop_for_jobs(process)
 
 
 STORE = layout.STORE
@@ -116,10 +107,17 @@ def model_figure(name):
 
 
 def step_code(step):
-    """The package files the rule's `fishid` subcommand runs, from their imports (fishid.codedeps):
+    """The package files the rule's step runs, from their imports (fishid.codedeps):
     editing any of them reruns the rule and what follows, editing any other file does not.
     """
     return codedeps.step_files(PACKAGE_DIR, step)
+
+
+def step_shell(step, skip=()):
+    """The rule's command: `python {input.cli} STEP` with each option of the step's declaration
+    (fishid.steps) from the rule's input, output, params, wildcards or threads, less the
+    optional ones in `skip`, and `2> {log}`."""
+    return steps.shell(step, skip)
 
 
 def source_code(spec, name):
@@ -295,8 +293,8 @@ def shard_names(count):
 
 
 def shard_args(wildcards):
-    """`INDEX COUNT` of a shard wildcard such as 2-of-4."""
-    return wildcards.shard.replace("-of-", " ")
+    """[INDEX, COUNT] of a shard wildcard such as 2-of-4."""
+    return wildcards.shard.split("-of-")
 
 
 def per_image_spec():
@@ -316,6 +314,13 @@ def label_issues_backbone():
     return [] if name == "none" else backbone_file({"arch": "tl", "backbone": name})
 
 
+def label_issues_skipped():
+    """The options label_issues has no value for (so its command leaves them out): the crops
+    where it reads whole photos, the backbone where it has none."""
+    crops = [] if LABEL_ISSUES["crops"] else ["crops", "crop_store"]
+    return crops + ([] if label_issues_backbone() else ["backbone"])
+
+
 # The detect stage (detect.smk), where the configuration has a `detect` section (its defaults
 # filled in above, with every other section's); None where it has none.
 DETECT = config.get("detect")
@@ -323,11 +328,6 @@ DETECTOR_FOLDER = "results/detect/{detector}"
 CROPS = "results/detect/crops.tsv"
 CROP_STORE = "results/detect/crops"
 SYNTHETIC_SOURCES = synthetic_sources(config["sources"])
-
-
-def label_issues_crops():
-    """The crops table and folder the queue reads ([] where it reads whole photos)."""
-    return [CROPS, CROP_STORE] if LABEL_ISSUES["crops"] else []
 
 
 def detector_folder():

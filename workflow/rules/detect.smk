@@ -35,10 +35,7 @@ rule train_detector:
         rows=detect_rows("train_detector"),
         datasets=DATASET_SPECS,
     shell:
-        "python {input.cli} train-detector --clean {input.clean} --derived {input.derived}"
-        " --records {input.records} --datasets {params.datasets:q} --synthetic-sources {params.synthetic}"
-        " --detector {wildcards.detector} --spec {params.spec:q} --threads {threads}"
-        " --out {params.folder} 2> {log}"
+        step_shell("train-detector")
 
 
 # A download runs where Snakemake runs (a cluster's login node has the network that compute
@@ -65,10 +62,9 @@ rule fetch_detector:
     params:
         spec=lambda wc: as_json(DETECT[wc.detector]),
         folder=lambda wc, output: str(Path(output[0]).parent),
-        offline="--offline" if config["offline"] else "",
+        offline=config["offline"],
     shell:
-        "python {input.cli} fetch-detector --detector {wildcards.detector} --spec {params.spec:q}"
-        " {params.offline} --out {params.folder} 2> {log}"
+        step_shell("fetch-detector")
 
 
 rule detect_fish:
@@ -114,12 +110,7 @@ rule detect_fish:
         rows=detect_rows("detect_fish"),
         datasets=DATASET_SPECS,
     shell:
-        "python {input.cli} detect --clean {input.clean} --derived {input.derived}"
-        " --records {input.records} --datasets {params.datasets:q} --synthetic-sources {params.synthetic}"
-        " --detector {params.detector} --folder {params.folder} --threshold {params.threshold}"
-        " --padding {params.padding} --threads {threads} --boxes {output.boxes} --crops {output.crops}"
-        " --queue {output.queue} --quality {output.quality} --crop-store {output.store}"
-        " --sheet {output.sheet} --found {params.found} 2> {log}"
+        step_shell("detect")
 
 
 rule cache_crops:
@@ -128,7 +119,7 @@ rule cache_crops:
         split=layout.SPLIT,
         derived=ancient(DERIVED),
         crops=CROPS,
-        store=CROP_STORE,
+        crop_store=CROP_STORE,
         cli=after_cleaning(CLI),
         code=step_code("cache"),
     output:
@@ -142,5 +133,4 @@ rule cache_crops:
     resources:
         mem_mb=memory_mb("cache_images", split_pixels_mb),
     shell:
-        "python {input.cli} cache --split {input.split} --derived {input.derived} --size {wildcards.size}"
-        " --crops {input.crops} --crop-store {input.store} --out {output} 2> {log}"
+        step_shell("cache")

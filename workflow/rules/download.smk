@@ -10,7 +10,7 @@ FETCH_SPEC = as_json(
         "max_pixels": config["clean"].get("max_pixels"),
     }
 )
-FETCH_OFFLINE = "--offline" if config["offline"] else ""
+FETCH_OFFLINE = config["offline"]
 # Where an unsharded fetch_images keeps its journal (beside its table).
 SOURCE_JOURNAL = f"{layout.DOWNLOADS}.journal"
 
@@ -36,10 +36,9 @@ rule fetch_shard:
         spec=FETCH_SPEC,
         offline=FETCH_OFFLINE,
         shard=shard_args,
-        journal=SOURCE_JOURNAL,
+        reuse=SOURCE_JOURNAL,
     shell:
-        "python {input.cli} fetch --records {input.records} --store {params.store} --spec {params.spec:q}"
-        " {params.offline} --shard {params.shard} --reuse {params.journal} --out {output} 2> {log}"
+        step_shell("fetch")
 
 
 if DOWNLOAD_SHARDS == 1:
@@ -63,8 +62,7 @@ if DOWNLOAD_SHARDS == 1:
             spec=FETCH_SPEC,
             offline=FETCH_OFFLINE,
         shell:
-            "python {input.cli} fetch --records {input.records} --store {params.store} --spec {params.spec:q}"
-            " {params.offline} --out {output} 2> {log}"
+            step_shell("fetch", skip=["shard", "reuse"])
 
 else:
 
@@ -87,5 +85,4 @@ else:
         params:
             journal=SOURCE_JOURNAL,
         shell:
-            "python {input.cli} gather-downloads --records {input.records} --shard-tables {input.shards}"
-            " --journal {params.journal} --out {output} 2> {log}"
+            step_shell("gather-downloads")

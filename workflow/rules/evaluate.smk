@@ -31,10 +31,7 @@ rule evaluate_model:
         figures=lambda wc: f"results/figures/{wc.model}",
         embedding_map=config["report"]["embedding_map"],
     shell:
-        "python {input.cli} evaluate --name {wildcards.model} --spec {params.spec:q} --weights {input.weights}"
-        " --cache {input.cache} --split {input.split} --other-label={params.other_label:q} --predictions {output.predictions}"
-        " --metrics {output.metrics} --figure-data {output.figure_data} --history {input.history}"
-        " --figures {params.figures} --embedding-map {params.embedding_map} --threads {threads} 2> {log}"
+        step_shell("evaluate")
 
 
 rule predict_folder:
@@ -55,4 +52,4 @@ rule predict_folder:
     conda:
         ENV
     shell:
-        "python {input.cli} predict --model {wildcards.model} {input.folder} --out {output} 2> {log}"
+        step_shell("predict", skip=["results"])

@@ -16,8 +16,7 @@ rule attribution:
     conda:
         ENV
     shell:
-        "python {input.cli} attribution --records {input.records} --downloads {input.downloads}"
-        " --clean {input.clean} --splits {input.splits} --out {output} 2> {log}"
+        step_shell("attribution")
 
 
 rule citation:
@@ -43,6 +42,4 @@ rule citation:
         # (gbif_request.download_of); a new download changes the records table too.
         sources=as_json(config["sources"]),
     shell:
-        "python {input.cli} citation --spec {params.sources:q} --records {input.records}"
-        " --downloads {input.downloads} --splits {input.splits} --out {output.citation}"
-        " --derived {output.derived} 2> {log}"
+        step_shell("citation")

@@ -18,8 +18,7 @@ rule plot_dataset:
     conda:
         ENV
     shell:
-        "python {input.cli} plot-dataset --name {wildcards.dataset} --counts {input.counts}"
-        " --out {output.png} 2> {log}"
+        step_shell("plot-dataset")
 
 
 REPORT_TEMPLATES = sorted(
@@ -59,11 +58,8 @@ rule report:
     conda:
         ENV
     params:
-        detect=lambda wc, input: (
-            f"--detect {input.detect} --detect-sheet {input.detect_sheet}"
-            if input.detect
-            else ""
-        ),
+        # The folder of every model's figures (results/figures).
+        figures=lambda wc, input: str(Path(input.model_figures[0]).parents[1]),
         # A function, so that braces in settings (CLIP prompts) are not read as wildcards.
         spec=lambda wc: as_json(
             {
@@ -73,8 +69,4 @@ rule report:
             }
         ),
     shell:
-        "python {input.cli} report --spec {params.spec:q} --clean {input.clean} --records {input.records}"
-        " --downloads {input.downloads} --counts {input.counts} --decisions {input.decisions} --leaks {input.leaks}"
-        " --metrics {input.metrics} --citation {input.citation} --derived {input.derived}"
-        " --label-issues {input.label_issues} {params.detect}"
-        " --figures results/figures --out {output} 2> {log}"
+        step_shell("report", skip=[] if DETECT else ["detect", "detect_sheet"])

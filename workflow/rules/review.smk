@@ -7,7 +7,8 @@ rule label_issues:
         clean=layout.CLEAN_TABLE,
         derived=DERIVED,
         backbone=label_issues_backbone(),
-        crops=label_issues_crops(),
+        crops=CROPS if LABEL_ISSUES["crops"] else [],
+        crop_store=CROP_STORE if LABEL_ISSUES["crops"] else [],
         cli=CLI,
         code=step_code("label-issues"),
     output:
@@ -30,19 +31,9 @@ rule label_issues:
         # A function: a string param is formatted with the wildcards, and a network's CLIP
         # prompt (a training setting) holds {species}.
         spec=lambda wc: as_json(LABEL_ISSUES),
-        backbone=lambda wc, input: (
-            f"--backbone {input.backbone}" if input.backbone else ""
-        ),
-        crops=lambda wc, input: (
-            f"--crops {input.crops[0]} --crop-store {input.crops[1]}"
-            if input.crops
-            else ""
-        ),
         seed=config["seed"],
     shell:
-        "python {input.cli} label-issues --clean {input.clean} --derived {input.derived}"
-        " --spec {params.spec:q} {params.backbone} {params.crops} --seed {params.seed} --threads {threads}"
-        " --out {output.table} --summary {output.summary} 2> {log}"
+        step_shell("label-issues", skip=label_issues_skipped())
 
 
 rule embedding_map:
@@ -66,8 +57,7 @@ rule embedding_map:
         method=config["report"]["embedding_map"],
         seed=config["seed"],
     shell:
-        "python {input.cli} embedding-map --predictions {input.predictions} --metrics {input.metrics}"
-        " --figure-data {input.figure_data} --method {params.method} --seed {params.seed} --out {output} 2> {log}"
+        step_shell("embedding-map")
 
 
 rule embedding_maps:

@@ -23,8 +23,6 @@ rule list_source:
         # Name matching for records without ranks; its answers are cached per name in
         # taxonomy.cache (resources/taxonomy), which every listing shares and offline ones read.
         taxonomy=as_json(config.get("taxonomy", {})),
-        offline="--offline" if config["offline"] else "",
+        offline=config["offline"],
     shell:
-        "python {input.cli} list {wildcards.source} --spec {params.spec:q} --seed {params.seed}"
-        " --download {params.download:q} --taxonomy {params.taxonomy:q} {params.offline}"
-        " --out {output.records} --summary {output.summary} 2> {log}"
+        step_shell("list")

@@ -29,6 +29,4 @@ rule split_dataset:
         max_distance=NEAR_DUPLICATE_DISTANCE,
         benchmarks=as_json(BENCHMARKS),
     shell:
-        "python {input.cli} split --clean {input.clean} --name {wildcards.dataset} --spec {params.spec:q}"
-        " --out {output.split} --decisions {output.decisions} --counts {output.counts} --leaks {output.leaks}"
-        " --max-distance {params.max_distance} --benchmarks {params.benchmarks:q} 2> {log}"
+        step_shell("split")

@@ -20,8 +20,7 @@ rule cache_images:
     resources:
         mem_mb=memory_mb("cache_images", split_pixels_mb),
     shell:
-        "python {input.cli} cache --split {input.split} --derived {input.derived} --size {wildcards.size}"
-        " --out {output} 2> {log}"
+        step_shell("cache", skip=["crops", "crop_store"])
 
 
 rule pretrain_backbone:
@@ -50,8 +49,7 @@ rule pretrain_backbone:
     params:
         spec=lambda wc: as_json(backbone_settings(config, wc.backbone)),
     shell:
-        "python {input.cli} pretrain --cache {input.cache} --spec {params.spec:q} --threads {threads}"
-        " --weights {output.weights} --history {output.history} --meta {output.meta} 2> {log}"
+        step_shell("pretrain")
 
 
 # Downloads of weights run where Snakemake runs (a cluster's login node, which has the
@@ -73,9 +71,9 @@ rule imagenet_weights:
     conda:
         ENV
     params:
-        offline="--offline" if config["offline"] else "",
+        offline=config["offline"],
     shell:
-        "python {input.cli} imagenet-weights --cache-dir {wildcards.cache} {params.offline} 2> {log}"
+        step_shell("imagenet-weights")
 
 
 rule open_clip_weights:
@@ -97,10 +95,10 @@ rule open_clip_weights:
     conda:
         ENV
     params:
-        offline="--offline" if config["offline"] else "",
+        model=lambda wc: f"hf-hub:{wc.org}/{wc.repo}",
+        offline=config["offline"],
     shell:
-        "python {input.cli} open-clip-weights --model hf-hub:{wildcards.org}/{wildcards.repo}"
-        " --cache-dir {wildcards.cache} {params.offline} --out {output} 2> {log}"
+        step_shell("open-clip-weights")
 
 
 rule train_model:
@@ -128,14 +126,8 @@ rule train_model:
         mem_mb=memory_mb("train_model", cache_mb),
     params:
         spec=lambda wc: as_json(model_spec(wc.model)),
-        backbone=lambda wc, input: (
-            f"--backbone {input.backbone}" if input.backbone else ""
-        ),
         backbone_spec=lambda wc: as_json(backbone_spec(model_spec(wc.model))),
         other_label=lambda wc: other_label(model_spec(wc.model)["dataset"]),
-        offline="--offline" if config["offline"] else "",
+        offline=config["offline"],
     shell:
-        "python {input.cli} train --cache {input.cache} --spec {params.spec:q} {params.backbone}"
-        " --backbone-spec {params.backbone_spec:q} --other-label={params.other_label:q} {params.offline}"
-        " --threads {threads} --weights {output.weights} --history {output.history}"
-        " --meta {output.meta} 2> {log}"
+        step_shell("train")

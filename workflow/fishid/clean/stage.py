@@ -677,3 +677,27 @@ def run(
         raise ValueError(f"cleaning kept no image out of {len(table)}; reasons: {reasons}")
     write_table(table, table_path, CLEAN_COLUMNS)
     return table
+
+
+def clean_step(records, downloads, exclusions, store, derived, spec, out, threads=1, relabels=None, shard_tables=None):
+    """The `clean` step (checkpoint clean_images): run, then what was dropped and why."""
+    table = run(
+        records,
+        downloads,
+        exclusions,
+        store,
+        derived,
+        out,
+        spec,
+        threads,
+        relabels_path=relabels,
+        shard_tables=shard_tables,
+    )
+    dropped = table.loc[~table["kept"], "reason"].str.split(":").str[0].value_counts().to_dict()
+    log.info("kept %d of %d images; dropped: %s", table["kept"].sum(), len(table), dropped)
+
+
+def shard_step(records, downloads, store, cache, shard, spec, out, threads=1):
+    """The `clean-shard` step (rule clean_shard): shard is (INDEX, COUNT)."""
+    index, count = shard
+    run_shard(records, downloads, store, cache, out, spec, index, count, threads)

@@ -286,3 +286,9 @@ def load_detector(name: str, folder) -> nn.Module:
     """Detector `name` from its folder, ready to predict: called on a list of images (3 x H x W,
     0-1) it returns, per image, {"boxes", "scores", "labels"} in that image's pixels."""
     return detector_kind(name).load(Path(folder))
+
+
+def fetch_step(detector, spec, out, offline=False):
+    """The `fetch-detector` step (rule fetch_detector): `out` is the detector's folder."""
+    record = fetch_detector(detector, spec, out, allow_download=not offline)
+    log.info("detector %s: %s in %s", detector, record["snapshot"]["model"], record["snapshot"]["folder"])

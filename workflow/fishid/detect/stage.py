@@ -205,3 +205,58 @@ def cropper(results_root, detector: str):
 
 def _plain(value):
     return value.item() if isinstance(value, np.generic) else str(value)
+
+
+def train_step(clean, derived, records, datasets, detector, spec, out, synthetic_sources=(), threads=1):
+    """The `train-detector` step (rule train_detector), on `threads` of PyTorch's."""
+    torch.set_num_threads(threads)
+    train(clean, derived, records, datasets, synthetic_sources, detector, spec, out)
+
+
+def detect_step(
+    clean,
+    derived,
+    records,
+    datasets,
+    detector,
+    folder,
+    threshold,
+    padding,
+    boxes,
+    crops,
+    queue,
+    quality,
+    crop_store,
+    sheet,
+    found,
+    synthetic_sources=(),
+    threads=1,
+):
+    """The `detect` step (rule detect_fish), on `threads` of PyTorch's, then a summary."""
+    torch.set_num_threads(threads)
+    result = run(
+        clean,
+        derived,
+        records,
+        datasets,
+        synthetic_sources,
+        detector,
+        folder,
+        threshold,
+        padding,
+        boxes,
+        crops,
+        queue,
+        quality,
+        crop_store,
+        sheet,
+        found,
+    )
+    log.info(
+        "%d photos: %d cropped, %d without a fish; mAP@0.5 on %s %s",
+        result["photos"],
+        result["cropped"],
+        result["no_fish_found"],
+        result["evaluated_on"],
+        result["quality"]["map50"],
+    )

@@ -433,3 +433,18 @@ def run(
         write_table(table, table_path, DOWNLOAD_COLUMNS)
         compact_journal(journal, store_root, records["record_id"])
     return table
+
+
+def fetch_step(records, store, out, spec=None, offline=False, shard=None, reuse=()):
+    """The `fetch` step (rules fetch_images, fetch_shard): run, then a summary of what failed."""
+    table = run(records, out, store, spec, offline, shard, reuse)
+    failed = table[table["error"] != ""]
+    log.info(
+        "%d stored, %d not: %s", len(table) - len(failed), len(failed), failed["error"].value_counts().head(8).to_dict()
+    )
+
+
+def gather_step(records, shard_tables, out, journal=None):
+    """The `gather-downloads` step (rule fetch_images with download.shards above one)."""
+    table = gather(records, shard_tables, out, journal)
+    log.info("%d rows from %d shard table(s)", len(table), len(shard_tables))

@@ -7,6 +7,8 @@ uses (fishid.evaluate.inference): the same photo gets the same scores from `pred
 """
 
 import json
+import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,8 @@ from fishid.detect import stage as detect
 from fishid.evaluate import inference
 from fishid.tables import readable
 from fishid.train import imagecache
+
+log = logging.getLogger(__name__)
 
 
 def load_image(path, weights: dict, size: int, cut=None) -> np.ndarray:
@@ -68,3 +72,17 @@ def predict_folder(model_dir, folder, batch_size: int = 64) -> pd.DataFrame:
         for i, c in enumerate(classes):
             table.loc[decoded, f"score:{c}"] = scores[:, i]
     return table[["file", "predicted", "top_score", *[f"score:{c}" for c in classes], "error"]]
+
+
+def predict_step(model, folder, results="results", out=None):
+    """`fishid predict` and rule predict_folder: a CSV of labels, to `out` or standard output."""
+    from fishid.tables import table_text, write_text_atomic
+
+    table = predict_folder(Path(results) / "models" / model, folder)
+    text = table_text(table, sep=",", float_format="%.6f")
+    if out:
+        write_text_atomic(out, text)
+    else:
+        sys.stdout.write(text)
+    unreadable = table[table["error"] != ""]
+    log.info("%d images labelled, %d unreadable", len(table) - len(unreadable), len(unreadable))

@@ -12,6 +12,7 @@ version, so that jobs without network read them from disk.
 """
 
 import json
+import logging
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from torch.hub import load_state_dict_from_url
 from torchvision.models import ResNet18_Weights
 
 from fishid.download.store import sha256_of_file
+
+log = logging.getLogger(__name__)
 
 
 class WeightsUnavailable(FileNotFoundError):
@@ -249,3 +252,16 @@ def write_hub_record(model: str, files: HubFiles, out) -> dict:
     record = hub_record(model, files)
     Path(out).write_text(json.dumps(record, indent=2) + "\n")
     return record
+
+
+def imagenet_step(cache_dir, offline=False):
+    """The `imagenet-weights` step (rule imagenet_weights)."""
+    path = ensure_imagenet_weights(cache_dir, allow_download=not offline)
+    log.info("verified %s", path)
+
+
+def open_clip_step(model, cache_dir, out, offline=False):
+    """The `open-clip-weights` step (rule open_clip_weights): the files, and their record in `out`."""
+    files = hub_files(model, cache_dir, allow_download=not offline)
+    write_hub_record(model, files, out)
+    log.info("%s: %s", model, ", ".join(str(path) for path in files.files))

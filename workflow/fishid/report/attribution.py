@@ -8,7 +8,11 @@ Its fields come from the sources, and a spreadsheet runs a cell that starts with
 written with a leading `'`, which spreadsheets show as text.
 """
 
+import logging
+
 import pandas as pd
+
+log = logging.getLogger(__name__)
 
 ATTRIBUTION_COLUMNS = [
     "sha256",
@@ -71,3 +75,15 @@ def attribution(
     table["taxon"] = table["image_taxon"].fillna(table["taxon"])
     table = table.reindex(columns=ATTRIBUTION_COLUMNS).sort_values(["taxon", "sha256", "record_id"], ignore_index=True)
     return table.map(neutralise)
+
+
+def attribution_step(records, downloads, clean, splits, out):
+    """The `attribution` step (rule attribution): the list, as CSV."""
+    from fishid.tables import read_table, table_text, write_text_atomic
+
+    def tables(paths):
+        return pd.concat([read_table(p) for p in paths], ignore_index=True)
+
+    table = attribution(tables(records), tables(downloads), read_table(clean), tables(splits))
+    write_text_atomic(out, table_text(table, sep=","))
+    log.info("%d image(s), %d rights holder(s)", table["sha256"].nunique(), table["rights_holder"].nunique())

@@ -11,6 +11,7 @@ Every field from a server or a table (rights holders, dates, keys) is written as
 text: markdown's markup in it is escaped, so it cannot make a link, an image or HTML.
 """
 
+import logging
 import re
 from datetime import date
 
@@ -21,6 +22,8 @@ from fishid.report.attribution import neutralise, stored_records, used_images
 from fishid.sources.base import day_of
 from fishid.sources.gbif import REGISTER_URL
 from fishid.sources.kinds import kind
+
+log = logging.getLogger(__name__)
 
 DERIVED_COLUMNS = ["datasetKey", "count"]
 RIGHTS_HOLDERS_SHOWN = 10
@@ -132,3 +135,16 @@ def markdown(shown: dict) -> str:
     if unused:
         lines += [f"Configured, but no image of theirs is in a final dataset: {', '.join(unused)}.", ""]
     return "\n".join(lines)
+
+
+def citation_step(spec, records, downloads, splits, out, derived):
+    """The `citation` step (rule citation): the page to cite (`out`) and the derived-dataset rows."""
+    from fishid.tables import read_table, write_table, write_text_atomic
+
+    def tables(paths):
+        return pd.concat([read_table(p) for p in paths], ignore_index=True)
+
+    shown = view(spec, tables(records), tables(downloads), tables(splits))
+    write_text_atomic(out, markdown(shown))
+    write_table(pd.DataFrame(shown["derived_dataset"], columns=DERIVED_COLUMNS), derived)
+    log.info("%d source(s), %d GBIF dataset(s)", len(shown["citations"]), len(shown["derived_dataset"]))

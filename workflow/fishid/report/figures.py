@@ -1,6 +1,7 @@
 """Report figures, drawn with matplotlib from the stage tables (PNG and SVG)."""
 
 import io
+import logging
 from pathlib import Path
 
 import matplotlib
@@ -9,6 +10,8 @@ matplotlib.use("Agg")  # cluster nodes and CI have no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 # Fixed metadata and a fixed salt for the element ids (random otherwise) keep the SVG bytes
 # identical from one run to the next.
@@ -285,3 +288,8 @@ def save_model_figures(model: str, history: pd.DataFrame, metrics: dict, data, o
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     for stem in STEMS:
         save(model_figure(stem, history, metrics, data, model, embedding_method), Path(out_dir, f"{stem}.png"))
+
+
+def plot_dataset_step(name, counts, out):
+    """The `plot-dataset` step (rule plot_dataset)."""
+    save(dataset_table(pd.read_csv(counts, sep="\t"), name), out)

@@ -5,6 +5,7 @@ is templates/report.html.j2; this module turns the stage tables into the data it
 import base64
 import io
 import json
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,6 +28,8 @@ TEMPLATES = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+
+log = logging.getLogger(__name__)
 # CSS pixels a figure takes on the page (a 1150 px column; a figure not wide gets half of it).
 # The files on disk stay full size; the page carries them at this width, which keeps the demo's
 # 128 figures to a few MB instead of 18.
@@ -460,3 +463,40 @@ def build(
         detection(json.loads(Path(detect_path).read_text()) if detect_path else None, detect_sheet_path),
     )
     Path(out_path).write_text(html)
+
+
+def report_step(
+    spec,
+    clean,
+    records,
+    downloads,
+    counts,
+    metrics,
+    figures,
+    out,
+    decisions=(),
+    leaks=(),
+    citation=None,
+    derived=None,
+    label_issues=None,
+    detect=None,
+    detect_sheet=None,
+):
+    """The `report` step (rule report): each model's folder is its metrics file's."""
+    build(
+        spec,
+        records,
+        downloads,
+        clean,
+        counts,
+        [Path(p).parent for p in metrics],
+        figures,
+        out,
+        decision_paths=decisions,
+        citation_path=citation,
+        derived_path=derived,
+        leak_paths=leaks,
+        label_issues_path=label_issues,
+        detect_path=detect,
+        detect_sheet_path=detect_sheet,
+    )

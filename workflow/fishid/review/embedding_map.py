@@ -3,9 +3,12 @@
 results/review/embedding_map/{model}.json, and the style (colour, shape) of each label."""
 
 import json
+import logging
 
 import numpy as np
 import pandas as pd
+
+log = logging.getLogger(__name__)
 
 # Kelly's colours of maximum contrast (white and black left out), the darker ones first: they
 # stand out on the page's white.
@@ -94,3 +97,14 @@ def write(data: dict, path) -> None:
     from fishid.tables import write_text_atomic
 
     write_text_atomic(path, json.dumps(data, indent=1) + "\n")
+
+
+def embedding_map_step(predictions, metrics, figure_data, method, out, seed=0):
+    """The `embedding-map` step (rule embedding_map)."""
+    from fishid.tables import read_table
+
+    with open(metrics) as handle:
+        evaluated = json.load(handle)
+    data = compute(read_table(predictions), evaluated, np.load(figure_data)["features"], method, seed)
+    write(data, out)
+    log.info("%s: %d points (%s)", evaluated.get("model", ""), len(data["points"]), method)

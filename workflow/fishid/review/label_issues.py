@@ -27,6 +27,7 @@ real photos it cannot see bar counts or fin colours, and its queue was noise
 (bench/label_issues_real.py).
 """
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -505,3 +506,30 @@ def summarise(table, settings, folds, classes, probabilities, labels, pairs) -> 
             "sizes": sorted(map(int, sizes), reverse=True),
         },
     }
+
+
+def label_issues_step(
+    clean, derived, spec, out, summary, backbone=None, crops=None, crop_store=None, seed=0, threads=1
+):
+    """The `label-issues` step (rule label_issues): the queue and its summary, written."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    from fishid.tables import read_table, write_table, write_text_atomic
+
+    torch.set_num_threads(threads)
+    # BLAS too (scikit-learn's regression): more threads than the job's cores only wait on each other.
+    with threadpool_limits(threads):
+        table, counts = label_issues(
+            read_table(clean), derived, spec, backbone, seed, (crops, crop_store) if crops else None
+        )
+    write_table(table, out, ISSUE_COLUMNS)
+    write_text_atomic(summary, json.dumps(counts, indent=2) + "\n")
+    log.info(
+        "%d of %d images flagged as likely label errors (%s); %d outliers; %d clusters",
+        table["flagged"].sum(),
+        len(table),
+        spec["backbone"],
+        counts.get("outliers", 0),
+        counts.get("clusters", {}).get("count", 0),
+    )

@@ -492,3 +492,9 @@ def run(
     hashed = {bench: benchmark_hashes(bench, folder) for bench, folder in (benchmarks or {}).items()}
     write_table(leak_pairs(table, clean, max_distance, hashed), leaks_path, LEAK_COLUMNS)
     return table
+
+
+def split_step(clean, name, spec, out, decisions, counts, leaks, max_distance, benchmarks=None):
+    """The `split` step (rule split_dataset): run, then the photos per label and split."""
+    table = run(clean, name, spec, out, decisions, counts, leaks, max_distance, benchmarks)
+    log.info("%s: %s", name, table.groupby(["label", "split"]).size().to_dict())

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import logging
 import zlib
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import torch
 from PIL import Image
 
 from fishid.tables import read_table
+
+log = logging.getLogger(__name__)
 
 
 def square(image: Image.Image, size: int) -> np.ndarray:
@@ -114,3 +117,11 @@ def subset(cache: dict, role: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(uint8 images, labels) of one split role."""
     mask = torch.tensor([s == role for s in cache["split"]], dtype=torch.bool)
     return cache["images"][mask], cache["labels"][mask]
+
+
+def cache_step(split, derived, size, out, crops=None, crop_store=None):
+    """The `cache` step (rules cache_images, cache_crops): build and save."""
+    cache = build(split, derived, size, crops, crop_store)
+    save(cache, out)
+    if crops:
+        log.info("%d of %d photos cropped to their fish", cache["cropped"], len(cache["sha256"]))

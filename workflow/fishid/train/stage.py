@@ -2,6 +2,7 @@
 model (fishid.train.recipes says how, fishid.train.loop runs the epochs) or pre-train a
 backbone, and return the run's records (fishid.train.record, which writes them all)."""
 
+import logging
 import time
 from dataclasses import replace
 
@@ -17,6 +18,8 @@ from fishid.runtime import predict_logits, select_device
 from fishid.train import imagecache, record
 from fishid.train.data import Data, on_device, plain_inputs, training_data
 from fishid.train.recipes import RECIPES, fit_network, load_backbone
+
+log = logging.getLogger(__name__)
 
 
 def train_model(
@@ -92,3 +95,18 @@ def pretrain_clip(settings: dict, cache: dict) -> record.Run:
     captions = [settings["prompt"].format(species=c) for c in data.classes]
     weights, facts = {"architecture": {"clip": config}}, {"captions": captions}
     return record.Run(model.clip, history, settings, data, cache, device, start, weights, facts)
+
+
+def pretrain_step(cache, spec, weights, history, meta, threads=1):
+    """The `pretrain` step (rule pretrain_backbone): the backbone's run, written."""
+    torch.set_num_threads(threads)
+    record.save(*pretrain_backbone(spec, imagecache.load(cache)), weights, history, meta)
+
+
+def train_step(
+    cache, spec, weights, history, meta, backbone=None, backbone_spec=None, other_label="", offline=False, threads=1
+):
+    """The `train` step (rule train_model): the model's run, written."""
+    torch.set_num_threads(threads)
+    result = train_model(spec, imagecache.load(cache), backbone, other_label, backbone_spec, allow_download=not offline)
+    record.save(*result, weights, history, meta)
