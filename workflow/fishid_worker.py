@@ -119,9 +119,11 @@ def exit_status(wait_status: int) -> int:
 def run_job(request: dict, fds: list[int]) -> int:
     """In the forked child: become the job, run its command, return its exit status."""
     os.setpgid(0, 0)  # its own group, so that ending it ends whatever it started too
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGPIPE):
-        signal.signal(sig, signal.SIG_DFL)
-    for target, fd in enumerate(fds):
+    # As a fresh Python sets them (SIGPIPE stays ignored, as Python leaves it).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for target, fd in enumerate(fds):  # each fd is above 2: the worker's own 0, 1 and 2 are open
         os.dup2(fd, target)
         os.close(fd)
     os.chdir(request["cwd"])
@@ -283,7 +285,9 @@ def _end_group(pid: int):
 def start(address: str, python: str, log) -> subprocess.Popen:
     """The worker, once it listens at `address` (it binds before its imports: a fraction of a second)."""
     environ = {k: v for k, v in os.environ.items() if k != ADDRESS}
-    process = subprocess.Popen([python, __file__, address], env=environ, stdout=log, stderr=log)
+    process = subprocess.Popen(
+        [python, __file__, address], env=environ, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+    )
     deadline = time.monotonic() + 30
     while not os.path.exists(address) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
