@@ -27,6 +27,7 @@ from fishid.review.label_issues import issue_settings  # noqa: E402
 from fishid.sources.base import source_kind  # noqa: E402
 from fishid.split import scope  # noqa: E402
 from fishid.tables import read_table  # noqa: E402
+import fishid_worker  # noqa: E402  (workflow/, beside the package)
 
 validate(
     config,
@@ -43,8 +44,6 @@ config.update(with_schema_defaults(config))
 CLI = str(PACKAGE_DIR / "fishid_step.py")
 
 ENV = "../../envs/fishid.yaml"
-
-import fishid_worker  # noqa: E402
 
 # The resident worker of this run, if any (onstart starts it, onsuccess and onerror stop it).
 RESIDENT_WORKER = []
