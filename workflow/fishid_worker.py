@@ -252,7 +252,7 @@ def _reap(children, selector):
         if pid not in children:
             continue
         conn, argv = children.pop(pid)
-        if _registered(selector, conn):
+        if conn in selector.get_map():
             selector.unregister(conn)
         status = exit_status(wait_status)
         # One line per job in the worker's log (.snakemake/log/fishid-worker.log): what ran here.
@@ -262,14 +262,6 @@ def _reap(children, selector):
         except OSError:
             pass  # the client is gone; so is its job
         conn.close()
-
-
-def _registered(selector, conn) -> bool:
-    try:
-        selector.get_key(conn)
-        return True
-    except KeyError:
-        return False
 
 
 def _end_group(pid: int):

@@ -49,9 +49,9 @@ def worker():
 
 
 def environment(address=None, **more) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "FISHID_WORKER"}
+    env = {k: v for k, v in os.environ.items() if k != fishid_worker.ADDRESS}
     env["PYTHONPATH"] = str(REPO / "workflow")
-    return {**env, **({"FISHID_WORKER": address} if address else {}), **more}
+    return {**env, **({fishid_worker.ADDRESS: address} if address else {}), **more}
 
 
 def fishid(*args, address=None, **kwargs) -> subprocess.CompletedProcess:
