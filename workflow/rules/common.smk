@@ -339,6 +339,11 @@ def detectors_by_training(trained):
     return "|".join(map(re.escape, names))
 
 
+def crop_settings():
+    """The detect settings a photo's crop depends on, besides the detector's files."""
+    return {key: DETECT[key] for key in ("detector", "threshold", "padding")}
+
+
 def detector_files():
     """What detect_fish reads of its detector: a trained one's weights and record, or the
     record of the files fetched for one used as it comes."""

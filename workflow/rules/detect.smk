@@ -100,9 +100,9 @@ rule detect_fish:
     resources:
         gpu=1,
     params:
-        detector=lambda wc: DETECT["detector"],
-        threshold=lambda wc: DETECT["threshold"],
-        padding=lambda wc: DETECT["padding"],
+        detector=lambda wc: crop_settings()["detector"],
+        threshold=lambda wc: crop_settings()["threshold"],
+        padding=lambda wc: crop_settings()["padding"],
         folder=lambda wc: detector_folder(),
         # Not an output: Snakemake would empty it before each run.
         found=layout.DETECT_FOUND,
@@ -118,10 +118,15 @@ rule cache_crops:
     input:
         split=layout.SPLIT,
         derived=ancient(DERIVED),
-        crops=CROPS,
-        crop_store=CROP_STORE,
+        # ancient: detect_fish rewrites the crops of every photo when any kept photo comes or
+        # goes; a dataset's crops change only with its photos (split), the detector, how it
+        # crops (params cropping) or the detect code, each an input here.
+        crops=ancient(CROPS),
+        crop_store=ancient(CROP_STORE),
+        detector=lambda wc: detector_files(),
         cli=after_cleaning(CLI),
         code=step_code("cache"),
+        crop_code=step_code("detect"),
     output:
         "results/cache/{dataset}/{size}px-crops.pt",
     log:
@@ -132,5 +137,7 @@ rule cache_crops:
         ENV
     resources:
         mem_mb=memory_mb("cache_images", split_pixels_mb),
+    params:
+        cropping=lambda wc: as_json(crop_settings()),
     shell:
         step_shell("cache")
