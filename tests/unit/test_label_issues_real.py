@@ -178,6 +178,24 @@ def test_the_backbone_path_reads_the_weights_file(synthetic_project, tmp_path):
         label_issues.label_issues(clean, root / "derived", settings, None)
 
 
+def test_the_backbone_reads_many_photos_a_chunk_at_a_time(synthetic_project, tmp_path, monkeypatch):
+    """Past CHUNK_BYTES of images the backbone reads the photos in chunks, twice: the channel
+    statistics and the features are those of every photo read at once, to float precision."""
+    _, clean, root = synthetic_project
+    weights = tmp_path / "weights.pt"
+    torch.manual_seed(0)
+    torch.save({"model": registry.backbone_resnet18().state_dict()}, weights)
+    paths = [root / "derived" / p for p in clean.loc[clean["derived_path"] != "", "derived_path"]][:40]
+    whole = label_issues.backbone_features(paths, 32, weights)
+    stats = label_issues.channel_stats(label_issues.load_images(paths, 32))
+    monkeypatch.setattr(label_issues, "CHUNK_BYTES", 3 * 32 * 32 * 7)
+    parts = label_issues.chunks(paths, 32)
+    assert [len(part) for part in parts] == [7] * 5 + [5]
+    for streamed, at_once in zip(label_issues.chunked_channel_stats(parts, 32), stats):
+        assert torch.allclose(streamed, at_once, rtol=1e-5)
+    assert np.allclose(label_issues.backbone_features(paths, 32, weights), whole, rtol=1e-3, atol=1e-5)
+
+
 def test_with_a_detect_section_the_model_reads_each_photos_crop(synthetic_project, tmp_path):
     """The demo has a detect section: the queue reads the crops table's crop of each photo that
     has one (here three photos, cut in half), the whole photo of the others, and calibrates its
@@ -295,6 +313,40 @@ def test_past_the_sample_clusters_agree_with_hdbscan_on_every_photo_and_leave_fa
     sampled = label_issues.clusters(features, 10, sample=150)
     assert len(set(whole[:600])) == 3 and adjusted_rand_score(whole[:600], sampled[:600]) > 0.95
     assert (sampled[600:] == -1).all()
+
+
+def test_past_the_exact_limit_datalab_reads_an_approximate_graph_that_finds_the_same_issues(monkeypatch):
+    """NN-descent's graph (used past EXACT_NEIGHBOURS photos) against Datalab's own search over
+    every pair, on the same features: nearly the same neighbours, and the same outliers and
+    near duplicates."""
+    from sklearn.neighbors import NearestNeighbors
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(6, 32)) * 3
+    features = np.concatenate([c + rng.normal(size=(250, 32)) for c in centres])
+    copies = features[:20] + rng.normal(size=(20, 32)) * 1e-3
+    features = np.concatenate([features, copies, rng.normal(size=(10, 32)) * 8]).astype(np.float32)
+    n = len(features)
+    assert set(label_issues.neighbours(features)) == {"features"}
+    graph = label_issues.neighbours(features, exact_up_to=n - 1)["knn_graph"]
+    found = graph.indices.reshape(n, label_issues.NEIGHBOURS)
+    assert graph.shape == (n, n) and not (found == np.arange(n)[:, None]).any()
+    assert (np.diff(graph.data.reshape(n, -1), axis=1) >= 0).all()
+    exact = NearestNeighbors(n_neighbors=label_issues.NEIGHBOURS, metric="cosine").fit(features).kneighbors()[1]
+    recall = np.mean([len(set(a) & set(b)) for a, b in zip(found, exact)]) / label_issues.NEIGHBOURS
+    assert recall > 0.95, recall
+
+    probabilities = rng.dirichlet(np.ones(3), size=n)
+    given = [f"species {i % 3}" for i in range(n)]
+    searched = label_issues.datalab_issues(probabilities, features, given)
+    duplicates = label_issues.datalab_near_duplicates(features)
+    monkeypatch.setattr(label_issues, "EXACT_NEIGHBOURS", n - 1)
+    approximate = label_issues.datalab_issues(probabilities, features, given)
+    outliers = set(np.flatnonzero(searched["is_outlier_issue"]))
+    assert outliers >= set(range(n - 10, n)) and set(np.flatnonzero(approximate["is_outlier_issue"])) == outliers
+    assert (searched["is_label_issue"] == approximate["is_label_issue"]).all()
+    assert label_issues.datalab_near_duplicates(features) == duplicates
+    assert all(1500 + i in duplicates[i] for i in range(20))
 
 
 def test_confident_learning_forks_no_pool(monkeypatch):

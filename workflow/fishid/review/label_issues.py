@@ -117,20 +117,19 @@ def phash_copies(clean: pd.DataFrame, kept: pd.DataFrame) -> pd.DataFrame:
     return copies.sort_values("sha256", ignore_index=True)
 
 
-def load_images(derived_root, paths, size: int):
-    """uint8 images (N, 3, size, size), read as the image cache reads them."""
+def load_images(paths, size: int):
+    """uint8 images (N, 3, size, size) of the files at `paths`, read as the image cache reads them."""
     from fishid.train import imagecache
 
-    return imagecache.load_squares([Path(derived_root, p) for p in paths], size)
+    return imagecache.load_squares(paths, size)
 
 
-def load_crops(photos: pd.DataFrame, derived_root, crops, size: int):
+def crop_paths(photos: pd.DataFrame, derived_root, crops) -> tuple[list[Path], int]:
     """Each photo's crop (crops: (the detect stage's crops table, its folder)), its whole photo
-    where no fish was found, as a model on crops reads them: ((N, 3, size, size), crops used)."""
+    where no fish was found, as a model on crops reads them: (paths, crops used)."""
     from fishid.train import imagecache
 
-    paths, used = imagecache.cropped_paths(photos, derived_root, *crops)
-    return imagecache.load_squares(paths, size), used
+    return imagecache.cropped_paths(photos, derived_root, *crops)
 
 
 def crop_sides(photos: pd.DataFrame, crops_path) -> np.ndarray:
@@ -152,6 +151,34 @@ def channel_stats(images):
     return imagecache.channel_stats(images)
 
 
+# The backbone reads at most this many bytes of images at a time: past them, the photos are read
+# a chunk at a time, twice (their channel statistics, then their features), rather than all
+# held (12 KB a photo at 64 px: 120 GB at 10 million). Within one chunk, the statistics are
+# those of every image at once, as the image cache computes them (summed by chunk, they move
+# in their seventh digit, and so would the demo's queue).
+CHUNK_BYTES = 256 * 2**20
+
+
+def chunks(paths: list, size: int) -> list[list]:
+    step = max(1, CHUNK_BYTES // (3 * size * size))
+    return [paths[i : i + step] for i in range(0, len(paths), step)]
+
+
+def chunked_channel_stats(parts: list[list], size: int):
+    """channel_stats over every image of every chunk, summed in float64 a thousand images at a time."""
+    import torch
+
+    total, squares, count = torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64), 0
+    for part in parts:
+        for block in load_images(part, size).split(1000):
+            pixels = block.double().div_(255)
+            total += pixels.sum(dim=(0, 2, 3))
+            squares += pixels.square_().sum(dim=(0, 2, 3))
+            count += block[:, 0].numel()
+    mean = total / count
+    return mean.float(), ((squares - count * mean.square()) / (count - 1)).sqrt().float()
+
+
 def as_data(train_x, train_y, val_x, val_y, classes, stats):
     from fishid.train.data import Data
 
@@ -161,10 +188,11 @@ def as_data(train_x, train_y, val_x, val_y, classes, stats):
 # --- (a) frozen backbone features + logistic regression -----------------------------------
 
 
-def backbone_features(images, backbone_path) -> np.ndarray:
-    """512 pooled features per photo from the ResNet-18 backbone's weights, in evaluation mode
-    (re-estimating its batch norms on these photos, as TL training does, changed nothing on the
-    demo's photos and doubled the time)."""
+def backbone_features(paths: list, size: int, backbone_path) -> np.ndarray:
+    """512 pooled features per photo (the files at `paths`, read at `size`) from the ResNet-18
+    backbone's weights, in evaluation mode (re-estimating its batch norms on these photos, as TL
+    training does, changed nothing on the demo's photos and doubled the time), a chunk of
+    photos at a time (CHUNK_BYTES)."""
     from fishid.models import registry
     from fishid.runtime import select_device
     from fishid.train.features import extract_features
@@ -172,8 +200,17 @@ def backbone_features(images, backbone_path) -> np.ndarray:
     encoder = registry.backbone_resnet18()
     registry.load_backbone_state(encoder, backbone_path)
     device = select_device()
-    data = as_data(images, None, images[:0], None, [], channel_stats(images))
-    return extract_features(encoder.requires_grad_(False).to(device), images, data, {}, device, 0, None)[0].numpy()
+    encoder = encoder.requires_grad_(False).to(device)
+    parts = chunks(list(paths), size)
+    images = load_images(parts[0], size) if len(parts) == 1 else None
+    stats = channel_stats(images) if images is not None else chunked_channel_stats(parts, size)
+    features = []
+    for part in parts:
+        images = load_images(part, size) if images is None else images
+        data = as_data(images, None, images[:0], None, [], stats)
+        features.append(extract_features(encoder, images, data, {}, device, 0, None)[0].numpy())
+        images = None
+    return np.concatenate(features)
 
 
 def linear_probabilities(features: np.ndarray, labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
@@ -286,6 +323,42 @@ def network_probabilities(images, labels: np.ndarray, classes, folds: int, setti
 # --- issues ---------------------------------------------------------------------------------
 
 
+# Datalab's neighbours per photo for outliers and near duplicates (its own default).
+NEIGHBOURS = 10
+# Up to this many photos Datalab finds the neighbours itself, exactly, over every pair of photos:
+# its time and memory grow with their square (1.7 GB and 35 s of the 20,000-photo queue; at
+# 50,000 photos it made the queue grow as photos^1.21, bench/results/scale.md). Past it,
+# NN-descent's approximate graph (pynndescent, which umap-learn brings): 4 s and 0.5 GB at
+# 20,000 photos, growing about linearly, after 25 s of compiling.
+EXACT_NEIGHBOURS = 10_000
+
+
+def neighbours(features: np.ndarray, exact_up_to: int | None = None) -> dict:
+    """What Datalab reads to find each photo's nearest neighbours: the features (it searches every
+    pair, by cosine distance past 3 dimensions), or past `exact_up_to` photos the graph of the
+    NEIGHBOURS nearest by cosine distance that NN-descent finds (Datalab's knn_graph: one row per
+    photo, its neighbours' distances, nearest first, itself left out)."""
+    if len(features) <= (EXACT_NEIGHBOURS if exact_up_to is None else exact_up_to):
+        return {"features": features}
+    from pynndescent import NNDescent
+    from scipy.sparse import csr_matrix
+
+    n, k = len(features), NEIGHBOURS
+    # One thread and a fixed seed: the same graph on every run.
+    index = NNDescent(features, metric="cosine", n_neighbors=k + 1, random_state=0, n_jobs=1, low_memory=True)
+    indices, distances = index.neighbor_graph
+    # Each photo is listed as its own nearest; an exact copy of it may come first instead.
+    itself = indices == np.arange(n)[:, None]
+    keep = np.ones(indices.shape, bool)
+    keep[np.arange(n), np.where(itself.any(axis=1), itself.argmax(axis=1), k)] = False
+    indices, distances = indices[keep].reshape(n, k), np.maximum(distances[keep].reshape(n, k), 0)
+    if (indices < 0).any():
+        raise RuntimeError(
+            f"NN-descent found fewer than {k} neighbours for {int((indices < 0).any(axis=1).sum())} photo(s)"
+        )
+    return {"knn_graph": csr_matrix((distances.ravel(), indices.ravel(), np.arange(0, n * k + 1, k)), shape=(n, n))}
+
+
 def datalab_issues(probabilities: np.ndarray, features: np.ndarray, given: list[str]) -> pd.DataFrame:
     """Datalab's label issues (confident learning; label_score is the self-confidence) and
     outliers (distances to the nearest neighbours in feature space), one row per photo."""
@@ -297,7 +370,7 @@ def datalab_issues(probabilities: np.ndarray, features: np.ndarray, given: list[
     # test_review_app run stuck for 10 minutes); cleanlab documents n_jobs as changing only
     # the time, never the result.
     label = {"clean_learning_kwargs": {"find_label_issues_kwargs": {"n_jobs": 1}}}
-    lab.find_issues(pred_probs=probabilities, features=features, issue_types={"label": label, "outlier": {}})
+    lab.find_issues(pred_probs=probabilities, **neighbours(features), issue_types={"label": label, "outlier": {}})
     return lab.get_issues()
 
 
@@ -306,7 +379,7 @@ def datalab_near_duplicates(features: np.ndarray) -> list[set[int]]:
     from cleanlab import Datalab
 
     lab = Datalab(data={"index": list(range(len(features)))}, verbosity=0)
-    lab.find_issues(features=features, issue_types={"near_duplicate": {}})
+    lab.find_issues(**neighbours(features), issue_types={"near_duplicate": {}})
     return [set(map(int, s)) for s in lab.get_info("near_duplicate")["near_duplicate_sets"]]
 
 
@@ -380,14 +453,16 @@ def empty(settings: dict, reason: str) -> tuple[pd.DataFrame, dict]:
     return pd.DataFrame(columns=ISSUE_COLUMNS), {"photos": 0, "backbone": settings["backbone"], "note": reason}
 
 
-def model_outputs(settings: dict, images, seen, labels, classes, folds: int, seed: int, backbone_path):
+def model_outputs(settings: dict, photos: list, seen, labels, classes, folds: int, seed: int, backbone_path):
     """(out-of-sample probabilities, features of what the model read, features of the whole
-    photos): `images` are the whole photos (the labelled ones, then cleaning's dropped copies),
-    `seen` the labelled photos' crops (None: the model reads the whole photos)."""
-    n = len(labels)
+    photos): `photos` are the whole photos' files (the labelled ones, then cleaning's dropped
+    copies), `seen` the labelled photos' crops' (None: the model reads the whole photos)."""
+    n, size = len(labels), settings["image_size"]
     if settings["backbone"] == "none":
+        # The networks train on every photo in memory, as training does.
+        images = load_images(photos, size)
         probabilities, features, whole = network_probabilities(
-            images if seen is None else seen,
+            images if seen is None else load_images(seen, size),
             labels,
             classes,
             folds,
@@ -398,8 +473,8 @@ def model_outputs(settings: dict, images, seen, labels, classes, folds: int, see
         return probabilities, features, features if seen is None else whole
     if backbone_path is None:
         raise ValueError(f"review.label_issues.backbone {settings['backbone']!r}: its weights file is missing")
-    whole = backbone_features(images, backbone_path)
-    features = whole[:n] if seen is None else backbone_features(seen, backbone_path)
+    whole = backbone_features(photos, size, backbone_path)
+    features = whole[:n] if seen is None else backbone_features(seen, size, backbone_path)
     return linear_probabilities(features[:n], labels, folds, seed), features, whole
 
 
@@ -414,16 +489,15 @@ def label_issues(clean: pd.DataFrame, derived_root, settings: dict, backbone_pat
         return empty(settings, "fewer than two species with two kept photos: nothing to cross-validate")
     # Cleaning's dropped copies get features too: Datalab's near duplicates are compared with them.
     everything = pd.concat([kept, phash_copies(clean, kept)], ignore_index=True)
-    images = load_images(derived_root, everything["derived_path"], settings["image_size"])
+    photos = [Path(derived_root, p) for p in everything["derived_path"]]
     seen, cropped = None, 0
     if settings["crops"]:
         if crops is None:
             raise ValueError("review.label_issues.crops: the detect stage's crops table was not given")
-        seen, cropped = load_crops(kept, derived_root, crops, settings["image_size"])
+        seen, cropped = crop_paths(kept, derived_root, crops)
     labels = np.array([classes.index(t) for t in kept["taxon"]])
     folds = int(min(settings["folds"], np.bincount(labels).min()))
-    loaded = time.perf_counter()
-    probabilities, features, whole = model_outputs(settings, images, seen, labels, classes, folds, seed, backbone_path)
+    probabilities, features, whole = model_outputs(settings, photos, seen, labels, classes, folds, seed, backbone_path)
     calibration = None
     if settings["crops"]:
         probabilities, calibration = size_calibrated(probabilities, labels, crop_sides(kept, crops[0]))
@@ -435,8 +509,7 @@ def label_issues(clean: pd.DataFrame, derived_root, settings: dict, backbone_pat
     summary["cropped"] = cropped
     summary["calibration"] = calibration
     summary["seconds"] = {
-        "images": round(loaded - start, 2),
-        "probabilities": round(scored - loaded, 2),
+        "probabilities": round(scored - start, 2),
         "issues": round(time.perf_counter() - scored, 2),
     }
     return table[ISSUE_COLUMNS], summary
