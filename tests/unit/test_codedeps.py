@@ -156,17 +156,17 @@ def test_a_steps_files_hold_no_module_of_the_stages_it_does_not_run(step):
     assert not names(codedeps.step_files(ROOT, step)) & outside
 
 
-@pytest.mark.parametrize("step", sorted(steps.STEPS))
+@pytest.mark.parametrize("step", sorted(steps.all_steps()))
 def test_a_step_runs_its_declared_entry_module_and_no_command_people_type(step):
     """The rules run fishid_step.py, not the `fishid` command line: editing `fishid review` (cli.py)
     reruns nothing, and each step's files hold the module its declaration names."""
     found = names(codedeps.step_files(ROOT, step))
-    assert {steps.STEPS[step].module, "fishid.steps"} <= found
+    assert {steps.all_steps()[step].module, "fishid.steps"} <= found
     assert "fishid.cli" not in found and "fishid.review.server" not in found
 
 
 def test_an_unknown_step_is_named():
-    with pytest.raises(ValueError, match="no subcommand 'nope'"):
+    with pytest.raises(ValueError, match="no module of the package declares a step 'nope'"):
         codedeps.step_files(ROOT, "nope")
 
 

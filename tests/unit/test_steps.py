@@ -15,9 +15,9 @@ from fishid import steps
 RULES = REPO / "workflow" / "rules"
 
 
-@pytest.mark.parametrize("name", sorted(steps.STEPS))
+@pytest.mark.parametrize("name", sorted(steps.all_steps()))
 def test_a_declaration_names_exactly_its_entry_functions_parameters(name):
-    step = steps.STEPS[name]
+    step = steps.all_steps()[name]
     assert steps.signature_mismatches(step) == []
     parameters = inspect.signature(step.function()).parameters
     # An option the command line may leave out is a parameter with a default, and only that.
@@ -28,7 +28,7 @@ def test_a_declaration_names_exactly_its_entry_functions_parameters(name):
 
 def test_a_mismatch_is_named(monkeypatch):
     """The check above fails where a declaration and its function part."""
-    step = steps.STEPS["plot-dataset"]
+    step = steps.all_steps()["plot-dataset"]
     broken = steps.Step(step.name, step.entry, step.help, (*step.options[:-1], steps.Option("output", "output")))
     assert steps.signature_mismatches(broken) == [
         "output: not a parameter of fishid.report.figures:plot_dataset_step",
@@ -169,4 +169,48 @@ def test_the_declarations_import_nothing_heavy():
     """The Snakefile reads them while it plans (and codedeps counts this module in every step)."""
     tree = inspect.getsource(steps)
     imported = set(re.findall(r"^(?:import|from) (\w+)", tree, re.MULTILINE))
-    assert imported <= {"argparse", "importlib", "inspect", "json", "logging", "sys", "dataclasses"}
+    assert imported <= {
+        "argparse",
+        "ast",
+        "functools",
+        "importlib",
+        "inspect",
+        "json",
+        "logging",
+        "sys",
+        "dataclasses",
+        "pathlib",
+    }
+
+
+def test_the_declarations_are_read_without_importing_the_modules_that_carry_them():
+    """Planning reads every step's declaration from source: no stage module (nor PyTorch) is
+    imported, and each step names the function its decorator is on."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from fishid import steps; found = steps.all_steps(); "
+        "print(len(found), sorted(m for m in sys.modules if m.startswith('fishid.')), 'torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split(" ", 1)[1].strip() == "['fishid.steps'] False"
+    assert int(result.stdout.split()[0]) == len(steps.all_steps()) == 22
+    assert steps.all_steps()["split"].entry == "fishid.split.stage:split_step"
+
+
+def test_a_declaration_that_names_more_than_fishid_steps_is_refused_with_its_place(tmp_path, monkeypatch):
+    package = tmp_path / "fishid"
+    (package / "stage").mkdir(parents=True)
+    (package / "stage" / "mod.py").write_text(
+        'from fishid import steps\n\nLOCAL = 1\n\n\n@steps.declare("x", "help", steps.inp("a"))\n'
+        "def ok(a):\n    pass\n\n\n"
+        '@steps.declare("y", "help", steps.par("b", default=LOCAL))\ndef refused(b=1):\n    pass\n'
+    )
+    monkeypatch.setattr(steps, "PACKAGE", package)
+    with pytest.raises(ValueError, match=r"mod.py:11: a step's declaration may name only fishid.steps"):
+        steps.declared(package / "stage" / "mod.py")
+    text = (package / "stage" / "mod.py").read_text()
+    (package / "stage" / "mod.py").write_text(text[: text.index('@steps.declare("y"')])
+    (step,) = steps.declared(package / "stage" / "mod.py")
+    assert (step.name, step.entry, [o.name for o in step.options]) == ("x", "fishid.stage.mod:ok", ["a"])

@@ -1,4 +1,8 @@
-"""Every step a rule runs, declared once: its entry function and its options.
+"""Every step a rule runs, declared once, on its entry function: `@steps.declare(NAME, HELP,
+*options)` above the function, in the module that runs the step, each option naming one of
+the function's parameters and where the rule finds its value (steps.inp, steps.out,
+steps.par, steps.Option for wildcards). Adding an input to a step is then its rule and its
+module; editing one step's declaration reruns that step only.
 
 From each declaration follow both the rule's command line (`step_shell` in
 workflow/rules/common.smk writes `python {input.cli} STEP --flag {input.x} ... 2> {log}`) and
@@ -7,17 +11,21 @@ function as keyword arguments. The rules run them through workflow/fishid_step.p
 below), not through the `fishid` command line, so that editing a command people type (audit,
 review, ...) reruns no step; `fishid STEP` still runs each step by hand (cli.py adds them).
 
-Nothing is imported here but the standard library: the Snakefile reads these declarations
-while it plans, and fishid.codedeps takes each step's entry module from them.
+Nothing is imported here but the standard library, and the declarations are read from the
+modules' source, not imported: the Snakefile reads them while it plans, and fishid.codedeps
+takes each step's entry module from them.
 """
 
 import argparse
+import ast
+import functools
 import importlib
 import inspect
 import json
 import logging
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 # Where a rule finds an option's value, as Snakemake names it in a shell command.
 SOURCES = ("input", "output", "params", "wildcards", "threads", "log")
@@ -80,344 +88,103 @@ class Step:
         return getattr(importlib.import_module(module), name)
 
 
-def _options(*options) -> tuple[Option, ...]:
-    return tuple(options)
-
-
-def _inp(name, **kw):
+def inp(name, **kw):
     return Option(name, "input", **kw)
 
 
-def _out(name, **kw):
+def out(name, **kw):
     return Option(name, "output", **kw)
 
 
-def _par(name, **kw):
+def par(name, **kw):
     return Option(name, "params", **kw)
 
 
 THREADS = Option("threads", "threads", type="int", default=1)
-OFFLINE = _par("offline", type="bool", default=False, help="fail rather than use the network")
-SPEC = _par("spec", type="json", help="settings as JSON")
-TRAIN_OUTPUTS = (_out("weights"), _out("history"), _out("meta"))
+OFFLINE = par("offline", type="bool", default=False, help="fail rather than use the network")
+SPEC = par("spec", type="json", help="settings as JSON")
+TRAIN_OUTPUTS = (out("weights"), out("history"), out("meta"))
 # The photos train_detector and detect_fish read (fishid.detect.scope).
 FOUND_ON = (
-    _inp("clean"),
-    _inp("derived"),
-    _inp("records", nargs="+"),
-    _par(
+    inp("clean"),
+    inp("derived"),
+    inp("records", nargs="+"),
+    par(
         "datasets",
         type="json",
         help="every dataset's settings, as JSON: the held-out photos are those of the splits made from the clean table",
     ),
-    _par("synthetic_sources", key="synthetic", nargs="*", default=[], help="the sources whose boxes are known"),
+    par("synthetic_sources", key="synthetic", nargs="*", default=[], help="the sources whose boxes are known"),
     THREADS,
 )
 
-_STEPS = (
-    Step(
-        "list",
-        "fishid.sources.listing:list_step",
-        "list one source's records",
-        _options(
-            Option("source", "wildcards", positional=True),
-            SPEC,
-            _par("seed", type="int", default=0),
-            _par("download", type="json", default={}, help="HTTP client settings as JSON"),
-            _par("taxonomy", type="json", default={}, help="name matching settings (taxonomy:) as JSON"),
-            OFFLINE,
-            _out("out", key="records"),
-            _out("summary", default=None, help="per-taxon counts and notes (TSV)"),
-        ),
-    ),
-    Step(
-        "fetch",
-        "fishid.download.fetch:fetch_step",
-        "bring a source's images into the store",
-        _options(
-            _inp("records"),
-            _par("store"),
-            _par("spec", type="json", default={}, help="download settings and licence policy as JSON"),
-            OFFLINE,
-            _par("shard", type="int", nargs=2, default=None, help="do shard INDEX of COUNT"),
-            _par("reuse", nargs="+", default=[], help="journals whose finished downloads stand (read only)"),
-            _out("out", key=""),
-        ),
-    ),
-    Step(
-        "gather-downloads",
-        "fishid.download.fetch:gather_step",
-        "a source's download table from its shards' tables",
-        _options(
-            _inp("records"),
-            _inp("shard_tables", key="shards", nargs="+"),
-            _par("journal", default=None, help="the source's journal, into which the shards' journals are merged"),
-            _out("out", key=""),
-        ),
-    ),
-    Step(
-        "clean",
-        "fishid.clean.stage:clean_step",
-        "decode, check and keep or drop every stored image",
-        _options(
-            _inp("records", nargs="+"),
-            _inp("downloads", nargs="+"),
-            _inp("exclusions"),
-            _inp("relabels", default=None, help="the user's relabellings (id, label, reason, when)"),
-            _par("store"),
-            _out("derived"),
-            _inp("shard_tables", key="shards", nargs="+", default=None, help="the clean-shard tables (else: here)"),
-            SPEC,
-            THREADS,
-            _out("out", key="table"),
-        ),
-    ),
-    Step(
-        "clean-shard",
-        "fishid.clean.stage:shard_step",
-        "decode and measure one shard of the stored images",
-        _options(
-            _inp("records", nargs="+"),
-            _inp("downloads", nargs="+"),
-            _par("store"),
-            _par("cache", help="the per-image cache (results/clean/measures)"),
-            _par("shard", type="int", nargs=2, help="do shard INDEX of COUNT"),
-            SPEC,
-            THREADS,
-            _out("out", key=""),
-        ),
-    ),
-    Step(
-        "split",
-        "fishid.split.stage:split_step",
-        "split one dataset",
-        _options(
-            _inp("clean"),
-            Option("name", "wildcards", key="dataset"),
-            SPEC,
-            _out("out", key="split"),
-            _out("decisions"),
-            _out("counts"),
-            _out("leaks", help="near-duplicate pairs across train and held-out images"),
-            _par("max_distance", type="int", help="the near-duplicate distance (bits)"),
-            _par("benchmarks", type="json", default={}, help="benchmark folders by name, as JSON"),
-        ),
-    ),
-    Step(
-        "cache",
-        "fishid.train.imagecache:cache_step",
-        "decode and resize a dataset's images once",
-        _options(
-            _inp("split"),
-            _inp("derived"),
-            Option("size", "wildcards", type="int"),
-            _inp("crops", default=None, help="the detect stage's crops table: cut each photo to its fish"),
-            _inp("crop_store", default=None, help="the folder the crops table's paths are in"),
-            _out("out", key=""),
-        ),
-    ),
-    Step(
-        "train-detector",
-        "fishid.detect.stage:train_step",
-        "train the fish detector",
-        _options(
-            *FOUND_ON, Option("detector", "wildcards"), SPEC, _par("out", key="folder", help="the detector's folder")
-        ),
-    ),
-    Step(
-        "fetch-detector",
-        "fishid.detect.detectors:fetch_step",
-        "fetch a detector used as it comes",
-        _options(
-            Option("detector", "wildcards"),
-            SPEC,
-            OFFLINE,
-            _par("out", key="folder", help="the detector's folder (its meta.json)"),
-        ),
-    ),
-    Step(
-        "detect",
-        "fishid.detect.stage:detect_step",
-        "find the fish in every kept photo and crop it",
-        _options(
-            *FOUND_ON,
-            _par("detector"),
-            _par("folder", help="the detector's folder (weights.pt, meta.json)"),
-            _par("threshold", type="float"),
-            _par("padding", type="float"),
-            _out("boxes"),
-            _out("crops"),
-            _out("queue"),
-            _out("quality"),
-            _out("crop_store", key="store"),
-            _out("sheet", help="PNG: crops beside their photos"),
-            _par("found", help="the boxes found before, per detector and photo (kept)"),
-        ),
-    ),
-    Step(
-        "pretrain",
-        "fishid.train.stage:pretrain_step",
-        "pre-train a backbone",
-        _options(_inp("cache"), SPEC, THREADS, *TRAIN_OUTPUTS),
-    ),
-    Step(
-        "train",
-        "fishid.train.stage:train_step",
-        "train one model",
-        _options(
-            _inp("cache"),
-            SPEC,
-            _inp("backbone", type="path?", default=None, help="the weights the model starts from, if any"),
-            _par("backbone_spec", type="json", default={}, help="the backbone's settings as JSON"),
-            _par("other_label", default="", help="the dataset's pooled 'other' label, if any"),
-            _par("offline", type="bool", default=False, help="never download weights"),
-            THREADS,
-            *TRAIN_OUTPUTS,
-        ),
-    ),
-    Step(
-        "imagenet-weights",
-        "fishid.models.weights:imagenet_step",
-        "torchvision's ImageNet ResNet-18 weights",
-        _options(Option("cache_dir", "wildcards", key="cache"), OFFLINE),
-    ),
-    Step(
-        "open-clip-weights",
-        "fishid.models.weights:open_clip_step",
-        "an open_clip model from the Hugging Face Hub",
-        _options(
-            _par("model", help="hf-hub:org/name"),
-            Option("cache_dir", "wildcards", key="cache"),
-            OFFLINE,
-            _out("out", key=""),
-        ),
-    ),
-    Step(
-        "evaluate",
-        "fishid.report.evaluation:evaluate_step",
-        "evaluate one model and draw its figures",
-        _options(
-            Option("name", "wildcards", key="model"),
-            SPEC,
-            _inp("weights"),
-            _inp("cache"),
-            _inp("split", help="the dataset's split table (each photo's sources)"),
-            _par("other_label", default="", help="the dataset's pooled 'other' label, if any"),
-            _out("predictions"),
-            _out("metrics"),
-            _out("figure_data"),
-            _inp("history", help="the training curves (for the figures)"),
-            _par("figures", help="folder of the model's figures"),
-            _par("embedding_map", choices=("tsne", "umap"), help="report.embedding_map"),
-            THREADS,
-        ),
-    ),
-    Step(
-        "plot-dataset",
-        "fishid.report.figures:plot_dataset_step",
-        "a dataset's table of images per label and split",
-        _options(Option("name", "wildcards", key="dataset"), _inp("counts"), _out("out", key="png")),
-    ),
-    Step(
-        "report",
-        "fishid.report.html:report_step",
-        "the HTML report",
-        _options(
-            SPEC,
-            _inp("clean"),
-            _inp("records", nargs="+"),
-            _inp("downloads", nargs="+"),
-            _inp("counts", nargs="+"),
-            _inp("decisions", nargs="+", default=[], help="the datasets' decisions tables (leaks)"),
-            _inp("leaks", nargs="+", default=[], help="the datasets' near-duplicate pairs across roles"),
-            _inp("metrics", nargs="+"),
-            _inp("citation", default=None, help="results/provenance/citation.md"),
-            _inp("derived", default=None, help="results/provenance/derived_dataset.tsv"),
-            _inp("label_issues", default=None, help="results/review/label_issues.json (the queue's summary)"),
-            _inp("detect", default=None, help="results/detect/quality.json, where there is a detect stage"),
-            _inp("detect_sheet", default=None, help="results/detect/crops.png"),
-            _par("figures"),
-            _out("out", key=""),
-        ),
-    ),
-    Step(
-        "predict",
-        "fishid.evaluate.predict:predict_step",
-        "label a folder of photos with a trained model",
-        _options(
-            Option("model", "wildcards", help="a model name from the configuration"),
-            Option("folder", "input", positional=True, help="folder of photos (searched recursively)"),
-            Option("results", "params", default="results", help="the pipeline's results folder"),
-            _out("out", key="", default=None, help="CSV to write (default: standard output)"),
-        ),
-    ),
-    Step(
-        "attribution",
-        "fishid.report.attribution:attribution_step",
-        "who to credit for every image a dataset uses",
-        _options(
-            _inp("records", nargs="+"),
-            _inp("downloads", nargs="+"),
-            _inp("clean"),
-            _inp("splits", nargs="+"),
-            _out("out", key=""),
-        ),
-    ),
-    Step(
-        "citation",
-        "fishid.report.citation:citation_step",
-        "how to cite the data the datasets use",
-        _options(
-            _par("spec", key="sources", type="json", help="the configuration's sources as JSON"),
-            _inp("records", nargs="+"),
-            _inp("downloads", nargs="+"),
-            _inp("splits", nargs="+"),
-            _out("out", key="citation"),
-            _out("derived", help="derived_dataset.tsv: images per GBIF datasetKey"),
-        ),
-    ),
-    Step(
-        "label-issues",
-        "fishid.review.label_issues:label_issues_step",
-        "the review app's queue of likely label errors",
-        _options(
-            _inp("clean"),
-            _inp("derived"),
-            _par("spec", type="json", help="review.label_issues settings (resolved) as JSON"),
-            _inp(
-                "backbone",
-                default=None,
-                help="the backbone's weights (backbone: not none)",
-            ),
-            _inp("crops", default=None, help="the detect stage's crops table (spec crops: true)"),
-            _inp("crop_store", default=None, help="the folder the crops table's paths are in"),
-            _par("seed", type="int", default=0),
-            THREADS,
-            _out("out", key="table"),
-            _out("summary", help="counts per issue type, clusters, the backbone used (JSON)"),
-        ),
-    ),
-    Step(
-        "embedding-map",
-        "fishid.review.embedding_map:embedding_map_step",
-        "a model's embedding map for the review app",
-        _options(
-            _inp("predictions"),
-            _inp("metrics"),
-            _inp("figure_data", help="the evaluation's figure_data.npz (its features)"),
-            _par("method", choices=("tsne", "umap"), help="report.embedding_map"),
-            _par("seed", type="int", default=0),
-            _out("out", key=""),
-        ),
-    ),
-)
-STEPS = {step.name: step for step in _STEPS}
+
+def declare(name: str, help: str, *options: Option):
+    """The declaration of step `name` on its entry function (`@steps.declare(...)` above it, in the
+    module that runs the step): its help and options. It changes nothing at run time; the
+    declarations are read from the modules' source (`declared`) so that planning imports none of
+    them (they import PyTorch, scikit-learn, matplotlib)."""
+
+    def unchanged(function):
+        return function
+
+    return unchanged
+
+
+PACKAGE = Path(__file__).resolve().parent
+DECORATOR = "@steps.declare("
+
+
+def _is_declaration(decorator) -> bool:
+    function = decorator.func if isinstance(decorator, ast.Call) else None
+    return (
+        isinstance(function, ast.Attribute)
+        and function.attr == "declare"
+        and getattr(function.value, "id", "") == "steps"
+    )
+
+
+def declared(path: Path) -> list[Step]:
+    """The steps whose declarations the module at `path` carries, each evaluated with this
+    module as its only name (`steps.inp(...)`, `steps.SPEC`, ...)."""
+    module = ".".join(("fishid", *path.relative_to(PACKAGE).with_suffix("").parts))
+    found = []
+    for node in ast.parse(path.read_text(), str(path)).body:
+        for decorator in getattr(node, "decorator_list", []):
+            if not _is_declaration(decorator):
+                continue
+            call = ast.Call(func=ast.Name("_step", ast.Load()), args=decorator.args, keywords=decorator.keywords)
+            expression = ast.fix_missing_locations(ast.Expression(call))
+            try:
+                name, help, *options = eval(
+                    compile(expression, str(path), "eval"), {"steps": sys.modules[__name__], "_step": lambda *a: a}
+                )
+            except NameError as error:
+                raise ValueError(
+                    f"{path}:{decorator.lineno}: a step's declaration may name only fishid.steps ({error})"
+                ) from None
+            found.append(Step(name, f"{module}:{node.name}", help, tuple(options)))
+    return found
+
+
+@functools.cache
+def all_steps() -> dict[str, Step]:
+    """Every step declared in the package (the modules holding @steps.declare), by name."""
+    steps = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name != "steps.py" and DECORATOR in path.read_text():
+            for s in declared(path):
+                if s.name in steps:
+                    raise ValueError(f"step {s.name!r} is declared twice: {steps[s.name].entry} and {s.entry}")
+                steps[s.name] = s
+    return steps
 
 
 def step(name: str) -> Step:
-    if name not in STEPS:
-        raise ValueError(f"fishid.steps declares no subcommand {name!r} (known: {', '.join(sorted(STEPS))})")
-    return STEPS[name]
+    steps = all_steps()
+    if name not in steps:
+        raise ValueError(f"no module of the package declares a step {name!r} (known: {', '.join(sorted(steps))})")
+    return steps[name]
 
 
 def shell(name: str, skip=()) -> str:
@@ -475,7 +242,7 @@ def call(name: str, args: argparse.Namespace):
 
 def add_subcommands(subparsers) -> None:
     """One subcommand per step, each calling its entry function (cli.py adds them to `fishid`)."""
-    for s in _STEPS:
+    for s in all_steps().values():
         sub = subparsers.add_parser(s.name, help=s.help, description=s.help)
         add_arguments(sub, s.options)
         sub.set_defaults(func=lambda args, name=s.name: call(name, args))

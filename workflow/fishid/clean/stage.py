@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from fishid import steps
 from fishid.clean import grouping, near_duplicates, photo_filters
 from fishid.clean.decode import DecodeError
 from fishid.clean.decode import decode as decode_bytes
@@ -679,6 +680,20 @@ def run(
     return table
 
 
+@steps.declare(
+    "clean",
+    "decode, check and keep or drop every stored image",
+    steps.inp("records", nargs="+"),
+    steps.inp("downloads", nargs="+"),
+    steps.inp("exclusions"),
+    steps.inp("relabels", default=None, help="the user's relabellings (id, label, reason, when)"),
+    steps.par("store"),
+    steps.out("derived"),
+    steps.inp("shard_tables", key="shards", nargs="+", default=None, help="the clean-shard tables (else: here)"),
+    steps.SPEC,
+    steps.THREADS,
+    steps.out("out", key="table"),
+)
 def clean_step(records, downloads, exclusions, store, derived, spec, out, threads=1, relabels=None, shard_tables=None):
     """The `clean` step (checkpoint clean_images): run, then what was dropped and why."""
     table = run(
@@ -697,6 +712,18 @@ def clean_step(records, downloads, exclusions, store, derived, spec, out, thread
     log.info("kept %d of %d images; dropped: %s", table["kept"].sum(), len(table), dropped)
 
 
+@steps.declare(
+    "clean-shard",
+    "decode and measure one shard of the stored images",
+    steps.inp("records", nargs="+"),
+    steps.inp("downloads", nargs="+"),
+    steps.par("store"),
+    steps.par("cache", help="the per-image cache (results/clean/measures)"),
+    steps.par("shard", type="int", nargs=2, help="do shard INDEX of COUNT"),
+    steps.SPEC,
+    steps.THREADS,
+    steps.out("out", key=""),
+)
 def shard_step(records, downloads, store, cache, shard, spec, out, threads=1):
     """The `clean-shard` step (rule clean_shard): shard is (INDEX, COUNT)."""
     index, count = shard

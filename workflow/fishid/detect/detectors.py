@@ -37,6 +37,7 @@ from torchvision.models.detection import FCOS
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.fcos import FCOSHead
 
+from fishid import steps
 from fishid.detect import owlv2
 from fishid.models.weights import load_weights
 
@@ -288,6 +289,14 @@ def load_detector(name: str, folder) -> nn.Module:
     return detector_kind(name).load(Path(folder))
 
 
+@steps.declare(
+    "fetch-detector",
+    "fetch a detector used as it comes",
+    steps.Option("detector", "wildcards"),
+    steps.SPEC,
+    steps.OFFLINE,
+    steps.par("out", key="folder", help="the detector's folder (its meta.json)"),
+)
 def fetch_step(detector, spec, out, offline=False):
     """The `fetch-detector` step (rule fetch_detector): `out` is the detector's folder."""
     record = fetch_detector(detector, spec, out, allow_download=not offline)

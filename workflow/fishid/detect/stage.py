@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from fishid import runtime
+from fishid import runtime, steps
 from fishid.detect import boxes as box_table
 from fishid.detect import crops as crop_table
 from fishid.detect import detectors, infer, scope, sheet
@@ -207,12 +207,36 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else str(value)
 
 
+@steps.declare(
+    "train-detector",
+    "train the fish detector",
+    *steps.FOUND_ON,
+    steps.Option("detector", "wildcards"),
+    steps.SPEC,
+    steps.par("out", key="folder", help="the detector's folder"),
+)
 def train_step(clean, derived, records, datasets, detector, spec, out, synthetic_sources=(), threads=1):
     """The `train-detector` step (rule train_detector), on `threads` of PyTorch's."""
     torch.set_num_threads(threads)
     train(clean, derived, records, datasets, synthetic_sources, detector, spec, out)
 
 
+@steps.declare(
+    "detect",
+    "find the fish in every kept photo and crop it",
+    *steps.FOUND_ON,
+    steps.par("detector"),
+    steps.par("folder", help="the detector's folder (weights.pt, meta.json)"),
+    steps.par("threshold", type="float"),
+    steps.par("padding", type="float"),
+    steps.out("boxes"),
+    steps.out("crops"),
+    steps.out("queue"),
+    steps.out("quality"),
+    steps.out("crop_store", key="store"),
+    steps.out("sheet", help="PNG: crops beside their photos"),
+    steps.par("found", help="the boxes found before, per detector and photo (kept)"),
+)
 def detect_step(
     clean,
     derived,

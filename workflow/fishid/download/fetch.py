@@ -25,7 +25,7 @@ from urllib.parse import unquote_to_bytes, urlparse
 import pandas as pd
 from tqdm import tqdm
 
-from fishid import licences, web
+from fishid import licences, steps, web
 from fishid.download import store
 from fishid.sources import synthetic
 from fishid.sources.base import FOLDER_KEY
@@ -435,6 +435,17 @@ def run(
     return table
 
 
+@steps.declare(
+    "fetch",
+    "bring a source's images into the store",
+    steps.inp("records"),
+    steps.par("store"),
+    steps.par("spec", type="json", default={}, help="download settings and licence policy as JSON"),
+    steps.OFFLINE,
+    steps.par("shard", type="int", nargs=2, default=None, help="do shard INDEX of COUNT"),
+    steps.par("reuse", nargs="+", default=[], help="journals whose finished downloads stand (read only)"),
+    steps.out("out", key=""),
+)
 def fetch_step(records, store, out, spec=None, offline=False, shard=None, reuse=()):
     """The `fetch` step (rules fetch_images, fetch_shard): run, then a summary of what failed."""
     table = run(records, out, store, spec, offline, shard, reuse)
@@ -444,6 +455,14 @@ def fetch_step(records, store, out, spec=None, offline=False, shard=None, reuse=
     )
 
 
+@steps.declare(
+    "gather-downloads",
+    "a source's download table from its shards' tables",
+    steps.inp("records"),
+    steps.inp("shard_tables", key="shards", nargs="+"),
+    steps.par("journal", default=None, help="the source's journal, into which the shards' journals are merged"),
+    steps.out("out", key=""),
+)
 def gather_step(records, shard_tables, out, journal=None):
     """The `gather-downloads` step (rule fetch_images with download.shards above one)."""
     table = gather(records, shard_tables, out, journal)

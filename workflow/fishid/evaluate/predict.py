@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from fishid import steps
 from fishid.clean import stage as clean
 from fishid.detect import stage as detect
 from fishid.evaluate import inference
@@ -74,6 +75,14 @@ def predict_folder(model_dir, folder, batch_size: int = 64) -> pd.DataFrame:
     return table[["file", "predicted", "top_score", *[f"score:{c}" for c in classes], "error"]]
 
 
+@steps.declare(
+    "predict",
+    "label a folder of photos with a trained model",
+    steps.Option("model", "wildcards", help="a model name from the configuration"),
+    steps.Option("folder", "input", positional=True, help="folder of photos (searched recursively)"),
+    steps.Option("results", "params", default="results", help="the pipeline's results folder"),
+    steps.out("out", key="", default=None, help="CSV to write (default: standard output)"),
+)
 def predict_step(model, folder, results="results", out=None):
     """`fishid predict` and rule predict_folder: a CSV of labels, to `out` or standard output."""
     from fishid.tables import table_text, write_text_atomic

@@ -22,6 +22,7 @@ import torch
 from torch.hub import load_state_dict_from_url
 from torchvision.models import ResNet18_Weights
 
+from fishid import steps
 from fishid.download.store import sha256_of_file
 
 log = logging.getLogger(__name__)
@@ -254,12 +255,26 @@ def write_hub_record(model: str, files: HubFiles, out) -> dict:
     return record
 
 
+@steps.declare(
+    "imagenet-weights",
+    "torchvision's ImageNet ResNet-18 weights",
+    steps.Option("cache_dir", "wildcards", key="cache"),
+    steps.OFFLINE,
+)
 def imagenet_step(cache_dir, offline=False):
     """The `imagenet-weights` step (rule imagenet_weights)."""
     path = ensure_imagenet_weights(cache_dir, allow_download=not offline)
     log.info("verified %s", path)
 
 
+@steps.declare(
+    "open-clip-weights",
+    "an open_clip model from the Hugging Face Hub",
+    steps.par("model", help="hf-hub:org/name"),
+    steps.Option("cache_dir", "wildcards", key="cache"),
+    steps.OFFLINE,
+    steps.out("out", key=""),
+)
 def open_clip_step(model, cache_dir, out, offline=False):
     """The `open-clip-weights` step (rule open_clip_weights): the files, and their record in `out`."""
     files = hub_files(model, cache_dir, allow_download=not offline)

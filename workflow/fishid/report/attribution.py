@@ -12,6 +12,8 @@ import logging
 
 import pandas as pd
 
+from fishid import steps
+
 log = logging.getLogger(__name__)
 
 ATTRIBUTION_COLUMNS = [
@@ -77,6 +79,15 @@ def attribution(
     return table.map(neutralise)
 
 
+@steps.declare(
+    "attribution",
+    "who to credit for every image a dataset uses",
+    steps.inp("records", nargs="+"),
+    steps.inp("downloads", nargs="+"),
+    steps.inp("clean"),
+    steps.inp("splits", nargs="+"),
+    steps.out("out", key=""),
+)
 def attribution_step(records, downloads, clean, splits, out):
     """The `attribution` step (rule attribution): the list, as CSV."""
     from fishid.tables import read_table, table_text, write_text_atomic

@@ -17,6 +17,7 @@ from datetime import date
 
 import pandas as pd
 
+from fishid import steps
 from fishid.config import kind_of
 from fishid.report.attribution import neutralise, stored_records, used_images
 from fishid.sources.base import day_of
@@ -137,6 +138,16 @@ def markdown(shown: dict) -> str:
     return "\n".join(lines)
 
 
+@steps.declare(
+    "citation",
+    "how to cite the data the datasets use",
+    steps.par("spec", key="sources", type="json", help="the configuration's sources as JSON"),
+    steps.inp("records", nargs="+"),
+    steps.inp("downloads", nargs="+"),
+    steps.inp("splits", nargs="+"),
+    steps.out("out", key="citation"),
+    steps.out("derived", help="derived_dataset.tsv: images per GBIF datasetKey"),
+)
 def citation_step(spec, records, downloads, splits, out, derived):
     """The `citation` step (rule citation): the page to cite (`out`) and the derived-dataset rows."""
     from fishid.tables import read_table, write_table, write_text_atomic

@@ -12,12 +12,30 @@ import numpy as np
 import pandas as pd
 import torch
 
+from fishid import steps
 from fishid.evaluate import stage as evaluate
 from fishid.report import figures as drawing
 
 log = logging.getLogger(__name__)
 
 
+@steps.declare(
+    "evaluate",
+    "evaluate one model and draw its figures",
+    steps.Option("name", "wildcards", key="model"),
+    steps.SPEC,
+    steps.inp("weights"),
+    steps.inp("cache"),
+    steps.inp("split", help="the dataset's split table (each photo's sources)"),
+    steps.par("other_label", default="", help="the dataset's pooled 'other' label, if any"),
+    steps.out("predictions"),
+    steps.out("metrics"),
+    steps.out("figure_data"),
+    steps.inp("history", help="the training curves (for the figures)"),
+    steps.par("figures", help="folder of the model's figures"),
+    steps.par("embedding_map", choices=("tsne", "umap"), help="report.embedding_map"),
+    steps.THREADS,
+)
 def evaluate_step(
     name,
     spec,

@@ -11,6 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from fishid import steps
+
 log = logging.getLogger(__name__)
 
 # Fixed metadata and a fixed salt for the element ids (random otherwise) keep the SVG bytes
@@ -290,6 +292,13 @@ def save_model_figures(model: str, history: pd.DataFrame, metrics: dict, data, o
         save(model_figure(stem, history, metrics, data, model, embedding_method), Path(out_dir, f"{stem}.png"))
 
 
+@steps.declare(
+    "plot-dataset",
+    "a dataset's table of images per label and split",
+    steps.Option("name", "wildcards", key="dataset"),
+    steps.inp("counts"),
+    steps.out("out", key="png"),
+)
 def plot_dataset_step(name, counts, out):
     """The `plot-dataset` step (rule plot_dataset)."""
     save(dataset_table(pd.read_csv(counts, sep="\t"), name), out)

@@ -15,6 +15,7 @@ from markupsafe import Markup
 from PIL import Image
 
 import fishid
+from fishid import steps
 from fishid.report import figures
 from fishid.report.figure_list import MODEL_FIGURES
 from fishid.tables import LEAK, read_table
@@ -465,6 +466,25 @@ def build(
     Path(out_path).write_text(html)
 
 
+@steps.declare(
+    "report",
+    "the HTML report",
+    steps.SPEC,
+    steps.inp("clean"),
+    steps.inp("records", nargs="+"),
+    steps.inp("downloads", nargs="+"),
+    steps.inp("counts", nargs="+"),
+    steps.inp("decisions", nargs="+", default=[], help="the datasets' decisions tables (leaks)"),
+    steps.inp("leaks", nargs="+", default=[], help="the datasets' near-duplicate pairs across roles"),
+    steps.inp("metrics", nargs="+"),
+    steps.inp("citation", default=None, help="results/provenance/citation.md"),
+    steps.inp("derived", default=None, help="results/provenance/derived_dataset.tsv"),
+    steps.inp("label_issues", default=None, help="results/review/label_issues.json (the queue's summary)"),
+    steps.inp("detect", default=None, help="results/detect/quality.json, where there is a detect stage"),
+    steps.inp("detect_sheet", default=None, help="results/detect/crops.png"),
+    steps.par("figures"),
+    steps.out("out", key=""),
+)
 def report_step(
     spec,
     clean,

@@ -8,6 +8,8 @@ import logging
 import numpy as np
 import pandas as pd
 
+from fishid import steps
+
 log = logging.getLogger(__name__)
 
 # Kelly's colours of maximum contrast (white and black left out), the darker ones first: they
@@ -99,6 +101,16 @@ def write(data: dict, path) -> None:
     write_text_atomic(path, json.dumps(data, indent=1) + "\n")
 
 
+@steps.declare(
+    "embedding-map",
+    "a model's embedding map for the review app",
+    steps.inp("predictions"),
+    steps.inp("metrics"),
+    steps.inp("figure_data", help="the evaluation's figure_data.npz (its features)"),
+    steps.par("method", choices=("tsne", "umap"), help="report.embedding_map"),
+    steps.par("seed", type="int", default=0),
+    steps.out("out", key=""),
+)
 def embedding_map_step(predictions, metrics, figure_data, method, out, seed=0):
     """The `embedding-map` step (rule embedding_map)."""
     from fishid.tables import read_table

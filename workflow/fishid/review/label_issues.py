@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from fishid import config as configuration
+from fishid import steps
 
 log = logging.getLogger(__name__)
 
@@ -581,6 +582,24 @@ def summarise(table, settings, folds, classes, probabilities, labels, pairs) -> 
     }
 
 
+@steps.declare(
+    "label-issues",
+    "the review app's queue of likely label errors",
+    steps.inp("clean"),
+    steps.inp("derived"),
+    steps.par("spec", type="json", help="review.label_issues settings (resolved) as JSON"),
+    steps.inp(
+        "backbone",
+        default=None,
+        help="the backbone's weights (backbone: not none)",
+    ),
+    steps.inp("crops", default=None, help="the detect stage's crops table (spec crops: true)"),
+    steps.inp("crop_store", default=None, help="the folder the crops table's paths are in"),
+    steps.par("seed", type="int", default=0),
+    steps.THREADS,
+    steps.out("out", key="table"),
+    steps.out("summary", help="counts per issue type, clusters, the backbone used (JSON)"),
+)
 def label_issues_step(
     clean, derived, spec, out, summary, backbone=None, crops=None, crop_store=None, seed=0, threads=1
 ):

@@ -2,7 +2,7 @@
 
 import logging
 
-from fishid import web
+from fishid import steps, web
 from fishid.sources import base as sources
 from fishid.sources import taxonomy as _taxonomy
 from fishid.tables import RECORD_COLUMNS, write_table
@@ -10,6 +10,18 @@ from fishid.tables import RECORD_COLUMNS, write_table
 log = logging.getLogger(__name__)
 
 
+@steps.declare(
+    "list",
+    "list one source's records",
+    steps.Option("source", "wildcards", positional=True),
+    steps.SPEC,
+    steps.par("seed", type="int", default=0),
+    steps.par("download", type="json", default={}, help="HTTP client settings as JSON"),
+    steps.par("taxonomy", type="json", default={}, help="name matching settings (taxonomy:) as JSON"),
+    steps.OFFLINE,
+    steps.out("out", key="records"),
+    steps.out("summary", default=None, help="per-taxon counts and notes (TSV)"),
+)
 def list_step(source, spec, out, seed=0, download=None, taxonomy=None, offline=False, summary=None):
     client = web.Client(web.Settings.from_spec(download))
     ranks = _taxonomy.Settings.from_spec(taxonomy)

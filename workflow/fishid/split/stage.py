@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fishid import steps
 from fishid.clean import near_duplicates
 from fishid.clean.decode import decode
 from fishid.config import explicit_species
@@ -505,6 +506,19 @@ def run(
     return table
 
 
+@steps.declare(
+    "split",
+    "split one dataset",
+    steps.inp("clean"),
+    steps.Option("name", "wildcards", key="dataset"),
+    steps.SPEC,
+    steps.out("out", key="split"),
+    steps.out("decisions"),
+    steps.out("counts"),
+    steps.out("leaks", help="near-duplicate pairs across train and held-out images"),
+    steps.par("max_distance", type="int", help="the near-duplicate distance (bits)"),
+    steps.par("benchmarks", type="json", default={}, help="benchmark folders by name, as JSON"),
+)
 def split_step(clean, name, spec, out, decisions, counts, leaks, max_distance, benchmarks=None):
     """The `split` step (rule split_dataset): run, then the photos per label and split."""
     table = run(clean, name, spec, out, decisions, counts, leaks, max_distance, benchmarks)

@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from fishid import steps
 from fishid.tables import read_table
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,16 @@ def subset(cache: dict, role: str) -> tuple[torch.Tensor, torch.Tensor]:
     return cache["images"][mask], cache["labels"][mask]
 
 
+@steps.declare(
+    "cache",
+    "decode and resize a dataset's images once",
+    steps.inp("split"),
+    steps.inp("derived"),
+    steps.Option("size", "wildcards", type="int"),
+    steps.inp("crops", default=None, help="the detect stage's crops table: cut each photo to its fish"),
+    steps.inp("crop_store", default=None, help="the folder the crops table's paths are in"),
+    steps.out("out", key=""),
+)
 def cache_step(split, derived, size, out, crops=None, crop_store=None):
     """The `cache` step (rules cache_images, cache_crops): build and save."""
     cache = build(split, derived, size, crops, crop_store)

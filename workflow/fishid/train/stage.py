@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from fishid import steps
 from fishid.config import with_training_defaults
 from fishid.models import clip as clip_models
 from fishid.models import openset
@@ -97,12 +98,32 @@ def pretrain_clip(settings: dict, cache: dict) -> record.Run:
     return record.Run(model.clip, history, settings, data, cache, device, start, weights, facts)
 
 
+@steps.declare(
+    "pretrain",
+    "pre-train a backbone",
+    steps.inp("cache"),
+    steps.SPEC,
+    steps.THREADS,
+    *steps.TRAIN_OUTPUTS,
+)
 def pretrain_step(cache, spec, weights, history, meta, threads=1):
     """The `pretrain` step (rule pretrain_backbone): the backbone's run, written."""
     torch.set_num_threads(threads)
     record.save(*pretrain_backbone(spec, imagecache.load(cache)), weights, history, meta)
 
 
+@steps.declare(
+    "train",
+    "train one model",
+    steps.inp("cache"),
+    steps.SPEC,
+    steps.inp("backbone", type="path?", default=None, help="the weights the model starts from, if any"),
+    steps.par("backbone_spec", type="json", default={}, help="the backbone's settings as JSON"),
+    steps.par("other_label", default="", help="the dataset's pooled 'other' label, if any"),
+    steps.par("offline", type="bool", default=False, help="never download weights"),
+    steps.THREADS,
+    *steps.TRAIN_OUTPUTS,
+)
 def train_step(
     cache, spec, weights, history, meta, backbone=None, backbone_spec=None, other_label="", offline=False, threads=1
 ):
