@@ -1,6 +1,6 @@
 """`fishid` command line: the commands people type (audit, review, snapshot, restore, init),
 and every pipeline step (`fishid STEP`, as the rules run it), whose subcommands and calls
-follow from its declaration in fishid.steps.
+follow from its declaration (`@steps.declare` on its entry function, read by fishid.steps).
 
 The rules run their steps through workflow/fishid_step.py, not this module: editing a command
 here reruns no step.

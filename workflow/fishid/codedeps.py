@@ -1,10 +1,10 @@
 """Which package files a pipeline step runs, read from the imports in the code itself.
 
 Each rule runs one step; its code inputs are the files of the modules that the step's entry
-module (as fishid.steps declares it) and fishid.steps can import, transitively (imports inside
-functions included), so that editing any of them reruns the rule and nothing else does. Nothing
-but the declarations is imported to find out: the files are parsed (ast), which keeps building
-the DAG fast and free of torch.
+module (as its declaration names it, read by fishid.steps) and fishid.steps can import,
+transitively (imports inside functions included), so that editing any of them reruns the rule
+and nothing else does. Nothing is imported to find out: the files (and the declarations) are
+parsed (ast), which keeps building the DAG fast and free of torch.
 """
 
 import ast
@@ -86,7 +86,7 @@ def _module_imports(root: Path, path: Path) -> list[str]:
 
 
 def step_files(root, step: str) -> list[str]:
-    """The files a pipeline step runs: its entry module, as fishid.steps declares it, the
+    """The files a pipeline step runs: its entry module, as its declaration names it, the
     steps module that parses its options and calls it, and every package module those import
     (transitively, imports inside functions included)."""
     entry = steps.step(step).module
