@@ -328,19 +328,19 @@ def test_past_the_exact_limit_datalab_reads_an_approximate_graph_that_finds_the_
     features = np.concatenate([features, copies, rng.normal(size=(10, 32)) * 8]).astype(np.float32)
     n = len(features)
     assert set(label_issues.neighbours(features)) == {"features"}
-    graph = label_issues.neighbours(features, exact_up_to=n - 1)["knn_graph"]
+    probabilities = rng.dirichlet(np.ones(3), size=n)
+    given = [f"species {i % 3}" for i in range(n)]
+    searched = label_issues.datalab_issues(probabilities, features, given)
+    duplicates = label_issues.datalab_near_duplicates(features)
+
+    monkeypatch.setattr(label_issues, "EXACT_NEIGHBOURS", n - 1)
+    graph = label_issues.neighbours(features)["knn_graph"]
     found = graph.indices.reshape(n, label_issues.NEIGHBOURS)
     assert graph.shape == (n, n) and not (found == np.arange(n)[:, None]).any()
     assert (np.diff(graph.data.reshape(n, -1), axis=1) >= 0).all()
     exact = NearestNeighbors(n_neighbors=label_issues.NEIGHBOURS, metric="cosine").fit(features).kneighbors()[1]
     recall = np.mean([len(set(a) & set(b)) for a, b in zip(found, exact)]) / label_issues.NEIGHBOURS
     assert recall > 0.95, recall
-
-    probabilities = rng.dirichlet(np.ones(3), size=n)
-    given = [f"species {i % 3}" for i in range(n)]
-    searched = label_issues.datalab_issues(probabilities, features, given)
-    duplicates = label_issues.datalab_near_duplicates(features)
-    monkeypatch.setattr(label_issues, "EXACT_NEIGHBOURS", n - 1)
     approximate = label_issues.datalab_issues(probabilities, features, given)
     outliers = set(np.flatnonzero(searched["is_outlier_issue"]))
     assert outliers >= set(range(n - 10, n)) and set(np.flatnonzero(approximate["is_outlier_issue"])) == outliers

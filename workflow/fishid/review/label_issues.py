@@ -202,16 +202,17 @@ def backbone_features(paths: list, size: int, backbone_path) -> np.ndarray:
     registry.load_backbone_state(encoder, backbone_path)
     device = select_device()
     encoder = encoder.requires_grad_(False).to(device)
-    parts = chunks(list(paths), size)
-    images = load_images(parts[0], size) if len(parts) == 1 else None
-    stats = channel_stats(images) if images is not None else chunked_channel_stats(parts, size)
-    features = []
-    for part in parts:
-        images = load_images(part, size) if images is None else images
+
+    def features_of(images, stats) -> np.ndarray:
         data = as_data(images, None, images[:0], None, [], stats)
-        features.append(extract_features(encoder, images, data, {}, device, 0, None)[0].numpy())
-        images = None
-    return np.concatenate(features)
+        return extract_features(encoder, images, data, {}, device, 0, None)[0].numpy()
+
+    parts = chunks(list(paths), size)
+    if len(parts) == 1:
+        images = load_images(parts[0], size)
+        return features_of(images, channel_stats(images))
+    stats = chunked_channel_stats(parts, size)
+    return np.concatenate([features_of(load_images(part, size), stats) for part in parts])
 
 
 def linear_probabilities(features: np.ndarray, labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
@@ -329,17 +330,18 @@ NEIGHBOURS = 10
 # Up to this many photos Datalab finds the neighbours itself, exactly, over every pair of photos:
 # its time and memory grow with their square (1.7 GB and 35 s of the 20,000-photo queue; at
 # 50,000 photos it made the queue grow as photos^1.21, bench/results/scale.md). Past it,
-# NN-descent's approximate graph (pynndescent, which umap-learn brings): 4 s and 0.5 GB at
-# 20,000 photos, growing about linearly, after 25 s of compiling.
+# NN-descent's approximate graph (pynndescent, which umap-learn brings): 3.9 s at 20,000 photos
+# (0.72 GB peak for the whole process, features included), growing about linearly, after 25 s
+# of compiling.
 EXACT_NEIGHBOURS = 10_000
 
 
-def neighbours(features: np.ndarray, exact_up_to: int | None = None) -> dict:
+def neighbours(features: np.ndarray) -> dict:
     """What Datalab reads to find each photo's nearest neighbours: the features (it searches every
-    pair, by cosine distance past 3 dimensions), or past `exact_up_to` photos the graph of the
+    pair, by cosine distance past 3 dimensions), or past EXACT_NEIGHBOURS photos the graph of the
     NEIGHBOURS nearest by cosine distance that NN-descent finds (Datalab's knn_graph: one row per
     photo, its neighbours' distances, nearest first, itself left out)."""
-    if len(features) <= (EXACT_NEIGHBOURS if exact_up_to is None else exact_up_to):
+    if len(features) <= EXACT_NEIGHBOURS:
         return {"features": features}
     from pynndescent import NNDescent
     from scipy.sparse import csr_matrix
