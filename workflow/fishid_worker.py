@@ -189,11 +189,13 @@ def serve(address: str, preload=PRELOAD) -> None:
     try:
         # Jobs that arrive meanwhile start between two imports (never during one): the first
         # steps of a run (listing, fetching) need no PyTorch and need not wait for it.
+        started = time.monotonic()
         for name in preload:
             importlib.import_module(name)
             sys.stdout.flush()
             sys.stderr.flush()
             _serve(listener, selector, children, timeout=0)
+        print(json.dumps({"preloaded": list(preload), "seconds": round(time.monotonic() - started, 1)}), flush=True)
         while os.getppid() == parent:
             _serve(listener, selector, children, timeout=0.2)
     finally:
@@ -255,7 +257,8 @@ def _reap(children, selector):
         if conn in selector.get_map():
             selector.unregister(conn)
         status = exit_status(wait_status)
-        # One line per job in the worker's log (.snakemake/log/fishid-worker.log): what ran here.
+        # One line per job in the worker's log (.snakemake/log/fishid-worker.log): what ran here;
+        # the only other line says when its imports were done.
         print(json.dumps({"pid": pid, "argv": argv, "status": status}), flush=True)
         try:
             conn.sendall(STATUS.pack(status))

@@ -43,7 +43,9 @@ def test_every_job_ran_in_the_resident_worker_which_ended_with_the_run(tiny_run)
     # `python workflow/fishid_step.py STEP ... 2> log`: the step's arguments are the worker's.
     jobs = [command[2 : command.index("2>")] for command in commands]
     assert len(jobs) > 20 and all(command[:2] == ["python", "workflow/fishid_step.py"] for command in commands)
-    ran = [json.loads(line) for line in (workdir / ".snakemake/log/fishid-worker.log").read_text().splitlines()]
+    logged = [json.loads(line) for line in (workdir / ".snakemake/log/fishid-worker.log").read_text().splitlines()]
+    ran = [line for line in logged if "argv" in line]
+    assert [line["preloaded"] for line in logged if "preloaded" in line], "the worker logs when its imports are done"
     for job in jobs:
         assert {"argv": job, "status": 0} in [{"argv": r["argv"], "status": r["status"]} for r in ran], job
     assert "not reachable" not in "".join(log.read_text() for log in workdir.glob("logs/**/*.log"))

@@ -5,6 +5,7 @@ with it, and a worker that is not there leaves the job to run in its own process
 commands people type serve here as jobs: they print to standard output, and `review` runs
 until stopped."""
 
+import json
 import os
 import shutil
 import signal
@@ -38,10 +39,11 @@ def worker():
     # A short folder: a Unix socket's path holds at most 107 bytes.
     folder = tempfile.mkdtemp(prefix="fishid-worker-test-")
     address = os.path.join(folder, "socket")
-    with open(os.path.join(folder, "log"), "wb") as log:
+    log_path = os.path.join(folder, "log")
+    with open(log_path, "wb") as log:
         process = fishid_worker.start(address, sys.executable, log)
     assert os.path.exists(address), "start() returns once the worker listens"
-    yield address, process
+    yield address, process, log_path
     process.terminate()
     process.wait(timeout=30)
     assert not os.path.exists(address), "the worker removes its socket when it stops"
@@ -61,7 +63,7 @@ def fishid(*args, address=None, **kwargs) -> subprocess.CompletedProcess:
 
 
 def test_a_command_in_the_worker_writes_the_bytes_and_status_it_writes_alone(worker, tmp_path):
-    address, process = worker
+    address, process, _ = worker
     alone = fishid("init", "Amphiprion", "--offline")
     forwarded = fishid("init", "Amphiprion", "--offline", address=address)
     assert alone.returncode == forwarded.returncode == 0
@@ -81,7 +83,14 @@ def test_a_command_in_the_worker_writes_the_bytes_and_status_it_writes_alone(wor
 
 
 def test_the_job_runs_on_the_threads_snakemake_gave_it_not_the_workers(worker):
-    address, _ = worker
+    address, process, log_path = worker
+    # The case to check is a torch the worker imported before the job existed: wait for it.
+    deadline = time.monotonic() + 120
+    while '"preloaded": [' not in Path(log_path).read_text() and time.monotonic() < deadline:
+        assert process.poll() is None, Path(log_path).read_text()
+        time.sleep(0.1)
+    logged = [json.loads(line) for line in Path(log_path).read_text().splitlines()]
+    assert "torch" in [line for line in logged if "preloaded" in line][0]["preloaded"]
     for threads in ("1", "2"):
         env = environment(address, OMP_NUM_THREADS=threads)
         result = subprocess.run(
@@ -95,7 +104,7 @@ def children_of(process) -> list[psutil.Process]:
 
 
 def test_killing_the_client_ends_its_job_and_the_worker_goes_on(worker, tmp_path):
-    address, process = worker
+    address, process, _ = worker
     # `fishid review` serves until stopped: a job that never ends on its own.
     client = subprocess.Popen(
         [sys.executable, "-c", CLIENT, "review", "--root", str(REPO), "--port", "0"],
