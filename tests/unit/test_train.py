@@ -9,11 +9,11 @@ from torchvision.models import ResNet18_Weights
 from toydata import SETTINGS
 from toydata import toy_cache as make_toy_cache
 
-from fishid import config
+from fishid import config, runtime
 from fishid.evaluate import stage as evaluate
 from fishid.models import registry as models
 from fishid.models import weights
-from fishid.train import augment, features, record, stage
+from fishid.train import augment, features, imagecache, record, stage
 from fishid.train.data import Data, on_device, training_data
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,7 +76,40 @@ def test_augmentation_keeps_shape_and_range_and_full_crop_is_identity():
     out = augment.random_resized_crop_flip(images, generator=torch.Generator().manual_seed(0))
     assert out.shape == (4, 3, 24, 24) and out.min() >= 0 and out.max() <= 1
     same = augment.random_resized_crop_flip(images, scale=(1, 1), ratio=(1, 1), flip=False)
-    assert torch.allclose(same, augment.to_float(images), atol=1e-5)
+    assert torch.allclose(same, runtime.to_float(images), atol=1e-5)
+
+
+def test_normalised_images_give_the_floats_of_all_at_once_a_batch_at_a_time():
+    images = torch.randint(0, 256, (10, 3, 8, 8), dtype=torch.uint8)
+    mean, std = torch.tensor([0.4, 0.5, 0.6]), torch.tensor([0.2, 0.25, 0.3])
+    at_once = runtime.normalise(runtime.to_float(images), mean, std)
+    lazy = runtime.Normalised(images, mean, std)
+    assert len(lazy) == 10 and [len(b) for b in lazy.split(4)] == [4, 4, 2]
+    assert torch.equal(torch.cat(list(lazy.split(4))), at_once)
+    assert torch.equal(lazy[torch.tensor([7, 2])], at_once[[7, 2]])
+    assert [b.shape for b in runtime.Normalised(images[:0], mean, std).split(4)] == [
+        b.shape for b in at_once[:0].split(4)
+    ]
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
+    cpu = torch.device("cpu")
+    assert torch.equal(runtime.predict_logits(model, lazy, cpu, 3), runtime.predict_logits(model, at_once, cpu, 3))
+
+
+def test_channel_statistics_past_the_at_once_size_are_summed_to_the_same_values(monkeypatch):
+    images = torch.randint(0, 256, (2500, 3, 4, 4), dtype=torch.uint8)
+    rows = torch.arange(2500) % 3 != 0
+    at_once = imagecache.channel_stats(images, rows)
+    monkeypatch.setattr(imagecache, "STATS_AT_ONCE_BYTES", 1000)
+    summed = imagecache.channel_stats(images, rows)
+    for a, b in zip(summed, at_once):
+        assert torch.allclose(a, b, rtol=1e-5) and not torch.equal(a, torch.zeros(3))
+
+
+def test_training_rows_are_the_images_of_their_role_read_where_indexed(toy_cache):
+    data = training_data(toy_cache)
+    train, _ = imagecache.subset(toy_cache, "train")
+    assert len(data.train_x) == len(train) == len(data.train_y) and data.train_x.nbytes == train.nbytes
+    assert torch.equal(data.train_x[torch.tensor([3, 0])], train[[3, 0]]) and torch.equal(data.train_x.to("cpu"), train)
 
 
 def test_cache_holds_training_statistics(toy_cache, tmp_path):

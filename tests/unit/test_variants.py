@@ -214,8 +214,7 @@ def test_the_evaluation_counts_the_neighbours_the_model_counts(tmp_path, toy, ba
     result = evaluate.run(settings, "Siamese", path, tmp_path / "cache.pt", tmp_path / "split.tsv", "", *outputs)
     assert result["trained_on"] == ["toy"] and result["by_source"]["toy"]["n"] == 12
     assert result["embedding"]["knn_k"] == 3
-    train_labels = np.array(toy["classes"])[imagecache.subset(toy, "train")[1].numpy()]
-    val_labels = np.array(toy["classes"])[imagecache.subset(toy, "val")[1].numpy()]
+    train_labels, val_labels = imagecache.role_labels(toy, "train"), imagecache.role_labels(toy, "val")
     knn = metrics.knn_predict(
         inference.embed(settings, path, toy, "train"), train_labels, inference.embed(settings, path, toy, "val"), k=3
     )

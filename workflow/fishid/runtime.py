@@ -50,9 +50,35 @@ def normalise(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> to
     return (images - mean.view(1, -1, 1, 1).to(images.device)) / std.view(1, -1, 1, 1).to(images.device)
 
 
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images scaled to [0, 1]."""
+    return images.float().div(255)
+
+
+class Normalised:
+    """uint8 images (N, 3, H, W) as a model reads them, floats normalised by `mean` and `std`,
+    made a batch at a time as they are read (`split`, or rows by index): every image as floats
+    at once is four times the images, and the 50,000-photo evaluation's peak (2.7 GB) was two
+    such copies of its held-out photos."""
+
+    def __init__(self, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor):
+        self.images, self.mean, self.std = images, mean, std
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, rows) -> torch.Tensor:
+        return normalise(to_float(self.images[rows]), self.mean, self.std)
+
+    def split(self, size: int):
+        # As Tensor.split: no images are one empty batch.
+        return (self[start : start + size] for start in range(0, max(len(self), 1), size))
+
+
 @torch.no_grad()
 def predict_logits(model, inputs, device, batch_size=256) -> torch.Tensor:
-    """The model's outputs for all `inputs`, in large batches, as float32 on the CPU."""
+    """The model's outputs for all `inputs` (a tensor or Normalised images), in large batches,
+    as float32 on the CPU."""
     model.eval()
     outputs = []
     for chunk in inputs.split(batch_size):

@@ -15,8 +15,8 @@ from fishid.config import with_training_defaults
 from fishid.models import openset
 from fishid.models import registry as models
 from fishid.models.weights import load_weights
-from fishid.runtime import normalise, predict_logits
-from fishid.train import augment, imagecache
+from fishid.runtime import Normalised, predict_logits
+from fishid.train import imagecache
 
 CPU = torch.device("cpu")
 # What to do about a weights.pt that load_weights refuses.
@@ -34,9 +34,9 @@ def load_model(settings: dict, weights_path) -> tuple[nn.Module, dict]:
     return model.eval(), weights
 
 
-def model_inputs(images: torch.Tensor, weights: dict) -> torch.Tensor:
+def model_inputs(images: torch.Tensor, weights: dict) -> Normalised:
     """uint8 images (N, 3, H, W) as the model reads them: floats normalised by its statistics."""
-    return normalise(augment.to_float(images), weights["mean"], weights["std"])
+    return Normalised(images, weights["mean"], weights["std"])
 
 
 def scores_of(model: nn.Module, weights: dict, images: torch.Tensor, device=CPU, batch_size=256) -> np.ndarray:

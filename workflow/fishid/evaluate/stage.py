@@ -198,8 +198,7 @@ def embedding_metrics(model, weights, cache, role, embedded) -> dict:
     classifier whose neighbours are the training images, as many as the model's own head
     counts (`knn_k`)."""
     k = model.knn.k
-    labels = np.array(cache["classes"])[imagecache.subset(cache, role)[1].numpy()]
-    train_labels = np.array(cache["classes"])[imagecache.subset(cache, "train")[1].numpy()]
+    labels, train_labels = imagecache.role_labels(cache, role), imagecache.role_labels(cache, "train")
     knn = metric.knn_predict(inference.embed_loaded(model, weights, cache, "train"), train_labels, embedded, k=k)
     return {
         "pairs": metric.pair_distance_accuracy(embedded, labels, DISTANCES),
@@ -228,7 +227,7 @@ def run(
     write_table(predictions, predictions_path)
     # Reported numbers come from test where the dataset has one, from validation otherwise.
     reported = "test" if "test" in roles else "val"
-    train_labels = [cache["classes"][i] for i in imagecache.subset(cache, "train")[1].tolist()]
+    train_labels = imagecache.role_labels(cache, "train").tolist()
     evaluated = add_confidences(predictions[predictions["split"] == reported], other_label)
     split = read_table(split_path, ["sha256", "split", "sources"])
     # The fallback's thresholds are chosen on validation, and only reported on test.

@@ -166,18 +166,10 @@ def chunks(paths: list, size: int) -> list[list]:
 
 
 def chunked_channel_stats(parts: list[list], size: int):
-    """channel_stats over every image of every chunk, summed in float64 a thousand images at a time."""
-    import torch
+    """channel_stats over every image of every chunk of paths, one chunk read at a time."""
+    from fishid.train import imagecache
 
-    total, squares, count = torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64), 0
-    for part in parts:
-        for block in load_images(part, size).split(1000):
-            pixels = block.double().div_(255)
-            total += pixels.sum(dim=(0, 2, 3))
-            squares += pixels.square_().sum(dim=(0, 2, 3))
-            count += block[:, 0].numel()
-    mean = total / count
-    return mean.float(), ((squares - count * mean.square()) / (count - 1)).sqrt().float()
+    return imagecache.summed_channel_stats(load_images(part, size) for part in parts)
 
 
 def as_data(train_x, train_y, val_x, val_y, classes, stats):

@@ -35,7 +35,3 @@ def random_resized_crop_flip(
     theta = theta.to(images.device)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images.float().div(255), grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    return images.float().div(255)

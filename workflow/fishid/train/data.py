@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from fishid.runtime import normalise
+from fishid.runtime import Normalised, normalise
 from fishid.train import augment, imagecache
 
 log = logging.getLogger(__name__)
@@ -28,18 +28,24 @@ class Data:
 
 
 def training_data(cache: dict, exclude_label: str = "") -> Data:
-    """The cache's train and val images; without `exclude_label`'s images when it is given
-    (a threshold open-set model never sees "other")."""
-    train_x, train_y = imagecache.subset(cache, "train")
-    val_x, val_y = imagecache.subset(cache, "val")
+    """The cache's train and val images (imagecache.Rows: read where a batch takes them); without
+    `exclude_label`'s images when it is given (a threshold open-set model never sees "other")."""
     classes = list(cache["classes"])
-    if exclude_label in classes:
-        drop = classes.index(exclude_label)
+    drop = classes.index(exclude_label) if exclude_label in classes else None
+    # Label indices into `classes`, which lacks the dropped label.
+    remap = torch.tensor([i - (drop is not None and i > drop) for i in range(len(classes))])
+    if drop is not None:
         classes.remove(exclude_label)
-        remap = torch.tensor([i - (i > drop) for i in range(len(cache["classes"]))])
-        train_x, train_y = train_x[train_y != drop], remap[train_y[train_y != drop]]
-        val_x, val_y = val_x[val_y != drop], remap[val_y[val_y != drop]]
-    return Data(train_x, train_y, val_x, val_y, classes, cache["mean"], cache["std"])
+    train, val = (imagecache.role_rows(cache, role, drop) for role in ("train", "val"))
+    return Data(
+        imagecache.Rows(cache["images"], train),
+        remap[cache["labels"][train]],
+        imagecache.Rows(cache["images"], val),
+        remap[cache["labels"][val]],
+        classes,
+        cache["mean"],
+        cache["std"],
+    )
 
 
 def on_device(data: Data, device: torch.device, share: float = 0.25) -> Data:
@@ -69,6 +75,6 @@ def augmented_batches(images, labels, mean, std, settings, generator):
     return train_batch
 
 
-def plain_inputs(images, data: Data) -> torch.Tensor:
+def plain_inputs(images, data: Data) -> Normalised:
     """The whole images, normalised: what validation and evaluation see."""
-    return normalise(augment.to_float(images), data.mean, data.std)
+    return Normalised(images, data.mean, data.std)

@@ -36,13 +36,14 @@ def extract_features(
         # study's shuffled loader gave, not runs of one species.
         order = torch.randperm(len(images), generator=generator) if train_mode else torch.arange(len(images))
         chunks = []
-        for chunk in images[order].tensor_split(n_chunks):
+        for rows in order.tensor_split(n_chunks):
+            chunk = images[rows]
             if views:
                 chunk = augment.random_resized_crop_flip(
                     chunk, scale=settings["crop_scale"], flip=settings["flip"], generator=generator
                 )
             else:
-                chunk = augment.to_float(chunk)
+                chunk = runtime.to_float(chunk)
             with runtime.autocast(device):
                 chunks.append(encoder(runtime.to_device(normalise(chunk, data.mean, data.std), device)).float().cpu())
         out.append(torch.cat(chunks)[torch.argsort(order)])

@@ -48,14 +48,36 @@ def load_squares(paths, size: int) -> torch.Tensor:
     return torch.from_numpy(images)
 
 
+# Up to this many bytes of images, their channel statistics come from one float copy of them
+# (four times their bytes); past it, from float64 sums a block of images at a time.
+STATS_AT_ONCE_BYTES = 256 * 2**20
+
+
 def channel_stats(images: torch.Tensor, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and (sample) std of uint8 images scaled to [0, 1], over `rows` (a mask
-    or indices; all by default): the study normalises by them. One float copy of those rows,
-    divided in place. (Summed exactly in float64 chunks instead, the statistics moved in their
-    seventh digit, and that alone moved the demo's pre-trained backbone, its label queue and
-    its accuracies by several photos.)"""
-    pixels = (images if rows is None else images[rows]).float().div_(255)
+    or indices; all by default): the study normalises by them. Up to STATS_AT_ONCE_BYTES, one
+    float copy of those rows, divided in place. (Summed exactly in float64 chunks instead, the
+    statistics moved in their seventh digit, and that alone moved the demo's pre-trained
+    backbone, its label queue and its accuracies by several photos.)"""
+    chosen = images if rows is None else images[rows]
+    if chosen.nbytes > STATS_AT_ONCE_BYTES:
+        return summed_channel_stats([chosen])
+    pixels = chosen.float().div_(255)
     return pixels.mean(dim=(0, 2, 3)), pixels.std(dim=(0, 2, 3))
+
+
+def summed_channel_stats(parts) -> tuple[torch.Tensor, torch.Tensor]:
+    """channel_stats over every image of `parts` (uint8 image tensors, read one after the
+    other), summed in float64 a thousand images at a time."""
+    total, squares, count = torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64), 0
+    for part in parts:
+        for block in part.split(1000):
+            pixels = block.double().div_(255)
+            total += pixels.sum(dim=(0, 2, 3))
+            squares += pixels.square_().sum(dim=(0, 2, 3))
+            count += block[:, 0].numel()
+    mean = total / count
+    return mean.float(), ((squares - count * mean.square()) / (count - 1)).sqrt().float()
 
 
 def cropped_paths(split: pd.DataFrame, derived_root, crops_path, crop_root) -> tuple[list[Path], int]:
@@ -114,10 +136,48 @@ def load(path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
 
 
+def role_mask(cache: dict, role: str) -> torch.Tensor:
+    return torch.tensor([s == role for s in cache["split"]], dtype=torch.bool)
+
+
 def subset(cache: dict, role: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(uint8 images, labels) of one split role."""
-    mask = torch.tensor([s == role for s in cache["split"]], dtype=torch.bool)
+    """(uint8 images, labels) of one split role: a copy of those images."""
+    mask = role_mask(cache, role)
     return cache["images"][mask], cache["labels"][mask]
+
+
+class Rows:
+    """Rows of the cache's images, read only where they are indexed: a training set that is not
+    a copy of its images (the cache is mapped from its file, imagecache.load)."""
+
+    def __init__(self, images: torch.Tensor, rows: torch.Tensor):
+        self.images, self.rows = images, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index) -> torch.Tensor:
+        return self.images[self.rows[index]]
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.rows) * self.images[:1].nbytes
+
+    def to(self, device) -> torch.Tensor:
+        return self.images[self.rows].to(device)
+
+
+def role_rows(cache: dict, role: str, without: int | None = None) -> torch.Tensor:
+    """Indices of one split role's photos, leaving out class index `without` (None: none)."""
+    mask = role_mask(cache, role)
+    if without is not None:
+        mask &= cache["labels"] != without
+    return mask.nonzero().squeeze(1)
+
+
+def role_labels(cache: dict, role: str) -> np.ndarray:
+    """The class names of one split role's photos, without reading their images."""
+    return np.array(cache["classes"])[cache["labels"][role_mask(cache, role)].numpy()]
 
 
 @steps.declare(
