@@ -1,4 +1,5 @@
-"""Decode and resize a dataset's images once; every epoch then reads tensors from memory."""
+"""Decode and resize a dataset's images once, into one file; the steps that read it map it
+(`load`) and read the rows they take: a batch (training's Rows), a split role (evaluation)."""
 
 import hashlib
 import json
@@ -59,10 +60,10 @@ def channel_stats(images: torch.Tensor, rows: torch.Tensor | None = None) -> tup
     float copy of those rows, divided in place. (Summed exactly in float64 chunks instead, the
     statistics moved in their seventh digit, and that alone moved the demo's pre-trained
     backbone, its label queue and its accuracies by several photos.)"""
-    chosen = images if rows is None else images[rows]
-    if chosen.nbytes > STATS_AT_ONCE_BYTES:
-        return summed_channel_stats([chosen])
-    pixels = chosen.float().div_(255)
+    indices = torch.arange(len(images)) if rows is None else torch.arange(len(images))[rows]
+    if len(indices) * images[:1].nbytes > STATS_AT_ONCE_BYTES:
+        return summed_channel_stats(images[block] for block in indices.split(1000))
+    pixels = (images if rows is None else images[rows]).float().div_(255)
     return pixels.mean(dim=(0, 2, 3)), pixels.std(dim=(0, 2, 3))
 
 
