@@ -1,7 +1,8 @@
 """Peak memory of the steps that read a dataset's images, at the sizes of a scale run, for one or
 more checkouts of this code: each step's command is taken from the run's Snakemake log and run
 again in the project's folder by the checkout's workflow/fishid_step.py (no resident worker),
-its outputs written to a scratch folder; peak RSS is the child's own (wait4).
+its outputs written to a scratch folder. Peak RSS is the child's own (wait4); peak anonymous
+memory (RssAnon, sampled every 50 ms) leaves out the mapped cache's pages.
 
     python bench/step_memory.py --runs /tmp/fishid-scale/photos20000 /tmp/fishid-scale/photos50000 \\
         --code before=/path/to/old/checkout after=. --name step_memory
@@ -33,6 +34,7 @@ def step_command(log: str, step: str) -> list[str]:
     raise SystemExit(f"no {step} job for {DATASET} in the log")
 
 
+COLUMNS = {"peak_rss_mb": "peak RSS MB", "peak_anonymous_mb": "peak anonymous MB", "seconds": "s"}
 # Each step's options that name what it writes.
 OUTPUTS = {
     "cache": {"--out"},
@@ -60,22 +62,42 @@ def measure(code: Path, project: Path, argv: list[str]) -> dict:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    _, status, usage = os.wait4(child.pid, 0)
+    # Anonymous memory is what the step holds; RSS also counts the pages of the mapped image
+    # cache that it has read, which the kernel drops when it needs the room.
+    anonymous = 0
+    while (waited := os.wait4(child.pid, os.WNOHANG))[0] == 0:
+        anonymous = max(anonymous, resident_anonymous_kb(child.pid))
+        time.sleep(0.05)
+    _, status, usage = waited
     stderr = child.stderr.read().decode()
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{argv[0]} failed in {project}:\n{stderr[-2000:]}")
-    return {"seconds": round(time.perf_counter() - started, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024)}
+    return {
+        "seconds": round(time.perf_counter() - started, 1),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024),
+        "peak_anonymous_mb": round(anonymous / 1024),
+    }
+
+
+def resident_anonymous_kb(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    found = re.search(r"^RssAnon:\s+(\d+) kB", status, re.MULTILINE)
+    return int(found.group(1)) if found else 0
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="+", type=Path, required=True, help="bench/scale.py's run folders")
     parser.add_argument("--code", nargs="+", required=True, help="LABEL=CHECKOUT, in the order to compare")
+    parser.add_argument("--steps", nargs="+", choices=list(OUTPUTS), default=list(OUTPUTS))
     parser.add_argument("--name", default="step_memory")
     args = parser.parse_args()
     codes = dict(item.split("=", 1) for item in args.code)
     results = []
-    steps = list(OUTPUTS)
+    steps = args.steps
     for run in args.runs:
         project, log = run / "project", (run / "snakemake.log").read_text()
         photos = len((project / f"results/splits/{DATASET}.tsv").read_text().splitlines()) - 1
@@ -91,23 +113,15 @@ def main():
         "",
         "`python bench/step_memory.py --runs " + " ".join(map(str, args.runs)) + " --code " + " ".join(args.code) + "`",
         "",
-        "| photos | step | "
-        + " | ".join(f"{label}: peak MB" for label in codes)
-        + " | "
-        + " | ".join(f"{label}: s" for label in codes)
-        + " |",
-        "| ---: | --- | " + " | ".join("---:" for _ in range(2 * len(codes))) + " |",
+        "| photos | step | " + " | ".join(f"{label}: {COLUMNS[key]}" for key in COLUMNS for label in codes) + " |",
+        "| ---: | --- | " + " | ".join("---:" for _ in range(3 * len(codes))) + " |",
     ]
     for run in args.runs:
         for step in steps:
             rows = {r["code"]: r for r in results if r["run"] == run.name and r["step"] == step}
             photos = next(iter(rows.values()))["photos"]
             lines.append(
-                f"| {photos:,} | {step} | "
-                + " | ".join(f"{rows[c]['peak_rss_mb']:,}" for c in codes)
-                + " | "
-                + " | ".join(f"{rows[c]['seconds']}" for c in codes)
-                + " |"
+                f"| {photos:,} | {step} | " + " | ".join(f"{rows[c][key]:,}" for key in COLUMNS for c in codes) + " |"
             )
     write_results(
         args.name, {"runs": [str(r) for r in args.runs], "code": codes, "results": results}, "\n".join(lines) + "\n"

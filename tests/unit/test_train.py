@@ -112,6 +112,14 @@ def test_training_rows_are_the_images_of_their_role_read_where_indexed(toy_cache
     assert torch.equal(data.train_x[torch.tensor([3, 0])], train[[3, 0]]) and torch.equal(data.train_x.to("cpu"), train)
 
 
+def test_the_cache_step_writes_what_build_gives_and_leaves_no_scratch_file(toy_cache, tmp_path):
+    out = tmp_path / "cache" / "32px.pt"
+    imagecache.cache_step(tmp_path / "split.tsv", tmp_path, 32, out)
+    written, built = imagecache.load(out), imagecache.build(tmp_path / "split.tsv", tmp_path, 32)
+    assert torch.equal(written["images"], built["images"]) and written["sha256"] == built["sha256"]
+    assert torch.equal(written["mean"], built["mean"]) and sorted(p.name for p in out.parent.iterdir()) == ["32px.pt"]
+
+
 def test_cache_holds_training_statistics(toy_cache, tmp_path):
     assert toy_cache["classes"] == ["blue fish", "red fish"]
     assert toy_cache["split_sha256"] == hashlib.sha256((tmp_path / "split.tsv").read_bytes()).hexdigest()
@@ -284,6 +292,9 @@ def test_the_cache_holds_each_photo_as_decoded_and_its_training_statistics(tmp_p
     images = imagecache.load_squares(paths, 16)
     expected = np.stack([imagecache.load_square(p, 16) for p in paths]).transpose(0, 3, 1, 2)
     assert images.dtype == torch.uint8 and np.array_equal(images.numpy(), expected)
+    # Written into a mapped file as they are read: the same images, in the file.
+    mapped = imagecache.load_squares(paths, 16, into=tmp_path / "images.part")
+    assert torch.equal(mapped, images) and np.array_equal(np.load(tmp_path / "images.part"), expected)
     # Statistics over the training rows only, chunk by chunk, equal the direct computation.
     train = torch.tensor([True, False, True, True, False])
     pixels = images[train].double().div(255)

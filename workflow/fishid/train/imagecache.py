@@ -38,12 +38,19 @@ def read_preprocess(derived_root) -> dict:
 SPLIT_INPUT_COLUMNS = ["sha256", "label", "split", "derived_path"]
 
 
-def load_squares(paths, size: int) -> torch.Tensor:
+def load_squares(paths, size: int, into=None) -> torch.Tensor:
     """uint8 images (N, 3, size, size) of the files at `paths`, written one by one into the
     array returned: no other copy of them is held (a list stacked, then permuted, held three;
-    the cache of 50,000 photos peaked at 4.2 GB for 0.6 GB of images, bench/results/scale.md)."""
+    the cache of 50,000 photos peaked at 4.2 GB for 0.6 GB of images, bench/results/scale.md).
+    With `into` (a file's path), that array is the file, mapped: the images go to disk as they
+    are read, and the kernel holds them only as it has room (10 million photos at 64 px are
+    123 GB)."""
     paths = list(paths)
-    images = np.empty((len(paths), 3, size, size), dtype=np.uint8)
+    shape = (len(paths), 3, size, size)
+    if into is None or not paths:  # an empty file cannot be mapped
+        images = np.empty(shape, dtype=np.uint8)
+    else:
+        images = np.lib.format.open_memmap(into, mode="w+", dtype=np.uint8, shape=shape)
     for i, path in enumerate(paths):
         images[i] = load_square(path, size).transpose(2, 0, 1)
     return torch.from_numpy(images)
@@ -94,16 +101,17 @@ def cropped_paths(split: pd.DataFrame, derived_root, crops_path, crop_root) -> t
     return paths, int(split["sha256"].isin(crops.index).sum())
 
 
-def build(split_path, derived_root, size: int, crops_path=None, crop_root=None) -> dict:
+def build(split_path, derived_root, size: int, crops_path=None, crop_root=None, scratch=None) -> dict:
     """The dataset's images at `size`, whole, or cut to their fish where `crops_path` (the detect
-    stage's crops table, whose files are under `crop_root`) is given."""
+    stage's crops table, whose files are under `crop_root`) is given; written into the file
+    `scratch` as they are read where it is given (load_squares)."""
     split = read_table(split_path, SPLIT_INPUT_COLUMNS)
     classes = sorted(split["label"].unique())
     if crops_path is None:
         paths, cropped = [Path(derived_root, p) for p in split["derived_path"]], 0
     else:
         paths, cropped = cropped_paths(split, derived_root, crops_path, crop_root)
-    images = load_squares(paths, size)
+    images = load_squares(paths, size, scratch)
     train = torch.tensor((split["split"] == "train").to_numpy())
     mean, std = channel_stats(images, train)
     return {
@@ -193,7 +201,13 @@ def role_labels(cache: dict, role: str) -> np.ndarray:
 )
 def cache_step(split, derived, size, out, crops=None, crop_store=None):
     """The `cache` step (rules cache_images, cache_crops): build and save."""
-    cache = build(split, derived, size, crops, crop_store)
-    save(cache, out)
+    # The images go to disk as they are read, and from there into the cache's file.
+    scratch = Path(str(out) + ".images.part")
+    scratch.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        cache = build(split, derived, size, crops, crop_store, scratch)
+        save(cache, out)
+    finally:
+        scratch.unlink(missing_ok=True)
     if crops:
         log.info("%d of %d photos cropped to their fish", cache["cropped"], len(cache["sha256"]))
