@@ -15,6 +15,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -111,7 +112,7 @@ def main():
     lines = [
         f"# Peak memory of the steps that read a dataset's images ({DATASET}, 64 px)",
         "",
-        "`python bench/step_memory.py --runs " + " ".join(map(str, args.runs)) + " --code " + " ".join(args.code) + "`",
+        "`python bench/step_memory.py " + " ".join(sys.argv[1:]) + "`",
         "",
         "| photos | step | " + " | ".join(f"{label}: {COLUMNS[key]}" for key in COLUMNS for label in codes) + " |",
         "| ---: | --- | " + " | ".join("---:" for _ in range(3 * len(codes))) + " |",
