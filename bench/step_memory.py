@@ -36,7 +36,8 @@ def step_command(log: str, step: str) -> list[str]:
 
 
 COLUMNS = {"peak_rss_mb": "peak RSS MB", "peak_anonymous_mb": "peak anonymous MB", "seconds": "s"}
-# Each step's options that name what it writes.
+# Each step's options that name what it writes. Not read from the steps' declarations:
+# evaluate's `--figures` is a folder passed as a param (its rule's outputs are the files in it).
 OUTPUTS = {
     "cache": {"--out"},
     "train": {"--weights", "--history", "--meta"},
@@ -56,23 +57,25 @@ def redirected(argv: list[str], scratch: Path) -> list[str]:
 def measure(code: Path, project: Path, argv: list[str]) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "FISHID_WORKER"}
     started = time.perf_counter()
-    child = subprocess.Popen(
-        ["python", str(code / "workflow/fishid_step.py"), *argv],
-        cwd=project,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    # Anonymous memory is what the step holds; RSS also counts the pages of the mapped image
-    # cache that it has read, which the kernel drops when it needs the room.
-    anonymous = 0
-    while (waited := os.wait4(child.pid, os.WNOHANG))[0] == 0:
-        anonymous = max(anonymous, resident_anonymous_kb(child.pid))
-        time.sleep(0.05)
-    _, status, usage = waited
-    stderr = child.stderr.read().decode()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{argv[0]} failed in {project}:\n{stderr[-2000:]}")
+    # Its log goes to a file, not a pipe: a pipe nobody reads until the step ends could fill.
+    with tempfile.TemporaryFile() as log:
+        child = subprocess.Popen(
+            ["python", str(code / "workflow/fishid_step.py"), *argv],
+            cwd=project,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        # Anonymous memory is what the step holds; RSS also counts the pages of the mapped image
+        # cache that it has read, which the kernel drops when it needs the room.
+        anonymous = 0
+        while (waited := os.wait4(child.pid, os.WNOHANG))[0] == 0:
+            anonymous = max(anonymous, resident_anonymous_kb(child.pid))
+            time.sleep(0.05)
+        _, status, usage = waited
+        if os.waitstatus_to_exitcode(status) != 0:
+            log.seek(0)
+            raise SystemExit(f"{argv[0]} failed in {project}:\n{log.read().decode()[-2000:]}")
     return {
         "seconds": round(time.perf_counter() - started, 1),
         "peak_rss_mb": round(usage.ru_maxrss / 1024),
