@@ -160,6 +160,34 @@ def test_the_network_path_fills_every_column_and_the_summary_counts_the_table(sy
     assert summary["backbone"] == "none" and summary["image_size"] == SMALL_NETWORK["image_size"]
 
 
+def test_the_network_path_reads_the_photos_from_a_mapped_file_it_removes(synthetic_project, tmp_path, monkeypatch):
+    """The networks read the photos from a file in the temporary folder, mapped (as training
+    reads its cache), not from a copy held by the job: the same probabilities and features as
+    from the images in memory, and no file left behind."""
+    _, clean, root = synthetic_project
+    kept = label_issues.labelled_photos(clean)
+    paths = [root / "derived" / p for p in kept["derived_path"]]
+    classes = sorted(set(kept["taxon"]))
+    labels = np.array([classes.index(t) for t in kept["taxon"]])
+    settings = study_settings({**SMALL_NETWORK, "epochs": 2, "step_size": 1})
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(scratch))
+    mapped = []
+    held = label_issues.network_probabilities
+
+    def seen(images, *args, **kwargs):
+        mapped.append(sorted(p.name for p in scratch.glob("*/*")))
+        return held(images, *args, **kwargs)
+
+    monkeypatch.setattr(label_issues, "network_probabilities", seen)
+    probabilities, features, _ = label_issues.model_outputs(settings, paths, None, labels, classes, 3, 1, None)
+    assert mapped == [["photos.npy"]] and not any(scratch.iterdir())
+    images = label_issues.load_images(paths, settings["image_size"])
+    in_memory = held(images, labels, classes, 3, settings["network"], 1)
+    assert np.array_equal(probabilities, in_memory[0]) and np.array_equal(features, in_memory[1])
+
+
 def test_the_backbone_path_reads_the_weights_file(synthetic_project, tmp_path):
     """A ResNet-18 weights file as rule pretrain_backbone writes it (here untrained): its
     features, computed once, feed the cross-validated logistic regression."""

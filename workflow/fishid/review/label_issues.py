@@ -29,6 +29,7 @@ real photos it cannot see bar counts or fin colours, and its queue was noise
 
 import json
 import logging
+import tempfile
 import time
 from pathlib import Path
 
@@ -118,11 +119,12 @@ def phash_copies(clean: pd.DataFrame, kept: pd.DataFrame) -> pd.DataFrame:
     return copies.sort_values("sha256", ignore_index=True)
 
 
-def load_images(paths, size: int):
-    """uint8 images (N, 3, size, size) of the files at `paths`, read as the image cache reads them."""
+def load_images(paths, size: int, into=None):
+    """uint8 images (N, 3, size, size) of the files at `paths`, read as the image cache reads them
+    (into the file `into`, mapped, when given)."""
     from fishid.train import imagecache
 
-    return imagecache.load_squares(paths, size)
+    return imagecache.load_squares(paths, size, into)
 
 
 def crop_paths(photos: pd.DataFrame, derived_root, crops) -> tuple[list[Path], int]:
@@ -265,19 +267,21 @@ def size_calibrated(probabilities: np.ndarray, labels: np.ndarray, sides: np.nda
 # --- (b) a small network per fold ----------------------------------------------------------
 
 
-def fit_network(settings: dict, train_x, train_y, val_x, val_y, classes):
-    """The study's CNN (arch ri) trained by the project's loop on one fold's training part;
-    the held-out part is only its validation log (no epoch is chosen by it)."""
+def fit_network(settings: dict, images, labels, train, held_out, classes):
+    """The study's CNN (arch ri) trained by the project's loop on the rows `train` of `images`;
+    the rows `held_out` are only its validation log (no epoch is chosen by them)."""
     import torch
 
     from fishid.models import registry
     from fishid.runtime import prepare, select_device
-    from fishid.train import recipes
+    from fishid.train import imagecache, recipes
 
     settings = {**configuration.with_training_defaults(settings), "select_best_val": False}
     torch.manual_seed(settings["seed"])
     device = select_device()
-    data = as_data(train_x, train_y, val_x, val_y, classes, channel_stats(train_x))
+    train_x, val_x = imagecache.Rows(images, train), imagecache.Rows(images, held_out)
+    stats = imagecache.channel_stats(images, train)
+    data = as_data(train_x, labels[train], val_x, labels[held_out], classes, stats)
     model = prepare(registry.build(settings, len(classes)), device)
     recipes.fit_network(model, data, settings, device)
     return model, data, device
@@ -303,11 +307,11 @@ def network_probabilities(images, labels: np.ndarray, classes, folds: int, setti
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     for number, (train, held_out) in enumerate(splitter.split(np.zeros(n), labels), start=1):
         train, held_out = torch.from_numpy(train), torch.from_numpy(held_out)
-        model, data, device = fit_network(settings, images[train], y[train], images[held_out], y[held_out], classes)
-        logits = predict_logits(model, plain_inputs(images[held_out], data), device)
+        model, data, device = fit_network(settings, images, y, train, held_out, classes)
+        logits = predict_logits(model, plain_inputs(data.val_x, data), device)
         probabilities[held_out.numpy()] = torch.softmax(logits, 1).numpy()
         log.info("fold %d of %d: %d photos scored", number, folds, len(held_out))
-    model, data, device = fit_network(settings, images[:n], y, images[:0], y[:0], classes)
+    model, data, device = fit_network(settings, images, y, torch.arange(n), torch.arange(0), classes)
     embedding = EmbeddingOfImages(model)
     features = predict_logits(embedding, plain_inputs(images, data), device).numpy()
     others = None if also is None else predict_logits(embedding, plain_inputs(also, data), device).numpy()
@@ -454,17 +458,19 @@ def model_outputs(settings: dict, photos: list, seen, labels, classes, folds: in
     copies), `seen` the labelled photos' crops' (None: the model reads the whole photos)."""
     n, size = len(labels), settings["image_size"]
     if settings["backbone"] == "none":
-        # The networks train on every photo in memory, as training does.
-        images = load_images(photos, size)
-        probabilities, features, whole = network_probabilities(
-            images if seen is None else load_images(seen, size),
-            labels,
-            classes,
-            folds,
-            settings["network"],
-            seed,
-            also=None if seen is None else images,
-        )
+        # The networks read the photos from files mapped as training reads its cache: the kernel,
+        # not this job, holds them (7 KB a photo at 48 px, twice with crops: 140 GB at 10 million).
+        with tempfile.TemporaryDirectory(prefix="fishid-label-issues-") as scratch:
+            images = load_images(photos, size, Path(scratch, "photos.npy"))
+            probabilities, features, whole = network_probabilities(
+                images if seen is None else load_images(seen, size, Path(scratch, "crops.npy")),
+                labels,
+                classes,
+                folds,
+                settings["network"],
+                seed,
+                also=None if seen is None else images,
+            )
         return probabilities, features, features if seen is None else whole
     if backbone_path is None:
         raise ValueError(f"review.label_issues.backbone {settings['backbone']!r}: its weights file is missing")
