@@ -226,12 +226,11 @@ def test_the_dataset_chosen_by_rule_spans_three_genera_and_its_model_answers_by_
 
 def test_the_label_error_queue_ranks_the_planted_mislabelled_photos_near_its_top(demo):
     """The demo's planted `mislabelled` photos (one species drawn, another filed; kept by
-    cleaning) against the queue (rule label_issues: the pool's features of each photo's crop,
-    probabilities calibrated by the crop's size). Issue #25 asks for every one in the top
-    2 x planted. Before the calibration the two A. perideraion filed as A. ocellaris came 20th
-    and 22nd of 1,409, behind ordinary photos whose fish the model cannot see (tiny in a wide
-    scene, behind tentacles, defocused) but whose probabilities were as sharp as a large fish's;
-    with it the six rank 1, 2, 5, 8, 10 and 11 (a260b66's demo, the job rerun)."""
+    cleaning) against the queue (rule label_issues: the pool's features of each photo's crop and
+    a network trained per fold, their probabilities together, calibrated by the crop's size).
+    Issue #25 asks for every one in the top 2 x planted. Each model alone left one past the top
+    12 under the random draws of the splits or the removal-stable ones (the pool's features
+    29th and 33rd, the network 12th and 13th); together 8th and 10th at worst (#25's note)."""
     project, config = demo
     records = read_table(project / "resources/records/synthetic.tsv")
     rows = planted.clean_rows(read_table(project / "results/clean/images.tsv"))
@@ -250,8 +249,9 @@ def test_the_label_error_queue_ranks_the_planted_mislabelled_photos_near_its_top
     assert temperatures["temperature_150px"] < temperatures["temperature_100px"] < temperatures["temperature_50px"]
     crops = read_table(project / "results/detect/crops.tsv")
     assert summary["cropped"] == queue.index.isin(crops["image"]).sum() > 0.9 * len(queue)
-    # Its job, in the demo's DAG (the demo's time budget): about 15 CPU-seconds on 2 cores. It ran
+    # Its job, in the demo's DAG (the demo's time budget): about 110 CPU-seconds, 90 of them the
+    # networks (15 with the pool's features alone). It ran
     # in a child of the resident worker (the local profile), whose own count is in its log: the
     # benchmark measured only the script that handed the job over.
     cpu = re.findall(r"fishid worker: .*?, ([\d.]+) CPU-s,", (project / "logs/label_issues.log").read_text())
-    assert len(cpu) == 1 and float(cpu[0]) < 60
+    assert len(cpu) == 1 and float(cpu[0]) < 200

@@ -130,15 +130,44 @@ def detect_rows(project: Path, config: dict) -> tuple[str, str]:
     return detect_scope.digest(training), detect_scope.digest(looked_at, scored_on)
 
 
-def decide_and_run(tiny_project, tmp_path, taxon: str, decision) -> dict:
-    """In a copy of the tiny project, one kept photo of `taxon` decided on (`decision(project,
-    photo)` writes the line), planned by the review app, then run: what each did, the photo, and
-    whether the photos the detector trains on (looks at) changed, read from the tables the run wrote."""
+def detector_training(project: Path, config: dict, clean: pd.DataFrame) -> str:
+    """The digest of the photos the detector trains on, with every split made from `clean`."""
+    config = with_schema_defaults(config)
+    records = pd.concat([read_table(project / layout.RECORDS.format(source=s)) for s in config["sources"]])
+    synthetic = [name for name, spec in config["sources"].items() if kind_of(name, spec) == "synthetic"]
+    splits = detect_scope.dataset_splits(clean, config["datasets"])
+    detect = config["detect"]
+    return detect_scope.training_digest(
+        clean, records, splits, synthetic, detect["train_photos"], detect["training"]["seed"]
+    )
+
+
+def first_photo(project: Path, config: dict, photos: pd.Series) -> str:
+    return photos.iloc[0]
+
+
+def photo_the_detector_does_not_need(project: Path, config: dict, photos: pd.Series) -> str:
+    """The first of `photos` whose exclusion leaves the detector's training photos as they are
+    (the splits made again without it move no photo it trains on)."""
+    clean = read_table(project / layout.CLEAN_TABLE)
+    before = detector_training(project, config, clean)
+    for photo in photos:
+        without = clean.assign(kept=clean["kept"].where(clean["sha256"] != photo, "False"))
+        if detector_training(project, config, without) == before:
+            return photo
+    raise AssertionError("every photo's exclusion changes the detector's training photos")
+
+
+def decide_and_run(tiny_project, tmp_path, taxon: str, decision, choose=first_photo) -> dict:
+    """In a copy of the tiny project, one kept photo of `taxon` (`choose(project, config, its kept
+    photos)`) decided on (`decision(project, photo)` writes the line), planned by the review
+    app, then run: what each did, the photo, and whether the photos the detector trains on
+    (looks at) changed, read from the tables the run wrote."""
     project = tmp_path / "project"
     shutil.copytree(tiny_project, project, symlinks=True)  # modification times kept
     config = config_of(project)
     clean = read_table(project / "results/clean/images.tsv")
-    photo = clean.loc[(clean["taxon"] == taxon) & (clean["kept"] == "True"), "sha256"].iloc[0]
+    photo = choose(project, config, clean.loc[(clean["taxon"] == taxon) & (clean["kept"] == "True"), "sha256"])
     before = files_of(project / "results")
     rows_before = detect_rows(project, config)
     decision(project, photo)
@@ -240,6 +269,24 @@ def test_an_exclusion_resplits_only_the_datasets_holding_the_photo(tiny_project,
         .all()
     )
     assert outcome["photo"] not in set(read_table(outcome["project"] / "results/splits/trio_other.tsv")["sha256"])
+
+
+def test_an_exclusion_the_detector_does_not_train_on_leaves_the_other_datasets_crops(tiny_project, tmp_path):
+    """One photo of A. ocellaris excluded whose splits move no photo the detector trains on:
+    the fish are found again (a kept photo left) but the detector is not trained again, and
+    pair's crop cache and its model on crops (RI2-crop) are not touched: only trio_other's
+    split, caches and models are made again."""
+
+    def exclude(project, photo):
+        with open(project / "config/exclusions.tsv", "a") as table:
+            table.write(f"{photo}\tblurred (test)\n")
+
+    outcome = decide_and_run(
+        tiny_project, tmp_path, "Amphiprion ocellaris", exclude, choose=photo_the_detector_does_not_need
+    )
+    assert outcome["redetected"] and not outcome["retrained"]
+    assert_only(outcome, ["trio_other"])
+    assert not any(p.endswith("px-crops.pt") or p.startswith("models/RI2-crop/") for p in outcome["rewritten"])
 
 
 def test_a_relabel_within_the_other_pool_leaves_the_detector_and_the_crops(tiny_project, tmp_path):

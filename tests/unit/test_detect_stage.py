@@ -98,3 +98,13 @@ def test_the_detector_trains_on_the_kept_photos_with_boxes_that_no_split_holds_o
     assert scope.digest(scope.training_rows(clean, records, held, ["synthetic"], 10, 0)) != digest
     sample = scope.training_rows(clean, records, splits, ["synthetic"], most=3, seed=0)
     assert len(sample) == 3 and list(sample["image"]) == sorted(sample["image"])
+    # A photo outside the sample excluded: the same sample (the detector is not trained again);
+    # one inside it: another candidate takes its place, the others stay.
+    outside = next(i for i in range(1, 6) if f"img{i}" not in set(sample["image"]))
+    without = clean.assign(kept=["False" if i == outside else "True" for i in range(6)])
+    assert scope.digest(scope.training_rows(without, records, splits, ["synthetic"], 3, 0)) == scope.digest(sample)
+    inside = int(sample["image"].iloc[0].removeprefix("img"))
+    without = clean.assign(kept=["False" if i == inside else "True" for i in range(6)])
+    resampled = set(scope.training_rows(without, records, splits, ["synthetic"], 3, 0)["image"])
+    assert len(resampled) == 3 and resampled > set(sample["image"]) - {f"img{inside}"}
+    assert f"img{inside}" not in resampled

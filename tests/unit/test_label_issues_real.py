@@ -294,6 +294,45 @@ def test_size_calibration_sharpens_where_the_model_is_right_and_softens_where_it
     np.testing.assert_array_equal(sides, [80, np.nan, 40])
 
 
+def test_with_a_network_too_the_queue_ranks_by_both_models_probabilities(synthetic_project, tmp_path):
+    """`with_network`: the backbone's linear head and the per-fold network, their probabilities'
+    normalised geometric mean; the features are the backbone's. Without a backbone the setting
+    is dropped (it changes nothing there, so editing it reruns nothing)."""
+    _, clean, root = synthetic_project
+    weights = tmp_path / "weights.pt"
+    torch.manual_seed(0)
+    torch.save({"model": registry.backbone_resnet18().state_dict()}, weights)
+    network = {**SMALL_NETWORK, "epochs": 2, "step_size": 1}
+    review = {"backbone": "pool", "crops": False, "with_network": True, "network": network}
+    settings = label_issues.issue_settings(with_schema_defaults({**DEMO, "review": {"label_issues": review}}))
+    assert settings["with_network"] and settings["network"]["image_size"] == 32 and settings["image_size"] == 64
+    alone = label_issues.issue_settings(
+        with_schema_defaults({**DEMO, "review": {"label_issues": {**review, "with_network": False}}})
+    )
+    assert "network" not in alone and not alone["with_network"]
+    assert "with_network" not in study_settings()
+    kept = label_issues.labelled_photos(clean)
+    paths = [root / "derived" / p for p in kept["derived_path"]]
+    classes = sorted(set(kept["taxon"]))
+    labels = np.array([classes.index(t) for t in kept["taxon"]])
+    both, features, _ = label_issues.model_outputs(settings, paths, None, labels, classes, 3, 1, weights)
+    linear, linear_features, _ = label_issues.model_outputs(alone, paths, None, labels, classes, 3, 1, weights)
+    theirs = label_issues.network_outputs(settings["network"], 32, paths, None, labels, classes, 3, 1)[0]
+    assert np.array_equal(features, linear_features)
+    assert np.allclose(both, label_issues.geometric_mean(linear, theirs)) and np.allclose(both.sum(axis=1), 1)
+    assert not np.allclose(both, linear) and not np.allclose(both, theirs)
+    # Where the two agree nothing moves; a sure model outweighs an unsure one; a class one model
+    # rules out stays unlikely (an average would give it 0.30).
+    sure, unsure = np.array([[0.98, 0.01, 0.01]]), np.array([[0.4, 0.3, 0.3]])
+    assert label_issues.geometric_mean(sure, sure) == pytest.approx(sure)
+    assert label_issues.geometric_mean(sure, unsure)[0, 0] > (0.98 + 0.4) / 2
+    ruled_out = label_issues.geometric_mean(np.array([[0.5, 0.499, 0.001]]), np.array([[0.2, 0.2, 0.6]]))
+    assert ruled_out[0, 2] < 0.05
+    ranked, summary = label_issues.label_issues(clean, root / "derived", settings, weights, seed=1)
+    check_table_and_summary(ranked, summary, clean)
+    assert summary["with_network"] and summary["backbone"] == "pool"
+
+
 def test_the_backbone_setting_is_resolved_and_a_wrong_one_named():
     backbones = {"clip": {"source": "open_clip"}, "imagenet": {"source": "imagenet"}, "pool": {"source": "pretrain"}}
     assert label_issues.chosen_backbone("auto", backbones) == "imagenet"

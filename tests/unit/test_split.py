@@ -51,6 +51,50 @@ def test_other_class_is_drawn_from_the_named_species_only():
     assert (decisions["decision"] == "unused").sum() == 18
 
 
+def test_excluding_a_photo_moves_no_other_photo():
+    """A training photo (and a photo drawn into "other") left out where the drawn counts stay the
+    same: every other photo keeps its role and its class (a capped label takes one capped photo
+    in); a validation photo left out: one training photo takes its place, and only that one
+    moves."""
+    spec = {
+        **SPEC,
+        "val_fraction": 0.2,
+        "test_fraction": 0.1,
+        "other": {"label": "other", "size": 12, "species": ["C c"]},
+    }
+    clean = clean_table({"A a": 41, "B b": 30, "C c": 30})
+    split, decisions = make_split(clean, "d", spec)
+    roles = dict(zip(split["sha256"], split["split"]))
+
+    def without(photo):
+        kept = clean.assign(kept=clean["kept"].where(clean["sha256"] != photo, "False"))
+        after, after_decisions = make_split(kept, "d", spec)
+        return dict(zip(after["sha256"], after["split"])), after_decisions
+
+    # 41 photos of A a and 40 of them: 8 validation and 4 test either way.
+    trained = split.loc[(split["label"] == "A a") & (split["split"] == "train"), "sha256"].iloc[0]
+    after, after_decisions = without(trained)
+    assert {k: v for k, v in after.items() if k in roles} == {k: v for k, v in roles.items() if k != trained}
+    # A a is capped (at 2 x other's 9 training photos): one capped photo takes the free place.
+    capped = set(decisions.loc[decisions["decision"] == "capped", "sha256"])
+    (joined,) = set(after) - set(roles)
+    assert joined in capped and after[joined] == "train"
+    assert set(after_decisions.loc[after_decisions["decision"] == "capped", "sha256"]) == capped - {joined}
+    drawn = split.loc[(split["label"] == "other") & (split["split"] == "train"), "sha256"].iloc[0]
+    after, _ = without(drawn)
+    assert {k: v for k, v in after.items() if k in roles} == {k: v for k, v in roles.items() if k != drawn}
+    (joined,) = set(after) - set(roles)
+    assert after[joined] == "train"
+    # A held-out photo left out: one photo drawn for training (here a capped one) is held out
+    # in its place, and the training photos stay.
+    validated = split.loc[(split["label"] == "A a") & (split["split"] == "val"), "sha256"].iloc[0]
+    after, _ = without(validated)
+    held = {k for k, v in roles.items() if v != "train" and k != validated}
+    (moved,) = {k for k, v in after.items() if v != "train"} - held
+    assert roles.get(moved, "train") == "train" and held <= set(after)
+    assert {k for k, v in after.items() if v == "train"} == {k for k, v in roles.items() if v == "train"} - {moved}
+
+
 def test_missing_species_too_small_other_and_no_training_image_are_named():
     with pytest.raises(ValueError, match="dataset d: no kept image of B b"):
         make_split(clean_table({"A a": 10}), "d", SPEC)

@@ -79,12 +79,16 @@ def training_rows(
     clean: pd.DataFrame, records: pd.DataFrame, splits: Iterable[pd.DataFrame], synthetic_sources, most: int, seed: int
 ) -> pd.DataFrame:
     """The photos the detector trains on: the kept photos with known boxes that no split holds
-    out, at most `most` of them (a sample seeded by `seed`, in SHA-256 order); PHOTO_COLUMNS and url."""
+    out, at most `most` of them (a sample seeded by `seed`, in SHA-256 order); PHOTO_COLUMNS and url.
+    The sample takes the photos whose seeded hash is smallest, so that a photo leaving or
+    joining the candidates changes no other photo's place in it (a random draw over the
+    remaining candidates would retrain the detector after any exclusion)."""
     photos = kept_rows(clean)
     known = known_sources(photos, records, synthetic_sources)
     known = known[~known["image"].isin(held_out(splits))]
     if len(known) > most:
-        known = known.sample(n=most, random_state=seed).sort_values("image")
+        rank = known["image"].map(lambda image: hashlib.sha256(f"{seed}:{image}".encode()).hexdigest())
+        known = known.loc[rank.sort_values(kind="stable").index[:most]].sort_values("image")
     return known.merge(photos[PHOTO_COLUMNS], on="image", how="left")[[*PHOTO_COLUMNS, "url"]]
 
 

@@ -7,7 +7,11 @@ Out-of-sample class probabilities come from k-fold cross-validation (stratified,
   the configuration declares (`review.label_issues.backbone`: the demo's pre-trained `pool`,
   the real study's ImageNet weights), the features computed once for every fold; or
 - (b) where it names none, the study's CNN (arch `ri`, small) trained per fold for a few epochs
-  by fishid.train.loop; one more fit on every photo gives the features.
+  by fishid.train.loop; one more fit on every photo gives the features;
+- or both (`with_network`): the probabilities of (a) and (b) combined (their normalised
+  geometric mean), the features (a)'s. On the demo the two make different mistakes (the
+  pool's features cannot tell some species apart; the network is sure of some look-alikes),
+  and together they put the planted label errors higher than either does alone.
 
 Where the configuration has a detect section (and `crops` is on, the default), the model reads
 each photo's crop, as a model with `crop:` does (the whole photo where no fish was found): on
@@ -90,8 +94,10 @@ def issue_settings(config: dict) -> dict:
     settings = dict(config["review"]["label_issues"])
     settings["backbone"] = chosen_backbone(settings["backbone"], config.get("backbones", {}))
     network = settings.pop("network")
-    if settings["backbone"] == "none":
+    if settings["backbone"] == "none" or settings["with_network"]:
         settings["network"] = {**config["training_defaults"], **network, "arch": "ri"}
+    if settings["backbone"] == "none":
+        settings.pop("with_network")
         size = settings["network"]["image_size"]
     else:
         size = configuration.backbone_settings(config, settings["backbone"])["image_size"]
@@ -456,27 +462,45 @@ def model_outputs(settings: dict, photos: list, seen, labels, classes, folds: in
     """(out-of-sample probabilities, features of what the model read, features of the whole
     photos): `photos` are the whole photos' files (the labelled ones, then cleaning's dropped
     copies), `seen` the labelled photos' crops' (None: the model reads the whole photos)."""
-    n, size = len(labels), settings["image_size"]
     if settings["backbone"] == "none":
-        # The networks read the photos from files mapped as training reads its cache: the kernel,
-        # not this job, holds them (7 KB a photo at 48 px, twice with crops: 140 GB at 10 million).
-        with tempfile.TemporaryDirectory(prefix="fishid-label-issues-") as scratch:
-            images = load_images(photos, size, Path(scratch, "photos.npy"))
-            probabilities, features, whole = network_probabilities(
-                images if seen is None else load_images(seen, size, Path(scratch, "crops.npy")),
-                labels,
-                classes,
-                folds,
-                settings["network"],
-                seed,
-                also=None if seen is None else images,
-            )
-        return probabilities, features, features if seen is None else whole
+        return network_outputs(settings["network"], settings["image_size"], photos, seen, labels, classes, folds, seed)
     if backbone_path is None:
         raise ValueError(f"review.label_issues.backbone {settings['backbone']!r}: its weights file is missing")
+    n, size = len(labels), settings["image_size"]
     whole = backbone_features(photos, size, backbone_path)
     features = whole[:n] if seen is None else backbone_features(seen, size, backbone_path)
-    return linear_probabilities(features[:n], labels, folds, seed), features, whole
+    probabilities = linear_probabilities(features[:n], labels, folds, seed)
+    if settings["with_network"]:
+        network = settings["network"]
+        theirs = network_outputs(network, network["image_size"], photos, seen, labels, classes, folds, seed)[0]
+        probabilities = geometric_mean(probabilities, theirs)
+    return probabilities, features, whole
+
+
+def network_outputs(network: dict, size: int, photos: list, seen, labels, classes, folds: int, seed: int):
+    """model_outputs of the per-fold networks (`network`'s settings, photos read at `size`)."""
+    # The networks read the photos from files mapped as training reads its cache: the kernel,
+    # not this job, holds them (7 KB a photo at 48 px, twice with crops: 140 GB at 10 million).
+    with tempfile.TemporaryDirectory(prefix="fishid-label-issues-") as scratch:
+        images = load_images(photos, size, Path(scratch, "photos.npy"))
+        probabilities, features, whole = network_probabilities(
+            images if seen is None else load_images(seen, size, Path(scratch, "crops.npy")),
+            labels,
+            classes,
+            folds,
+            network,
+            seed,
+            also=None if seen is None else images,
+        )
+    return probabilities, features, features if seen is None else whole
+
+
+def geometric_mean(*probabilities: np.ndarray) -> np.ndarray:
+    """Each photo's class probabilities under several models together: their geometric mean,
+    normalised (a class any model rules out stays unlikely)."""
+    logs = np.mean([np.log(np.clip(p, 1e-12, None)) for p in probabilities], axis=0)
+    combined = np.exp(logs - logs.max(axis=1, keepdims=True))
+    return combined / combined.sum(axis=1, keepdims=True)
 
 
 def label_issues(clean: pd.DataFrame, derived_root, settings: dict, backbone_path=None, seed: int = 0, crops=None):
@@ -553,6 +577,7 @@ def summarise(table, settings, folds, classes, probabilities, labels, pairs) -> 
         "photos": len(table),
         "classes": len(classes),
         "backbone": settings["backbone"],
+        "with_network": settings.get("with_network", False),
         "image_size": settings["image_size"],
         "folds": folds,
         "cross_validated_accuracy": round(float((probabilities.argmax(axis=1) == labels).mean()), 4),

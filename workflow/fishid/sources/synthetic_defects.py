@@ -280,12 +280,22 @@ def _plant_too_small(patterns, taxa, offset, seed, size, realism, count, ordinar
         yield _item("too_small", number, taxon, pattern, params, small)
 
 
+# Scenes in which a fish may not be seen at all: a dark dive, a wide reef with a fish a dozen
+# pixels long.
+HIDING_SCENES = ("dark", "wide")
+
+
 def _plant_mislabelled(patterns, taxa, offset, seed, size, realism, count, ordinary):
-    # Without nuisances (occlusion, defocus, several fish...): a mislabel can only be found where
-    # the photo shows its fish. In the demo a dark-scene A. clarkii half hidden by tentacles and
-    # blurred, filed as A. perideraion, ranked 78th to 517th of 1,409 by every model the queue
-    # has tried (its crop held a piece of the fish): what it tested was the fish's visibility.
-    shown = {**realism, "nuisances": {}} if realism else realism
+    # Without nuisances (occlusion, defocus, several fish...) and hiding scenes: a mislabel can
+    # only be found where the photo shows its fish. In the demo a dark-scene A. clarkii half
+    # hidden by tentacles and blurred, filed as A. perideraion, ranked 78th to 517th of 1,409 by
+    # every model the queue has tried (its crop held a piece of the fish); another dark-scene
+    # A. clarkii, which one draw's detector did not find, ranked 74th to 236th: what they tested
+    # was the fish's visibility (a photo without a fish found goes to the detector's queue).
+    shown = realism
+    if realism:
+        scenes = {name: w for name, w in realism["scenes"].items() if name not in HIDING_SCENES}
+        shown = {**realism, "nuisances": {}, "scenes": scenes or {"anemone": 1}}
     for number in range(count):
         drawn, filed = taxa[(offset + number) % len(taxa)], taxa[(offset + number + 1) % len(taxa)]
         pattern, params, _ = _fresh(patterns, drawn, seed, "mislabelled", number, shown)

@@ -29,8 +29,8 @@ image (or a photo of a benchmark folder the user keeps out of training) whose pe
 hashes are within the near-duplicate distance: after grouping there should be none.
 """
 
+import hashlib
 import logging
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -63,19 +63,26 @@ CAPPED_PER_OCCURRENCE = "capped per occurrence"
 HELD_OUT_FIRST = ("test", "val", "train")
 
 
-def _rng(seed: int, *keys: str) -> np.random.Generator:
-    # crc32, not hash(): Python salts str hashes per process, which would break determinism.
-    return np.random.default_rng([seed, *(zlib.crc32(k.encode()) for k in keys)])
+def _draw_key(seed: int, *keys: str) -> str:
+    return ":".join([str(seed), *keys])
 
 
-def _shuffled_groups(images: pd.DataFrame, rng) -> list[np.ndarray]:
-    """Each group's row positions in `images` (in SHA-256 order), the groups in a random
-    order that depends only on their content and the seed."""
+def _ranks(key: str, values) -> list[str]:
+    """Each value's place in a seeded order: the SHA-256 of the key and the value. A value
+    leaving or joining moves no other (a random permutation of positions would reorder all:
+    excluding one photo would move others between training and validation, and the detector
+    that learns from the training photos would be trained again)."""
+    return [hashlib.sha256(f"{key}:{value}".encode()).hexdigest() for value in values]
+
+
+def _shuffled_groups(images: pd.DataFrame, key: str) -> list[np.ndarray]:
+    """Each group's row positions in `images` (in SHA-256 order), the groups in a seeded order
+    that depends only on each group and the key (_ranks)."""
     by_sha = np.argsort(images["sha256"].to_numpy(), kind="stable")
-    codes = pd.factorize(images["group"].to_numpy()[by_sha], sort=True)[0]
+    codes, names = pd.factorize(images["group"].to_numpy()[by_sha], sort=True)
     order = np.argsort(codes, kind="stable")
     groups = np.split(by_sha[order], np.flatnonzero(np.diff(codes[order])) + 1)
-    return [groups[i] for i in rng.permutation(len(groups))]
+    return [groups[i] for i in np.argsort(_ranks(key, names), kind="stable")]
 
 
 def draw_groups(sizes: list[int], target: int) -> list[int]:
@@ -97,9 +104,9 @@ def draw_groups(sizes: list[int], target: int) -> list[int]:
     return np.flatnonzero(chosen).tolist()
 
 
-def assign_roles(images: pd.DataFrame, val_fraction: float, test_fraction: float, rng) -> pd.Series:
+def assign_roles(images: pd.DataFrame, val_fraction: float, test_fraction: float, key: str) -> pd.Series:
     """Split one label's images into train/val/test, whole groups at a time."""
-    groups = _shuffled_groups(images, rng)
+    groups = _shuffled_groups(images, key)
     roles = np.full(len(images), "train", dtype=object)
     for role, fraction in (("val", val_fraction), ("test", test_fraction)):
         if fraction <= 0:
@@ -111,7 +118,7 @@ def assign_roles(images: pd.DataFrame, val_fraction: float, test_fraction: float
     return pd.Series(roles, index=images.index)
 
 
-def source_roles(images: pd.DataFrame, test_sources, val_fraction: float, test_fraction: float, rng) -> pd.Series:
+def source_roles(images: pd.DataFrame, test_sources, val_fraction: float, test_fraction: float, key: str) -> pd.Series:
     """Leave sources out: a group with any image from `test_sources` is held out whole (so
     no group crosses the line), drawn into val and test in the ratio of the two fractions;
     every other group trains."""
@@ -120,7 +127,7 @@ def source_roles(images: pd.DataFrame, test_sources, val_fraction: float, test_f
     roles = pd.Series("train", index=images.index, dtype=object)
     if held_out.any():
         val_share = val_fraction / (val_fraction + test_fraction)
-        drawn = assign_roles(images[held_out], val_share, 1 - val_share, rng)
+        drawn = assign_roles(images[held_out], val_share, 1 - val_share, key)
         # What the draw left over (groups too big to fit either target) is still a test source's.
         roles[held_out] = drawn.where(drawn != "train", "test")
     return roles
@@ -131,7 +138,9 @@ def first_given_role(given: str) -> str:
     return next((role for role in HELD_OUT_FIRST if role in roles), "")
 
 
-def given_roles(images: pd.DataFrame, val_fraction: float | None, test_fraction: float, rng, where="") -> pd.Series:
+def given_roles(
+    images: pd.DataFrame, val_fraction: float | None, test_fraction: float, key: str, where=""
+) -> pd.Series:
     """The roles the source gave; an image without one takes its group's, and groups with
     none are drawn as assign_roles does. `val_fraction` may be None where every image has a
     role: it is asked for (naming `where`, the dataset's key) only when one must be drawn."""
@@ -146,7 +155,7 @@ def given_roles(images: pd.DataFrame, val_fraction: float | None, test_fraction:
                 "without a role (train/, val/, test/) and share no group with one, so they are drawn; give "
                 f"{where}.val_fraction (and test_fraction) for them"
             )
-        roles[unassigned] = assign_roles(images[unassigned], val_fraction, test_fraction, rng)
+        roles[unassigned] = assign_roles(images[unassigned], val_fraction, test_fraction, key)
     return roles
 
 
@@ -165,9 +174,9 @@ def leaks(table: pd.DataFrame) -> pd.DataFrame:
     return found[roles.str.contains(" and ") | twice]
 
 
-def sample_other(pool: pd.DataFrame, size: int, rng) -> tuple[pd.DataFrame, pd.DataFrame]:
+def sample_other(pool: pd.DataFrame, size: int, key: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Draw about `size` images (whole groups) from the pooled remaining species."""
-    groups = _shuffled_groups(pool, rng)
+    groups = _shuffled_groups(pool, key)
     chosen = draw_groups([len(g) for g in groups], size)
     picked = pool.iloc[np.concatenate([groups[i] for i in chosen])] if chosen else pool.iloc[:0]
     return picked, pool[~pool["sha256"].isin(picked["sha256"])]
@@ -343,35 +352,37 @@ def split_dataset(clean: pd.DataFrame, name: str, spec: dict) -> tuple[pd.DataFr
                 f"dataset {name}: other.size is {other['size']} but only {len(pool)} images "
                 f"of {', '.join(pool_species)} are kept"
             )
-        picked, unpicked = sample_other(pool, other["size"], _rng(spec["seed"], name, "other"))
+        # In the order its roles are drawn in: a photo that joins the pool's draw comes after
+        # every photo drawn before it, and takes the role of the one it replaces.
+        picked, unpicked = sample_other(pool, other["size"], _draw_key(spec["seed"], name, other["label"]))
         labelled = pd.concat([labelled, picked.assign(label=other["label"], **shared_ranks(pool))])
         decisions.append(unpicked.assign(decision="unused", reason=f"not drawn for '{other['label']}'"))
     _check_groups(labelled, name)
 
     parts = []
     for label, images in labelled.groupby("label", sort=True):
-        rng = _rng(spec["seed"], name, label)
+        key = _draw_key(spec["seed"], name, label)
         fractions = (spec.get("val_fraction"), spec.get("test_fraction", 0))
         if spec.get("test_sources"):
-            roles = source_roles(images, set(spec["test_sources"]), *fractions, rng)
+            roles = source_roles(images, set(spec["test_sources"]), *fractions, key)
         elif spec.get("use_source_split"):
-            roles = given_roles(images, *fractions, rng, where=f"datasets.{name}")
+            roles = given_roles(images, *fractions, key, where=f"datasets.{name}")
         else:
-            roles = assign_roles(images, *fractions, rng)
+            roles = assign_roles(images, *fractions, key)
         images = images.assign(split=roles)
         if not (images["split"] == "train").any():
             raise ValueError(
                 f"dataset {name}: label {label} has {len(images)} image(s) in {images['group'].nunique()} group(s), "
                 "none left for training after validation and test: add images or lower the fractions"
             )
-        parts.append((images, rng))
+        parts.append((images, key))
     cap = int(spec["cap_ratio"] * min((images["split"] == "train").sum() for images, _ in parts))
 
     rows = []
-    for images, rng in parts:
+    for images, key in parts:
         train = images[images["split"] == "train"].sort_values("sha256")
         if len(train) > cap:
-            dropped = train.iloc[rng.permutation(len(train))[: len(train) - cap]]
+            dropped = train.iloc[np.argsort(_ranks(f"{key}:capped", train["sha256"]), kind="stable")[cap:]]
             decisions.append(
                 dropped.assign(
                     decision="capped",
