@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from fishid.split.stage import split_dataset
+from fishid.split.stage import seeded_ranks, split_dataset
 from fishid.tables import read_table
 from fishid.variants import TRAINED_DETECTORS
 
@@ -87,7 +87,7 @@ def training_rows(
     known = known_sources(photos, records, synthetic_sources)
     known = known[~known["image"].isin(held_out(splits))]
     if len(known) > most:
-        rank = known["image"].map(lambda image: hashlib.sha256(f"{seed}:{image}".encode()).hexdigest())
+        rank = pd.Series(seeded_ranks(str(seed), known["image"]), index=known.index)
         known = known.loc[rank.sort_values(kind="stable").index[:most]].sort_values("image")
     return known.merge(photos[PHOTO_COLUMNS], on="image", how="left")[[*PHOTO_COLUMNS, "url"]]
 

@@ -67,7 +67,7 @@ def _draw_key(seed: int, *keys: str) -> str:
     return ":".join([str(seed), *keys])
 
 
-def _ranks(key: str, values) -> list[str]:
+def seeded_ranks(key: str, values) -> list[str]:
     """Each value's place in a seeded order: the SHA-256 of the key and the value. A value
     leaving or joining moves no other (a random permutation of positions would reorder all:
     excluding one photo would move others between training and validation, and the detector
@@ -77,12 +77,12 @@ def _ranks(key: str, values) -> list[str]:
 
 def _shuffled_groups(images: pd.DataFrame, key: str) -> list[np.ndarray]:
     """Each group's row positions in `images` (in SHA-256 order), the groups in a seeded order
-    that depends only on each group and the key (_ranks)."""
+    that depends only on each group and the key (seeded_ranks)."""
     by_sha = np.argsort(images["sha256"].to_numpy(), kind="stable")
     codes, names = pd.factorize(images["group"].to_numpy()[by_sha], sort=True)
     order = np.argsort(codes, kind="stable")
     groups = np.split(by_sha[order], np.flatnonzero(np.diff(codes[order])) + 1)
-    return [groups[i] for i in np.argsort(_ranks(key, names), kind="stable")]
+    return [groups[i] for i in np.argsort(seeded_ranks(key, names), kind="stable")]
 
 
 def draw_groups(sizes: list[int], target: int) -> list[int]:
@@ -382,7 +382,7 @@ def split_dataset(clean: pd.DataFrame, name: str, spec: dict) -> tuple[pd.DataFr
     for images, key in parts:
         train = images[images["split"] == "train"].sort_values("sha256")
         if len(train) > cap:
-            dropped = train.iloc[np.argsort(_ranks(f"{key}:capped", train["sha256"]), kind="stable")[cap:]]
+            dropped = train.iloc[np.argsort(seeded_ranks(f"{key}:capped", train["sha256"]), kind="stable")[cap:]]
             decisions.append(
                 dropped.assign(
                     decision="capped",
